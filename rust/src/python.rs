@@ -1,0 +1,1082 @@
+//! PyO3 bindings: `sipstream._core`. Conversion only; all logic lives in the
+//! Rust modules.
+
+use crate::auth::{self, Challenge};
+use crate::error::{AuthError, RtpError, SdpError, SipError};
+use crate::h264;
+use crate::media;
+use crate::rtp;
+use crate::sdp;
+use crate::sip::{self, Params};
+use pyo3::create_exception;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use std::collections::HashMap;
+
+create_exception!(
+    sipstream._core,
+    SipParseError,
+    PyValueError,
+    "Malformed SIP message; the message says what and at which byte offset."
+);
+create_exception!(
+    sipstream._core,
+    SdpParseError,
+    PyValueError,
+    "Malformed SDP; the message says which line."
+);
+create_exception!(
+    sipstream._core,
+    RtpParseError,
+    PyValueError,
+    "Malformed RTP/RTCP packet."
+);
+
+fn sip_err(e: SipError) -> PyErr {
+    SipParseError::new_err(e.to_string())
+}
+
+fn sdp_err(e: SdpError) -> PyErr {
+    SdpParseError::new_err(e.to_string())
+}
+
+fn rtp_err(e: RtpError) -> PyErr {
+    RtpParseError::new_err(e.to_string())
+}
+
+fn auth_err(e: AuthError) -> PyErr {
+    PyValueError::new_err(e.to_string())
+}
+
+fn params_to_dict<'py>(py: Python<'py>, params: &Params) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for (k, v) in params {
+        d.set_item(k, v)?;
+    }
+    Ok(d)
+}
+
+fn dict_to_params(d: &Bound<'_, PyDict>) -> PyResult<Params> {
+    d.iter()
+        .map(|(k, v)| Ok((k.extract::<String>()?, v.extract::<Option<String>>()?)))
+        .collect()
+}
+
+// ------------------------------------------------------------------- SIP
+
+#[pyclass(module = "sipstream._core", name = "SipMessage")]
+#[derive(Clone)]
+struct PySipMessage {
+    #[pyo3(get, set)]
+    is_request: bool,
+    #[pyo3(get, set)]
+    method: Option<String>,
+    #[pyo3(get, set)]
+    uri: Option<String>,
+    #[pyo3(get, set)]
+    status: Option<u16>,
+    #[pyo3(get, set)]
+    reason: Option<String>,
+    #[pyo3(get, set)]
+    headers: Vec<(String, String)>,
+    #[pyo3(get, set)]
+    body: Vec<u8>,
+}
+
+impl PySipMessage {
+    fn from_rust(m: sip::SipMessage) -> Self {
+        let (is_request, method, uri, status, reason) = match m.start {
+            sip::StartLine::Request { method, uri } => (true, Some(method), Some(uri), None, None),
+            sip::StartLine::Response { status, reason } => {
+                (false, None, None, Some(status), Some(reason))
+            }
+        };
+        PySipMessage {
+            is_request,
+            method,
+            uri,
+            status,
+            reason,
+            headers: m.headers,
+            body: m.body,
+        }
+    }
+
+    fn start_line(&self) -> PyResult<sip::StartLine> {
+        if self.is_request {
+            match (&self.method, &self.uri) {
+                (Some(method), Some(uri)) => Ok(sip::StartLine::Request {
+                    method: method.clone(),
+                    uri: uri.clone(),
+                }),
+                _ => Err(PyValueError::new_err("a request needs method and uri")),
+            }
+        } else {
+            match self.status {
+                Some(status) => Ok(sip::StartLine::Response {
+                    status,
+                    reason: self.reason.clone().unwrap_or_default(),
+                }),
+                None => Err(PyValueError::new_err("a response needs a status")),
+            }
+        }
+    }
+}
+
+#[pymethods]
+impl PySipMessage {
+    #[staticmethod]
+    fn parse(data: &[u8]) -> PyResult<Self> {
+        sip::SipMessage::parse(data)
+            .map(Self::from_rust)
+            .map_err(sip_err)
+    }
+
+    #[staticmethod]
+    #[pyo3(signature = (method, uri, headers, body = Vec::new()))]
+    fn request(method: String, uri: String, headers: Vec<(String, String)>, body: Vec<u8>) -> Self {
+        Self::from_rust(sip::SipMessage::request(method, uri, headers, body))
+    }
+
+    #[staticmethod]
+    #[pyo3(signature = (status, reason, headers, body = Vec::new()))]
+    fn response(
+        status: u16,
+        reason: String,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    ) -> Self {
+        Self::from_rust(sip::SipMessage::response(status, reason, headers, body))
+    }
+
+    fn header(&self, name: &str) -> Option<String> {
+        sip::header_first(&self.headers, name).map(str::to_string)
+    }
+
+    fn header_all(&self, name: &str) -> Vec<String> {
+        sip::header_all(&self.headers, name)
+            .into_iter()
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[getter]
+    fn call_id(&self) -> Option<String> {
+        self.header("Call-ID")
+    }
+
+    #[getter]
+    fn cseq(&self) -> Option<(u32, String)> {
+        sip::header_first(&self.headers, "CSeq").and_then(sip::parse_cseq)
+    }
+
+    fn to_bytes(&self) -> PyResult<Vec<u8>> {
+        let m = sip::SipMessage {
+            start: self.start_line()?,
+            headers: self.headers.clone(),
+            body: self.body.clone(),
+        };
+        Ok(m.to_bytes())
+    }
+
+    fn __repr__(&self) -> String {
+        if self.is_request {
+            format!(
+                "<SipMessage {} {}>",
+                self.method.as_deref().unwrap_or("?"),
+                self.uri.as_deref().unwrap_or("?")
+            )
+        } else {
+            format!(
+                "<SipMessage {} {}>",
+                self.status.unwrap_or(0),
+                self.reason.as_deref().unwrap_or("")
+            )
+        }
+    }
+}
+
+#[pyclass(module = "sipstream._core", name = "NameAddr")]
+#[derive(Clone)]
+struct PyNameAddr {
+    #[pyo3(get, set)]
+    display: Option<String>,
+    #[pyo3(get, set)]
+    uri: String,
+    params: Params,
+}
+
+impl PyNameAddr {
+    fn to_rust(&self) -> sip::NameAddr {
+        sip::NameAddr {
+            display: self.display.clone(),
+            uri: self.uri.clone(),
+            params: self.params.clone(),
+        }
+    }
+}
+
+#[pymethods]
+impl PyNameAddr {
+    #[new]
+    #[pyo3(signature = (uri, display = None, params = None))]
+    fn new(
+        uri: String,
+        display: Option<String>,
+        params: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        Ok(PyNameAddr {
+            display,
+            uri,
+            params: params.map(dict_to_params).transpose()?.unwrap_or_default(),
+        })
+    }
+
+    #[staticmethod]
+    fn parse(value: &str) -> PyResult<Self> {
+        let n = sip::NameAddr::parse(value).map_err(sip_err)?;
+        Ok(PyNameAddr {
+            display: n.display,
+            uri: n.uri,
+            params: n.params,
+        })
+    }
+
+    #[getter]
+    fn params<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        params_to_dict(py, &self.params)
+    }
+
+    #[setter]
+    fn set_params(&mut self, params: &Bound<'_, PyDict>) -> PyResult<()> {
+        self.params = dict_to_params(params)?;
+        Ok(())
+    }
+
+    fn tag(&self) -> Option<String> {
+        self.to_rust().tag().map(str::to_string)
+    }
+
+    #[pyo3(name = "to_string")]
+    fn py_to_string(&self) -> String {
+        self.to_rust().to_string()
+    }
+
+    fn __str__(&self) -> String {
+        self.to_rust().to_string()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("NameAddr({:?})", self.to_rust().to_string())
+    }
+}
+
+#[pyclass(module = "sipstream._core", name = "SipUri")]
+#[derive(Clone)]
+struct PySipUri {
+    #[pyo3(get, set)]
+    scheme: String,
+    #[pyo3(get, set)]
+    user: Option<String>,
+    #[pyo3(get, set)]
+    host: String,
+    #[pyo3(get, set)]
+    port: Option<u16>,
+    #[pyo3(get, set)]
+    headers: Option<String>,
+    params: Params,
+}
+
+impl PySipUri {
+    fn to_rust(&self) -> sip::SipUri {
+        sip::SipUri {
+            scheme: self.scheme.clone(),
+            user: self.user.clone(),
+            host: self.host.clone(),
+            port: self.port,
+            params: self.params.clone(),
+            headers: self.headers.clone(),
+        }
+    }
+}
+
+#[pymethods]
+impl PySipUri {
+    #[new]
+    #[pyo3(signature = (host, user = None, port = None, scheme = "sip".to_string(), params = None, headers = None))]
+    fn new(
+        host: String,
+        user: Option<String>,
+        port: Option<u16>,
+        scheme: String,
+        params: Option<&Bound<'_, PyDict>>,
+        headers: Option<String>,
+    ) -> PyResult<Self> {
+        Ok(PySipUri {
+            scheme,
+            user,
+            host,
+            port,
+            headers,
+            params: params.map(dict_to_params).transpose()?.unwrap_or_default(),
+        })
+    }
+
+    #[staticmethod]
+    fn parse(value: &str) -> PyResult<Self> {
+        let u = sip::SipUri::parse(value).map_err(sip_err)?;
+        Ok(PySipUri {
+            scheme: u.scheme,
+            user: u.user,
+            host: u.host,
+            port: u.port,
+            headers: u.headers,
+            params: u.params,
+        })
+    }
+
+    #[getter]
+    fn params<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        params_to_dict(py, &self.params)
+    }
+
+    #[setter]
+    fn set_params(&mut self, params: &Bound<'_, PyDict>) -> PyResult<()> {
+        self.params = dict_to_params(params)?;
+        Ok(())
+    }
+
+    #[pyo3(name = "to_string")]
+    fn py_to_string(&self) -> String {
+        self.to_rust().to_string()
+    }
+
+    fn __str__(&self) -> String {
+        self.to_rust().to_string()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("SipUri({:?})", self.to_rust().to_string())
+    }
+}
+
+#[pyclass(module = "sipstream._core", name = "Via")]
+#[derive(Clone)]
+struct PyVia {
+    #[pyo3(get, set)]
+    transport: String,
+    #[pyo3(get, set)]
+    host: String,
+    #[pyo3(get, set)]
+    port: Option<u16>,
+    params: Params,
+}
+
+impl PyVia {
+    fn to_rust(&self) -> sip::Via {
+        sip::Via {
+            transport: self.transport.clone(),
+            host: self.host.clone(),
+            port: self.port,
+            params: self.params.clone(),
+        }
+    }
+}
+
+#[pymethods]
+impl PyVia {
+    #[new]
+    #[pyo3(signature = (transport, host, port = None, params = None))]
+    fn new(
+        transport: String,
+        host: String,
+        port: Option<u16>,
+        params: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        Ok(PyVia {
+            transport,
+            host,
+            port,
+            params: params.map(dict_to_params).transpose()?.unwrap_or_default(),
+        })
+    }
+
+    #[staticmethod]
+    fn parse(value: &str) -> PyResult<Self> {
+        let v = sip::Via::parse(value).map_err(sip_err)?;
+        Ok(PyVia {
+            transport: v.transport,
+            host: v.host,
+            port: v.port,
+            params: v.params,
+        })
+    }
+
+    #[getter]
+    fn params<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        params_to_dict(py, &self.params)
+    }
+
+    #[setter]
+    fn set_params(&mut self, params: &Bound<'_, PyDict>) -> PyResult<()> {
+        self.params = dict_to_params(params)?;
+        Ok(())
+    }
+
+    fn branch(&self) -> Option<String> {
+        self.to_rust().branch().map(str::to_string)
+    }
+
+    #[pyo3(name = "to_string")]
+    fn py_to_string(&self) -> String {
+        self.to_rust().to_string()
+    }
+
+    fn __str__(&self) -> String {
+        self.to_rust().to_string()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Via({:?})", self.to_rust().to_string())
+    }
+}
+
+// ----------------------------------------------------------------- digest
+
+#[pyfunction]
+fn parse_challenge(value: &str) -> PyResult<HashMap<String, String>> {
+    Ok(auth::parse_challenge(value)
+        .map_err(auth_err)?
+        .params
+        .into_iter()
+        .collect())
+}
+
+#[pyfunction]
+fn digest_authorization(
+    username: &str,
+    password: &str,
+    method: &str,
+    uri: &str,
+    challenge: HashMap<String, String>,
+    cnonce: &str,
+    nc: u32,
+) -> PyResult<String> {
+    let ch = Challenge::from_pairs(challenge);
+    auth::digest_authorization(username, password, method, uri, &ch, cnonce, nc).map_err(auth_err)
+}
+
+#[pyfunction]
+#[allow(clippy::too_many_arguments)] // the Python signature from the stub
+#[pyo3(signature = (algorithm, username, realm, password, method, uri, nonce, qop = None, cnonce = None, nc = None))]
+fn digest_response(
+    algorithm: &str,
+    username: &str,
+    realm: &str,
+    password: &str,
+    method: &str,
+    uri: &str,
+    nonce: &str,
+    qop: Option<&str>,
+    cnonce: Option<&str>,
+    nc: Option<u32>,
+) -> PyResult<String> {
+    auth::digest_response(
+        algorithm, username, realm, password, method, uri, nonce, qop, cnonce, nc,
+    )
+    .map_err(auth_err)
+}
+
+// -------------------------------------------------------------------- SDP
+
+#[pyclass(module = "sipstream._core", name = "Codec", get_all, set_all)]
+#[derive(Clone)]
+struct PyCodec {
+    payload_type: u8,
+    name: String,
+    clock_rate: u32,
+    channels: Option<u16>,
+    fmtp: Option<String>,
+    rtcp_fb: Vec<String>,
+}
+
+impl PyCodec {
+    fn from_rust(c: sdp::Codec) -> Self {
+        PyCodec {
+            payload_type: c.payload_type,
+            name: c.name,
+            clock_rate: c.clock_rate,
+            channels: c.channels,
+            fmtp: c.fmtp,
+            rtcp_fb: c.rtcp_fb,
+        }
+    }
+
+    fn to_rust(&self) -> sdp::Codec {
+        sdp::Codec {
+            payload_type: self.payload_type,
+            name: self.name.clone(),
+            clock_rate: self.clock_rate,
+            channels: self.channels,
+            fmtp: self.fmtp.clone(),
+            rtcp_fb: self.rtcp_fb.clone(),
+        }
+    }
+}
+
+#[pymethods]
+impl PyCodec {
+    #[new]
+    #[pyo3(signature = (payload_type, name, clock_rate, channels = None, fmtp = None, rtcp_fb = None))]
+    fn new(
+        payload_type: u8,
+        name: String,
+        clock_rate: u32,
+        channels: Option<u16>,
+        fmtp: Option<String>,
+        rtcp_fb: Option<Vec<String>>,
+    ) -> Self {
+        PyCodec {
+            payload_type,
+            name,
+            clock_rate,
+            channels,
+            fmtp,
+            rtcp_fb: rtcp_fb.unwrap_or_default(),
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Codec({} {}/{})",
+            self.payload_type, self.name, self.clock_rate
+        )
+    }
+}
+
+/// Nested pyclass values are held as `Py<...>` so that
+/// `sd.media[0].codecs[0].fmtp = ...` changes the description itself.
+#[pyclass(
+    module = "sipstream._core",
+    name = "MediaDescription",
+    get_all,
+    set_all
+)]
+struct PyMediaDescription {
+    kind: String,
+    port: u16,
+    proto: String,
+    formats: Vec<u8>,
+    extra_formats: Vec<String>,
+    connection: Option<String>,
+    direction: String,
+    rtcp_port: Option<u16>,
+    rtcp_mux: bool,
+    codecs: Vec<Py<PyCodec>>,
+    attributes: Vec<(String, Option<String>)>,
+}
+
+impl PyMediaDescription {
+    fn from_rust(py: Python<'_>, m: sdp::MediaDescription) -> PyResult<Self> {
+        Ok(PyMediaDescription {
+            kind: m.kind,
+            port: m.port,
+            proto: m.proto,
+            formats: m.formats,
+            extra_formats: m.extra_formats,
+            connection: m.connection,
+            direction: m.direction,
+            rtcp_port: m.rtcp_port,
+            rtcp_mux: m.rtcp_mux,
+            codecs: m
+                .codecs
+                .into_iter()
+                .map(|c| Py::new(py, PyCodec::from_rust(c)))
+                .collect::<PyResult<_>>()?,
+            attributes: m.attributes,
+        })
+    }
+
+    fn to_rust(&self, py: Python<'_>) -> sdp::MediaDescription {
+        sdp::MediaDescription {
+            kind: self.kind.clone(),
+            port: self.port,
+            proto: self.proto.clone(),
+            formats: self.formats.clone(),
+            extra_formats: self.extra_formats.clone(),
+            connection: self.connection.clone(),
+            direction: self.direction.clone(),
+            rtcp_port: self.rtcp_port,
+            rtcp_mux: self.rtcp_mux,
+            codecs: self.codecs.iter().map(|c| c.borrow(py).to_rust()).collect(),
+            attributes: self.attributes.clone(),
+        }
+    }
+}
+
+#[pymethods]
+impl PyMediaDescription {
+    #[new]
+    #[allow(clippy::too_many_arguments)] // the Python signature from the stub
+    #[pyo3(signature = (kind, port, proto, codecs, direction = "sendrecv".to_string(), connection = None, rtcp_port = None, rtcp_mux = false, attributes = None))]
+    fn new(
+        py: Python<'_>,
+        kind: String,
+        port: u16,
+        proto: String,
+        codecs: Vec<Py<PyCodec>>,
+        direction: String,
+        connection: Option<String>,
+        rtcp_port: Option<u16>,
+        rtcp_mux: bool,
+        attributes: Option<Vec<(String, Option<String>)>>,
+    ) -> Self {
+        PyMediaDescription {
+            kind,
+            port,
+            proto,
+            formats: codecs.iter().map(|c| c.borrow(py).payload_type).collect(),
+            extra_formats: Vec::new(),
+            connection,
+            direction,
+            rtcp_port,
+            rtcp_mux,
+            codecs,
+            attributes: attributes.unwrap_or_default(),
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<MediaDescription {} {} {} {:?}>",
+            self.kind, self.port, self.proto, self.formats
+        )
+    }
+}
+
+#[pyclass(
+    module = "sipstream._core",
+    name = "SessionDescription",
+    get_all,
+    set_all
+)]
+struct PySessionDescription {
+    origin_username: String,
+    session_id: u64,
+    session_version: u64,
+    origin_address: String,
+    session_name: String,
+    connection: Option<String>,
+    attributes: Vec<(String, Option<String>)>,
+    media: Vec<Py<PyMediaDescription>>,
+}
+
+#[pymethods]
+impl PySessionDescription {
+    #[new]
+    #[allow(clippy::too_many_arguments)] // the Python signature from the stub
+    #[pyo3(signature = (origin_address, media, session_id = 0, session_version = 0, origin_username = "-".to_string(), session_name = "-".to_string(), connection = None, attributes = None))]
+    fn new(
+        origin_address: String,
+        media: Vec<Py<PyMediaDescription>>,
+        session_id: u64,
+        session_version: u64,
+        origin_username: String,
+        session_name: String,
+        connection: Option<String>,
+        attributes: Option<Vec<(String, Option<String>)>>,
+    ) -> Self {
+        PySessionDescription {
+            origin_username,
+            session_id,
+            session_version,
+            origin_address,
+            session_name,
+            connection,
+            attributes: attributes.unwrap_or_default(),
+            media,
+        }
+    }
+
+    #[staticmethod]
+    fn parse(py: Python<'_>, text: &str) -> PyResult<Self> {
+        let sd = sdp::SessionDescription::parse(text).map_err(sdp_err)?;
+        Ok(PySessionDescription {
+            origin_username: sd.origin_username,
+            session_id: sd.session_id,
+            session_version: sd.session_version,
+            origin_address: sd.origin_address,
+            session_name: sd.session_name,
+            connection: sd.connection,
+            attributes: sd.attributes,
+            media: sd
+                .media
+                .into_iter()
+                .map(|m| Py::new(py, PyMediaDescription::from_rust(py, m)?))
+                .collect::<PyResult<_>>()?,
+        })
+    }
+
+    #[pyo3(name = "to_string")]
+    fn py_to_string(&self, py: Python<'_>) -> String {
+        sdp::SessionDescription {
+            origin_username: self.origin_username.clone(),
+            session_id: self.session_id,
+            session_version: self.session_version,
+            origin_address: self.origin_address.clone(),
+            session_name: self.session_name.clone(),
+            connection: self.connection.clone(),
+            attributes: self.attributes.clone(),
+            media: self
+                .media
+                .iter()
+                .map(|m| m.borrow(py).to_rust(py))
+                .collect(),
+        }
+        .to_sdp_string()
+    }
+
+    fn __str__(&self, py: Python<'_>) -> String {
+        self.py_to_string(py)
+    }
+}
+
+// --------------------------------------------------------------- RTP/RTCP
+
+#[pyclass(module = "sipstream._core", name = "RtpPacket", get_all, set_all)]
+struct PyRtpPacket {
+    marker: bool,
+    payload_type: u8,
+    sequence: u16,
+    timestamp: u32,
+    ssrc: u32,
+    csrcs: Vec<u32>,
+    payload: Vec<u8>,
+}
+
+#[pymethods]
+impl PyRtpPacket {
+    #[staticmethod]
+    fn parse(data: &[u8]) -> PyResult<Self> {
+        let p = rtp::RtpPacket::parse(data).map_err(rtp_err)?;
+        Ok(PyRtpPacket {
+            marker: p.marker,
+            payload_type: p.payload_type,
+            sequence: p.sequence,
+            timestamp: p.timestamp,
+            ssrc: p.ssrc,
+            csrcs: p.csrcs,
+            payload: p.payload,
+        })
+    }
+
+    fn to_bytes(&self) -> Vec<u8> {
+        rtp::RtpPacket {
+            marker: self.marker,
+            payload_type: self.payload_type,
+            sequence: self.sequence,
+            timestamp: self.timestamp,
+            ssrc: self.ssrc,
+            csrcs: self.csrcs.clone(),
+            payload: self.payload.clone(),
+        }
+        .to_bytes()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<RtpPacket pt={} seq={} ts={} ssrc={:#x} marker={} len={}>",
+            self.payload_type,
+            self.sequence,
+            self.timestamp,
+            self.ssrc,
+            self.marker,
+            self.payload.len()
+        )
+    }
+}
+
+#[pyfunction]
+fn build_rtp(
+    payload_type: u8,
+    sequence: u16,
+    timestamp: u32,
+    ssrc: u32,
+    marker: bool,
+    payload: &[u8],
+) -> Vec<u8> {
+    rtp::build_rtp(payload_type, sequence, timestamp, ssrc, marker, payload)
+}
+
+#[pyfunction]
+fn is_rtcp(data: &[u8]) -> bool {
+    rtp::is_rtcp(data)
+}
+
+#[pyfunction]
+fn build_pli(sender_ssrc: u32, media_ssrc: u32) -> Vec<u8> {
+    rtp::build_pli(sender_ssrc, media_ssrc)
+}
+
+/// `seq_nr` is taken modulo 256 (it is an 8-bit field).
+#[pyfunction]
+fn build_fir(sender_ssrc: u32, media_ssrc: u32, seq_nr: u64) -> Vec<u8> {
+    rtp::build_fir(sender_ssrc, media_ssrc, (seq_nr % 256) as u8)
+}
+
+#[pyfunction]
+fn build_receiver_report(sender_ssrc: u32) -> Vec<u8> {
+    rtp::build_receiver_report(sender_ssrc)
+}
+
+#[pyfunction]
+fn parse_rtcp(data: &[u8]) -> PyResult<Vec<(u8, u8, u32)>> {
+    Ok(rtp::parse_rtcp(data)
+        .map_err(rtp_err)?
+        .into_iter()
+        .map(|i| (i.packet_type, i.fmt, i.media_ssrc))
+        .collect())
+}
+
+// ------------------------------------------------------------------ H.264
+
+#[pyclass(module = "sipstream._core", name = "AccessUnit", get_all)]
+struct PyAccessUnit {
+    data: Vec<u8>,
+    timestamp: u32,
+    keyframe: bool,
+}
+
+#[pymethods]
+impl PyAccessUnit {
+    fn __repr__(&self) -> String {
+        format!(
+            "<AccessUnit ts={} keyframe={} len={}>",
+            self.timestamp,
+            self.keyframe,
+            self.data.len()
+        )
+    }
+}
+
+#[pyclass(module = "sipstream._core", name = "H264Depacketizer")]
+struct PyH264Depacketizer {
+    inner: h264::H264Depacketizer,
+}
+
+#[pymethods]
+impl PyH264Depacketizer {
+    #[new]
+    fn new() -> Self {
+        PyH264Depacketizer {
+            inner: h264::H264Depacketizer::new(),
+        }
+    }
+
+    #[getter]
+    fn needs_keyframe(&self) -> bool {
+        self.inner.needs_keyframe
+    }
+
+    #[setter]
+    fn set_needs_keyframe(&mut self, value: bool) {
+        self.inner.needs_keyframe = value;
+    }
+
+    #[getter]
+    fn dropped(&self) -> u64 {
+        self.inner.dropped
+    }
+
+    #[getter]
+    fn ignored(&self) -> u64 {
+        self.inner.ignored
+    }
+
+    #[getter]
+    fn malformed(&self) -> u64 {
+        self.inner.malformed
+    }
+
+    fn push(
+        &mut self,
+        payload: &[u8],
+        sequence: u16,
+        timestamp: u32,
+        marker: bool,
+    ) -> Vec<PyAccessUnit> {
+        self.inner
+            .push(payload, sequence, timestamp, marker)
+            .into_iter()
+            .map(|au| PyAccessUnit {
+                data: au.data,
+                timestamp: au.timestamp,
+                keyframe: au.keyframe,
+            })
+            .collect()
+    }
+}
+
+#[pyfunction]
+#[pyo3(signature = (access_unit, mtu = 1200))]
+fn h264_packetize(access_unit: &[u8], mtu: usize) -> Vec<Vec<u8>> {
+    h264::h264_packetize(access_unit, mtu)
+}
+
+#[pyfunction]
+fn h264_sps_resolution(sps: &[u8]) -> Option<(u32, u32)> {
+    h264::h264_sps_resolution(sps)
+}
+
+// ------------------------------------------------------------------ media
+
+#[pyclass(module = "sipstream._core", name = "Frame", get_all)]
+struct PyFrame {
+    kind: String,
+    codec: String,
+    payload_type: u8,
+    clock_rate: u32,
+    data: Vec<u8>,
+    timestamp: u32,
+    keyframe: bool,
+    ssrc: u32,
+}
+
+#[pymethods]
+impl PyFrame {
+    fn __repr__(&self) -> String {
+        format!(
+            "<Frame {} {} pt={} ts={} keyframe={} len={}>",
+            self.kind,
+            self.codec,
+            self.payload_type,
+            self.timestamp,
+            self.keyframe,
+            self.data.len()
+        )
+    }
+}
+
+#[pyclass(module = "sipstream._core", name = "MediaReceiver")]
+struct PyMediaReceiver {
+    inner: media::MediaReceiver,
+}
+
+#[pymethods]
+impl PyMediaReceiver {
+    #[new]
+    fn new(payload_types: HashMap<u8, (String, u32)>) -> Self {
+        PyMediaReceiver {
+            inner: media::MediaReceiver::new(payload_types),
+        }
+    }
+
+    fn push(&mut self, packet: &[u8]) -> Vec<PyFrame> {
+        self.inner
+            .push(packet)
+            .into_iter()
+            .map(|f| PyFrame {
+                kind: f.kind.to_string(),
+                codec: f.codec,
+                payload_type: f.payload_type,
+                clock_rate: f.clock_rate,
+                data: f.data,
+                timestamp: f.timestamp,
+                keyframe: f.keyframe,
+                ssrc: f.ssrc,
+            })
+            .collect()
+    }
+
+    fn needs_keyframe(&self) -> bool {
+        self.inner.needs_keyframe()
+    }
+
+    #[getter]
+    fn packets(&self) -> u64 {
+        self.inner.packets
+    }
+
+    #[getter]
+    fn bytes(&self) -> u64 {
+        self.inner.bytes
+    }
+
+    #[getter]
+    fn malformed(&self) -> u64 {
+        self.inner.malformed
+    }
+
+    #[getter]
+    fn unknown_payload_type(&self) -> u64 {
+        self.inner.unknown_payload_type
+    }
+
+    #[getter]
+    fn lost(&self) -> u64 {
+        self.inner.lost
+    }
+
+    #[getter]
+    fn rtcp(&self) -> u64 {
+        self.inner.rtcp
+    }
+
+    #[getter]
+    fn video_ssrc(&self) -> Option<u32> {
+        self.inner.video_ssrc
+    }
+
+    #[getter]
+    fn audio_ssrc(&self) -> Option<u32> {
+        self.inner.audio_ssrc
+    }
+
+    #[getter]
+    fn dropped_frames(&self) -> u64 {
+        self.inner.depacketizer().dropped
+    }
+}
+
+// ----------------------------------------------------------------- module
+
+#[pymodule]
+#[pyo3(name = "_core")]
+fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("__version__", crate::VERSION)?;
+    m.add("SipParseError", py.get_type::<SipParseError>())?;
+    m.add("SdpParseError", py.get_type::<SdpParseError>())?;
+    m.add("RtpParseError", py.get_type::<RtpParseError>())?;
+
+    m.add_class::<PySipMessage>()?;
+    m.add_class::<PyNameAddr>()?;
+    m.add_class::<PySipUri>()?;
+    m.add_class::<PyVia>()?;
+
+    m.add_function(wrap_pyfunction!(parse_challenge, m)?)?;
+    m.add_function(wrap_pyfunction!(digest_authorization, m)?)?;
+    m.add_function(wrap_pyfunction!(digest_response, m)?)?;
+
+    m.add_class::<PyCodec>()?;
+    m.add_class::<PyMediaDescription>()?;
+    m.add_class::<PySessionDescription>()?;
+
+    m.add_class::<PyRtpPacket>()?;
+    m.add_function(wrap_pyfunction!(build_rtp, m)?)?;
+    m.add_function(wrap_pyfunction!(is_rtcp, m)?)?;
+    m.add_function(wrap_pyfunction!(build_pli, m)?)?;
+    m.add_function(wrap_pyfunction!(build_fir, m)?)?;
+    m.add_function(wrap_pyfunction!(build_receiver_report, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_rtcp, m)?)?;
+
+    m.add_class::<PyAccessUnit>()?;
+    m.add_class::<PyH264Depacketizer>()?;
+    m.add_function(wrap_pyfunction!(h264_packetize, m)?)?;
+    m.add_function(wrap_pyfunction!(h264_sps_resolution, m)?)?;
+
+    m.add_class::<PyFrame>()?;
+    m.add_class::<PyMediaReceiver>()?;
+    Ok(())
+}
