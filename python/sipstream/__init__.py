@@ -1,0 +1,19 @@
+"""sipstream: turn a SIP call into a live stream that browsers play over
+WebRTC (a Flashphoner WCS "SIP as Stream" compatible gateway)."""
+
+from ._core import __version__
+from .gateway import Call, CallEvent, CallRequest, Gateway, GatewayError
+from .settings import Settings, SettingsError
+from .sip.call import CallStatus
+
+__all__ = [
+    "Call",
+    "CallEvent",
+    "CallRequest",
+    "CallStatus",
+    "Gateway",
+    "GatewayError",
+    "Settings",
+    "SettingsError",
+    "__version__",
+]

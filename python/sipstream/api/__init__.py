@@ -1,0 +1,1 @@
+"""The HTTP API: WCS-compatible REST, WHEP and the player page."""

@@ -1,0 +1,265 @@
+"""The HTTP API on one aiohttp app: WCS-compatible ``/rest-api/*``, WHEP
+playback, the bundled player page, health.
+
+Conventions (SPEC.md §2): POST with JSON; ``find_all`` also by GET; string
+booleans and numbers accepted; CORS on every answer; 400/404/409 with
+``{"error": ...}``; never 500 for bad input."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from ..egress.whep import WhepEndpoint
+from ..gateway import CallRequest, Gateway, GatewayError, InvalidRequest, NotFound
+from ..settings import SettingsError, parse_bool, parse_int
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Credentials": "true",
+    "Access-Control-Allow-Methods": "GET, POST, DELETE, PATCH, OPTIONS",
+    "Access-Control-Allow-Headers": "Content-Type, Authorization, If-Match",
+    "Access-Control-Expose-Headers": "Location, Link, ETag",
+}
+
+GATEWAY = web.AppKey("gateway", Gateway)
+WHEP = web.AppKey("whep", WhepEndpoint)
+
+
+def error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=CORS)
+
+
+@web.middleware
+async def cors_and_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.method == "OPTIONS":
+        return web.Response(status=204, headers=CORS)
+    token = request.app[GATEWAY].settings.rest_auth_token
+    if token and request.path not in ("/player", "/health") and not request.path.startswith("/static"):
+        if request.headers.get("Authorization", "") != f"Bearer {token}":
+            return error(401, "missing or wrong bearer token")
+    try:
+        response = await handler(request)
+    except GatewayError as exc:
+        return error(exc.http_status, str(exc))
+    except (SettingsError, ValueError) as exc:
+        return error(400, str(exc))
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            return error(exc.status, exc.reason)
+        raise
+    response.headers.update(CORS)
+    return response
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"malformed JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    return body
+
+
+def text_field(body: dict[str, Any], name: str, required: bool = False) -> str:
+    value = body.get(name)
+    if value is None or value == "":
+        if required:
+            raise InvalidRequest(f"missing field {name!r}")
+        return ""
+    if isinstance(value, (dict, list, bool)):
+        raise InvalidRequest(f"field {name!r} must be a string")
+    return str(value).strip()
+
+
+def bool_field(body: dict[str, Any], name: str, default: bool) -> bool:
+    value = body.get(name)
+    if value is None or value == "":
+        return default
+    return parse_bool(value, name)
+
+
+def ok_empty() -> web.Response:
+    return web.Response(status=200, headers=CORS)
+
+
+# ------------------------------------------------------------------ calls
+async def call_startup(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    port = body.get("sipPort")
+    call = CallRequest(
+        callee=text_field(body, "callee", required=True),
+        to_stream=text_field(body, "toStream", required=True),
+        sip_login=text_field(body, "sipLogin", required=True),
+        sip_domain=text_field(body, "sipDomain", required=True),
+        sip_password=text_field(body, "sipPassword"),
+        call_id=text_field(body, "callId"),
+        sip_authentication_name=text_field(body, "sipAuthenticationName"),
+        sip_outbound_proxy=text_field(body, "sipOutboundProxy"),
+        sip_port=5060 if port in (None, "") else parse_int(port, "sipPort", 1, 65535),
+        has_audio=bool_field(body, "hasAudio", True),
+        has_video=bool_field(body, "hasVideo", True),
+        app_key=text_field(body, "appKey"),
+        sip_register_required=bool_field(body, "sipRegisterRequired", False),
+        visible_name=text_field(body, "visibleName"),
+        rtmp_url=text_field(body, "rtmpUrl"),
+        rtmp_stream=text_field(body, "rtmpStream"),
+    )
+    await request.app[GATEWAY].start_call(call)
+    return ok_empty()
+
+
+async def call_find(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    calls = request.app[GATEWAY].find_calls(
+        call_id=text_field(body, "callId") or None,
+        callee=text_field(body, "callee") or None,
+        status=text_field(body, "status") or None,
+    )
+    if not calls:
+        raise NotFound("Call not found")
+    return web.json_response([c.to_json() for c in calls])
+
+
+async def call_find_all(request: web.Request) -> web.Response:
+    if request.method == "POST":
+        await read_json(request)
+    calls = request.app[GATEWAY].find_calls()
+    if not calls:
+        raise NotFound("Call not found")
+    return web.json_response([c.to_json() for c in calls])
+
+
+async def call_terminate(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    await request.app[GATEWAY].terminate_call(text_field(body, "callId", required=True))
+    return ok_empty()
+
+
+# ---------------------------------------------------------------- streams
+async def stream_find(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    published = body.get("published")
+    streams = request.app[GATEWAY].find_streams(
+        name=text_field(body, "name") or None,
+        media_session_id=text_field(body, "mediaSessionId") or None,
+        published=None if published in (None, "") else parse_bool(published, "published"),
+    )
+    if not streams:
+        raise NotFound("Stream not found")
+    whep = request.app[WHEP]
+    return web.json_response([{**s.to_json(), "viewers": whep.viewers(s)} for s in streams])
+
+
+async def stream_find_all(request: web.Request) -> web.Response:
+    if request.method == "POST":
+        await read_json(request)
+    streams = request.app[GATEWAY].find_streams()
+    if not streams:
+        raise NotFound("Stream not found")
+    whep = request.app[WHEP]
+    return web.json_response([{**s.to_json(), "viewers": whep.viewers(s)} for s in streams])
+
+
+async def stream_terminate(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    name = text_field(body, "name") or None
+    msid = text_field(body, "mediaSessionId") or None
+    if name is None and msid is None:
+        raise InvalidRequest("give 'name' or 'mediaSessionId'")
+    await request.app[GATEWAY].terminate_stream(name, msid)
+    return ok_empty()
+
+
+# ------------------------------------------------------------------- WHEP
+async def whep_offer(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    name = request.match_info["stream"]
+    if request.content_type != "application/sdp":
+        return error(415, "WHEP offers must be application/sdp")
+    raw = await request.read()
+    if len(raw) > gateway.settings.max_body_bytes:
+        return error(413, "SDP offer too large")
+    offer = raw.decode("utf-8", "replace")
+    if "v=0" not in offer:
+        raise InvalidRequest("the body is not an SDP offer")
+    stream = gateway.live_stream(name)
+    try:
+        session_id, answer = await request.app[WHEP].play(stream, offer)
+    except OverflowError as exc:
+        return error(503, str(exc))
+    except ValueError as exc:
+        raise InvalidRequest(f"cannot answer the offer: {exc}") from None
+    location = f"/whep/{name}/{session_id}"
+    return web.Response(status=201, text=answer, content_type="application/sdp",
+                        headers={"Location": location, "ETag": f'"{session_id}"'})
+
+
+async def whep_delete(request: web.Request) -> web.Response:
+    if not await request.app[WHEP].stop(request.match_info["session"]):
+        raise NotFound("WHEP session not found")
+    return ok_empty()
+
+
+async def whep_patch(request: web.Request) -> web.Response:
+    # Trickle ICE is not needed: our answer carries its candidates.
+    return error(405, "trickle ICE is not supported; send a complete offer")
+
+
+# ------------------------------------------------------------------ pages
+async def player(request: web.Request) -> web.Response:
+    page = resources.files("sipstream.api").joinpath("player.html").read_text(encoding="utf-8")
+    return web.Response(text=page, content_type="text/html")
+
+
+async def health(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    return web.json_response({
+        "status": "ok",
+        "calls": sum(1 for c in gateway.calls.values() if not c.status.is_final),
+        "streams": sum(1 for s in gateway.streams.values() if not s.ended),
+        "viewers": len(request.app[WHEP].sessions),
+    })
+
+
+async def not_found(request: web.Request) -> web.Response:
+    raise NotFound(f"no such endpoint: {request.path}")
+
+
+def create_app(gateway: Gateway, whep: WhepEndpoint | None = None) -> web.Application:
+    app = web.Application(middlewares=[cors_and_errors], client_max_size=gateway.settings.max_body_bytes)
+    app[GATEWAY] = gateway
+    app[WHEP] = whep or WhepEndpoint(gateway.settings.max_viewers)
+    api = "/rest-api"
+    app.router.add_post(f"{api}/call/startup", call_startup)
+    app.router.add_post(f"{api}/call/find", call_find)
+    app.router.add_route("*", f"{api}/call/find_all", call_find_all)
+    app.router.add_post(f"{api}/call/terminate", call_terminate)
+    app.router.add_post(f"{api}/stream/find", stream_find)
+    app.router.add_route("*", f"{api}/stream/find_all", stream_find_all)
+    app.router.add_post(f"{api}/stream/terminate", stream_terminate)
+    app.router.add_post("/whep/{stream}", whep_offer)
+    app.router.add_delete("/whep/{stream}/{session}", whep_delete)
+    app.router.add_patch("/whep/{stream}/{session}", whep_patch)
+    app.router.add_get("/player", player)
+    app.router.add_get("/health", health)
+    app.router.add_route("*", f"{api}/{{tail:.*}}", not_found)
+
+    async def close_whep(app: web.Application) -> None:
+        await app[WHEP].close()
+
+    app.on_shutdown.append(close_whep)
+    return app

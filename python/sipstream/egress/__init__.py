@@ -1,0 +1,1 @@
+"""Ways a stream leaves the server: WebRTC (WHEP) today; RTMP and recording later."""

@@ -1,0 +1,144 @@
+"""WebRTC playback over WHEP (RFC 9725) with aiortc, forwarding the SIP
+codecs as received: frames go to aiortc as pre-encoded ``av.Packet``s, so
+nothing is decoded or re-encoded. A viewer's PLI/FIR becomes a keyframe
+request toward the SIP side."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import logging
+import secrets
+from typing import Any
+
+import aioice.ice
+import av
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from ..media.stream import Stream, Subscription
+
+log = logging.getLogger(__name__)
+
+_MIME = {"H264": "video/H264", "PCMU": "audio/PCMU", "PCMA": "audio/PCMA", "opus": "audio/opus"}
+
+
+def limit_ice_to(ip: str) -> None:
+    """Gather host candidates on ``ip`` only. aioice otherwise offers every
+    non-loopback address of the machine (and never 127.0.0.1)."""
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: [ip]  # type: ignore[assignment]
+
+
+class StreamTrack(MediaStreamTrack):
+    """One track of a stream as a WebRTC source of encoded packets."""
+
+    def __init__(self, kind: str, stream: Stream) -> None:
+        super().__init__()
+        self.kind = kind
+        self._subscription: Subscription = stream.subscribe(kind)
+        self._base: int | None = None
+
+    async def recv(self) -> av.Packet:  # type: ignore[override]
+        if self.readyState != "live":
+            raise MediaStreamError
+        frame = await self._subscription.get()
+        if frame is None:
+            self.stop()
+            raise MediaStreamError
+        if self._base is None:
+            self._base = frame.pts
+        packet = av.Packet(frame.data)
+        packet.pts = frame.pts - self._base
+        packet.time_base = fractions.Fraction(1, frame.clock_rate)
+        return packet
+
+    def stop(self) -> None:
+        self._subscription.close()
+        super().stop()
+
+
+class WhepSession:
+    def __init__(self, session_id: str, stream: Stream, pc: RTCPeerConnection) -> None:
+        self.id = session_id
+        self.stream = stream
+        self.pc = pc
+
+
+class WhepEndpoint:
+    """Creates and ends WHEP sessions for streams."""
+
+    def __init__(self, max_viewers: int = 200) -> None:
+        self.max_viewers = max_viewers
+        self.sessions: dict[str, WhepSession] = {}
+
+    async def play(self, stream: Stream, offer_sdp: str) -> tuple[str, str]:
+        """Answer ``offer_sdp``; returns (session id, answer SDP)."""
+        if len(self.sessions) >= self.max_viewers:
+            raise OverflowError(f"max_viewers ({self.max_viewers}) reached")
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        session = WhepSession(secrets.token_hex(12), stream, pc)
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+            for kind, codec in (("video", stream.video_codec or "H264"), ("audio", stream.audio_codec)):
+                if not getattr(stream, f"has_{kind}") or codec is None:
+                    continue
+                self._add_track(pc, kind, codec, stream)
+            answer = await pc.createAnswer()
+            await pc.setLocalDescription(answer)
+        except BaseException:
+            await self._close_pc(pc)
+            raise
+        self.sessions[session.id] = session
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if pc.connectionState in ("failed", "closed"):
+                await self.stop(session.id)
+
+        log.info("WHEP session %s plays %s", session.id, stream.name)
+        return session.id, pc.localDescription.sdp
+
+    @staticmethod
+    def _add_track(pc: RTCPeerConnection, kind: str, codec: str, stream: Stream) -> None:
+        mime = _MIME.get(codec)
+        transceiver = next((t for t in pc.getTransceivers() if t.kind == kind and t.sender.track is None), None)
+        if mime is None or transceiver is None:
+            return
+        capabilities = [c for c in RTCRtpSender.getCapabilities(kind).codecs if c.mimeType == mime]
+        if not capabilities:
+            return
+        track = StreamTrack(kind, stream)
+        sender = pc.addTrack(track)
+        transceiver = next(t for t in pc.getTransceivers() if t.sender is sender)
+        transceiver.setCodecPreferences(capabilities)
+        original = sender._send_keyframe
+
+        def on_keyframe_request() -> None:
+            original()
+            stream.request_keyframe("viewer PLI/FIR")
+
+        sender._send_keyframe = on_keyframe_request  # type: ignore[method-assign]
+
+    async def stop(self, session_id: str) -> bool:
+        session = self.sessions.pop(session_id, None)
+        if session is None:
+            return False
+        await self._close_pc(session.pc)
+        log.info("WHEP session %s ended", session_id)
+        return True
+
+    @staticmethod
+    async def _close_pc(pc: RTCPeerConnection) -> None:
+        for sender in pc.getSenders():
+            if sender.track is not None:
+                sender.track.stop()
+        await pc.close()
+
+    async def close(self) -> None:
+        await asyncio.gather(*(self.stop(i) for i in list(self.sessions)), return_exceptions=True)
+
+    def viewers(self, stream: Stream) -> int:
+        return sum(1 for s in self.sessions.values() if s.stream is stream)
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [{"id": s.id, "stream": s.stream.name, "state": s.pc.connectionState} for s in self.sessions.values()]

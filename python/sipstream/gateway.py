@@ -1,0 +1,345 @@
+"""The gateway: SIP calls in, named streams out. This is the library's main
+object; the REST server and the CLI are thin layers over it.
+
+    gateway = Gateway(Settings(ip="127.0.0.1"))
+    await gateway.start()
+    call = await gateway.start_call(CallRequest(callee="bob", to_stream="s1", ...))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from .media.negotiation import NegotiationError, build_offer, offered_payload_types, parse_answer
+from .media.ports import PortAllocator, PortRangeExhausted
+from .media.rtp import RtpSession
+from .media.stream import Stream
+from .settings import Settings
+from .sip.account import SipAccount
+from .sip.call import NORMAL_CLEARING, CallStatus, OutgoingCall
+from .sip.transport import SipTransport
+from .sip.useragent import UserAgent
+
+log = logging.getLogger(__name__)
+
+
+class GatewayError(Exception):
+    """Base of the errors the API maps to HTTP codes."""
+
+    http_status = 400
+
+
+class InvalidRequest(GatewayError):
+    http_status = 400
+
+
+class NotFound(GatewayError):
+    http_status = 404
+
+
+class Conflict(GatewayError):
+    http_status = 409
+
+
+class Unavailable(GatewayError):
+    http_status = 503
+
+
+@dataclasses.dataclass
+class CallRequest:
+    """The fields of ``/call/startup`` (WCS names in comments)."""
+
+    callee: str
+    to_stream: str  # toStream
+    sip_login: str  # sipLogin
+    sip_domain: str  # sipDomain
+    sip_password: str = dataclasses.field(default="", repr=False)  # sipPassword
+    call_id: str = ""  # callId
+    sip_authentication_name: str = ""
+    sip_outbound_proxy: str = ""
+    sip_port: int = 5060
+    has_audio: bool = True
+    has_video: bool = True
+    app_key: str = ""
+    sip_register_required: bool = False
+    visible_name: str = ""
+    rtmp_url: str = ""
+    rtmp_stream: str = ""
+
+    def account(self) -> SipAccount:
+        return SipAccount(
+            login=self.sip_login, domain=self.sip_domain, password=self.sip_password,
+            auth_name=self.sip_authentication_name, outbound_proxy=self.sip_outbound_proxy,
+            port=self.sip_port, visible_name=self.visible_name, register_required=self.sip_register_required,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class CallEvent:
+    call_id: str
+    status: CallStatus
+    info: str
+    call: dict[str, Any]
+
+
+class Call:
+    """A call as the API shows it: the SIP call, its media and its stream."""
+
+    def __init__(self, request: CallRequest, stream: Stream) -> None:
+        self.request = request
+        self.call_id = request.call_id
+        self.stream = stream
+        self.status = CallStatus.PENDING
+        self.sip_status: int | None = None
+        self.info = ""
+        self.start_time = time.time()
+        self.end_time: float | None = None
+        self.sip: OutgoingCall | None = None
+        self.media: RtpSession | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.ended = asyncio.Event()
+
+    def to_json(self) -> dict[str, Any]:
+        r = self.request
+        media = self.media
+        return {
+            "callId": self.call_id,
+            "status": self.status.value,
+            "sipStatus": self.sip_status,
+            "info": self.info,
+            "incoming": False,
+            "caller": r.sip_login,
+            "callee": r.callee,
+            "visibleName": r.visible_name or None,
+            "streamName": r.to_stream,
+            "hasAudio": r.has_audio,
+            "hasVideo": r.has_video,
+            "appKey": r.app_key or None,
+            "rtmpUrl": r.rtmp_url or None,
+            "rtmpStream": r.rtmp_stream or None,
+            "rtmpStreamStatus": None,
+            "custom": {},
+            "nodeId": None,
+            "sessionId": None,
+            "parentCallId": None,
+            "sdp": None,
+            "inviteParameters": None,
+            "mediaProvider": "SIP",
+            "sipMessageRaw": None,
+            "isMsrp": False,
+            "target": None,
+            "holdForTransfer": False,
+            "startTime": int(self.start_time * 1000),
+            "audioCodec": self.stream.audio_codec,
+            "videoCodec": self.stream.video_codec,
+            "stats": media.stats() if media is not None else {},
+        }
+
+
+class Gateway:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.calls: dict[str, Call] = {}
+        self.streams: dict[str, Stream] = {}
+        self.ua: UserAgent | None = None
+        self.ports = PortAllocator(self.settings.media_port_from, self.settings.media_port_to,
+                                   self.settings.bind_ip)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._listeners: list[asyncio.Queue[CallEvent]] = []
+        self._closing = False
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        s = self.settings
+        transport = await SipTransport.open(s.bind_ip, s.sip_port, s.sip_t1_ms / 1000, s.sip_transaction_timeout_s)
+        self.ua = UserAgent(transport, s.ip, s.sip_register_expires)
+        log.info("SIP on udp %s:%d", *transport.local_address)
+
+    async def stop(self) -> None:
+        """Hang up every live call, then close the SIP socket."""
+        self._closing = True
+        live = [c for c in self.calls.values() if not c.status.is_final]
+        await asyncio.gather(*(self._hangup(c) for c in live), return_exceptions=True)
+        for call in list(self.calls.values()):
+            self._end_media(call)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.ua is not None:
+            await self.ua.close()
+            self.ua = None
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # ---------------------------------------------------------------- calls
+    async def start_call(self, request: CallRequest) -> Call:
+        """Validate and start placing the call; returns at once."""
+        if self.ua is None or self._closing:
+            raise Unavailable("gateway is not running")
+        if not request.call_id:
+            request.call_id = secrets.token_hex(8)
+        if request.call_id in self.calls:
+            raise Conflict(f"callId {request.call_id!r} already exists")
+        existing = self.streams.get(request.to_stream)
+        if existing is not None and not existing.ended:
+            raise Conflict(f"stream {request.to_stream!r} is in use")
+        if not request.has_audio and not request.has_video:
+            raise InvalidRequest("hasAudio and hasVideo are both false: nothing to stream")
+        if sum(1 for c in self.calls.values() if not c.status.is_final) >= self.settings.max_calls:
+            raise Unavailable(f"max_calls ({self.settings.max_calls}) reached")
+        try:
+            sockets = self.ports.allocate()
+        except PortRangeExhausted as exc:
+            raise Unavailable(str(exc)) from None
+        stream = Stream(request.to_stream, request.has_audio, request.has_video,
+                        self.settings.keyframe_request_interval_ms / 1000)
+        call = Call(request, stream)
+        call.media = RtpSession(sockets, stream, self.settings.rtp_receive_buffer_size,
+                                self.settings.rtp_send_buffer_size)
+        self.calls[call.call_id] = call
+        self.streams[stream.name] = stream
+        call.task = self._spawn(self._run_call(call))
+        log.info("call %s: %s -> %s as stream %s", call.call_id, request.sip_login, request.callee, stream.name)
+        return call
+
+    async def _run_call(self, call: Call) -> None:
+        assert self.ua is not None and call.media is not None
+        media = call.media
+        r = call.request
+        try:
+            await media.start()
+            offer = build_offer(self.settings.ip, media.audio_port if r.has_audio else None,
+                                media.video_port if r.has_video else None, self.settings.codecs)
+        except (NegotiationError, OSError) as exc:
+            self._on_status(call, CallStatus.FAILED, None, f"Failed by session creation: {exc}")
+            return
+        offered = offered_payload_types(offer)
+
+        def on_remote_sdp(sdp: str, early: bool) -> None:
+            try:
+                negotiated = parse_answer(sdp)
+            except NegotiationError as exc:
+                log.info("call %s: %s", call.call_id, exc)
+                call.info = "No common codecs"
+                if call.sip is not None:
+                    self._spawn(call.sip.hangup("No common codecs"))
+                return
+            media.configure(negotiated, negotiated.payload_types(offered))
+            if negotiated.audio is not None:
+                call.stream.audio_codec = negotiated.audio.main_codec.name
+            if negotiated.video is not None:
+                call.stream.video_codec = negotiated.video.main_codec.name
+
+        call.sip = OutgoingCall(
+            self.ua, r.account(), r.callee, offer.to_string(),
+            on_status=lambda status, sip_status, info: self._on_status(call, status, sip_status, info),
+            on_remote_sdp=on_remote_sdp,
+            invite_timeout=self.settings.sip_invite_timeout_s,
+        )
+        await call.sip.run()
+
+    def _on_status(self, call: Call, status: CallStatus, sip_status: int | None, info: str) -> None:
+        if call.status.is_final:
+            return
+        if status == CallStatus.FINISH and call.info == "No common codecs":
+            status, info = CallStatus.FAILED, call.info
+        call.status = status
+        if sip_status is not None:
+            call.sip_status = sip_status
+        call.info = info
+        log.info("call %s: %s%s", call.call_id, status.value, f" ({info})" if info else "")
+        if status.is_final:
+            call.end_time = time.time()
+            self._end_media(call)
+            call.ended.set()
+            self._spawn(self._forget_later(call))
+        self._emit(call)
+
+    def _end_media(self, call: Call) -> None:
+        if call.media is not None:
+            self.ports.release(call.media.base_port)
+            call.media.close()
+        if not call.stream.ended:
+            failed = call.status in (CallStatus.FAILED, CallStatus.BUSY)
+            call.stream.close("FAILED" if failed else "UNPUBLISHED", call.info)
+
+    async def _forget_later(self, call: Call) -> None:
+        await asyncio.sleep(self.settings.call_keep_finished_s)
+        if self.calls.get(call.call_id) is call:
+            del self.calls[call.call_id]
+        if self.streams.get(call.stream.name) is call.stream:
+            del self.streams[call.stream.name]
+
+    async def terminate_call(self, call_id: str) -> None:
+        call = self.calls.get(call_id)
+        if call is None or call.status.is_final:
+            raise NotFound(f"call {call_id!r} not found")
+        await self._hangup(call)
+
+    async def _hangup(self, call: Call) -> None:
+        if call.sip is not None:
+            await call.sip.hangup(NORMAL_CLEARING)
+        else:
+            self._on_status(call, CallStatus.FINISH, None, NORMAL_CLEARING)
+
+    def find_calls(self, call_id: str | None = None, callee: str | None = None,
+                   status: str | None = None) -> list[Call]:
+        return [
+            c for c in self.calls.values()
+            if (call_id is None or c.call_id == call_id)
+            and (callee is None or c.request.callee == callee)
+            and (status is None or c.status.value == status)
+        ]
+
+    # --------------------------------------------------------------- streams
+    def find_streams(self, name: str | None = None, media_session_id: str | None = None,
+                     published: bool | None = None) -> list[Stream]:
+        return [
+            s for s in self.streams.values()
+            if (name is None or s.name == name)
+            and (media_session_id is None or s.media_session_id == media_session_id)
+            and (published is None or published is True)
+        ]
+
+    def live_stream(self, name: str) -> Stream:
+        stream = self.streams.get(name)
+        if stream is None or stream.ended:
+            raise NotFound(f"stream {name!r} not found")
+        return stream
+
+    async def terminate_stream(self, name: str | None, media_session_id: str | None) -> None:
+        matches = [s for s in self.find_streams(name, media_session_id) if not s.ended]
+        if not matches:
+            raise NotFound("stream not found")
+        for stream in matches:
+            for call in self.calls.values():
+                if call.stream is stream and not call.status.is_final:
+                    await self._hangup(call)
+
+    # ---------------------------------------------------------------- events
+    def _emit(self, call: Call) -> None:
+        event = CallEvent(call.call_id, call.status, call.info, call.to_json())
+        for queue in self._listeners:
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(event)
+
+    async def events(self) -> AsyncIterator[CallEvent]:
+        """Every call status change, as it happens."""
+        queue: asyncio.Queue[CallEvent] = asyncio.Queue(1000)
+        self._listeners.append(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._listeners.remove(queue)

@@ -1,0 +1,58 @@
+"""The bundled server: a Gateway plus its HTTP API, run until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from .api.rest import create_app
+from .egress.whep import limit_ice_to
+from .gateway import Gateway
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Server:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.gateway = Gateway(settings)
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.settings.ip}:{self.settings.http_port}"
+
+    async def start(self) -> None:
+        limit_ice_to(self.settings.ip)
+        await self.gateway.start()
+        self._runner = web.AppRunner(create_app(self.gateway), access_log=None, shutdown_timeout=2)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.bind_ip, self.settings.http_port)
+        await site.start()
+        log.info("HTTP on %s (player: %s/player)", self.base_url, self.base_url)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()  # ends WHEP sessions
+            self._runner = None
+        await self.gateway.stop()
+
+
+async def serve_forever(server: Server, ready: asyncio.Event | None = None) -> None:
+    """Run until SIGINT/SIGTERM, then hang up live calls and exit."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await server.stop()

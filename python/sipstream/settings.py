@@ -1,0 +1,174 @@
+"""Server settings: a flashphoner.properties-style file, SIPSTREAM_<KEY>
+environment variables and CLI flags, in that order of precedence (last wins).
+
+Every key is declared once in ``_FIELDS`` with its type and default; unknown
+keys warn, bad values fail at start with a message that names the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+class SettingsError(ValueError):
+    """A setting has a value of the wrong type or out of range."""
+
+
+def parse_bool(value: Any, name: str) -> bool:
+    """WCS sends booleans as strings ("true"); accept both forms."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise SettingsError(f"{name}: expected a boolean (true/false), got {value!r}")
+
+
+def parse_int(value: Any, name: str, lo: int | None = None, hi: int | None = None) -> int:
+    if isinstance(value, bool):
+        raise SettingsError(f"{name}: expected an integer, got {value!r}")
+    try:
+        number = int(str(value).strip()) if not isinstance(value, int) else value
+    except ValueError:
+        raise SettingsError(f"{name}: expected an integer, got {value!r}") from None
+    if lo is not None and number < lo or hi is not None and number > hi:
+        raise SettingsError(f"{name}: {number} is out of range [{lo}, {hi}]")
+    return number
+
+
+def parse_float(value: Any, name: str, lo: float = 0.0) -> float:
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise SettingsError(f"{name}: expected a number, got {value!r}") from None
+    if number < lo:
+        raise SettingsError(f"{name}: {number} must be >= {lo}")
+    return number
+
+
+@dataclasses.dataclass
+class Settings:
+    """All server settings with their defaults (SPEC.md §6)."""
+
+    http_port: int = 9091
+    # Address advertised in SDP and used for ICE; also the default bind address.
+    ip: str = "127.0.0.1"
+    # Bind address for SIP, RTP and HTTP; empty means `ip`.
+    ip_local: str = ""
+    sip_port: int = 0  # 0: an ephemeral port
+    media_port_from: int = 31001
+    media_port_to: int = 32000
+    rtp_receive_buffer_size: int = 131072
+    rtp_send_buffer_size: int = 131072
+    rtp_in_buffer: bool = False
+    rtp_session_init_always: bool = True
+    generate_av_start_delay: int = 1000
+    sip_record_stream: bool = False
+    sip_single_route_only: bool = False
+    periodic_fir_request: int = 0
+    codecs: str = "opus,ulaw,alaw,telephone-event,h264"
+    record_dir: str = "records"
+    stream_record_policy_template: str = "{streamName}-{startTimeMillis}"
+    on_record_hook_script: str = ""
+    call_keep_finished_s: float = 10.0
+    rest_auth_token: str = ""
+    # SIP timers (RFC 3261 T1, and the transaction timeout 64*T1 by default).
+    sip_t1_ms: int = 500
+    sip_transaction_timeout_s: float = 32.0
+    sip_invite_timeout_s: float = 60.0
+    sip_register_expires: int = 3600
+    keyframe_request_interval_ms: int = 1000
+    max_calls: int = 500
+    max_viewers: int = 200
+    max_body_bytes: int = 65536
+    # appKey -> REST hook base URL, from `app.<appKey>=<url>` lines.
+    apps: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def bind_ip(self) -> str:
+        return self.ip_local or self.ip
+
+    def validate(self) -> None:
+        if not 0 < self.http_port < 65536:
+            raise SettingsError(f"http_port: {self.http_port} is out of range [1, 65535]")
+        if not 0 <= self.sip_port < 65536:
+            raise SettingsError(f"sip_port: {self.sip_port} is out of range [0, 65535]")
+        if not 1024 <= self.media_port_from < self.media_port_to < 65536:
+            raise SettingsError(
+                f"media_port_from/media_port_to: need 1024 <= from < to < 65536, "
+                f"got {self.media_port_from}..{self.media_port_to}"
+            )
+        if self.media_port_to - self.media_port_from < 3:
+            raise SettingsError("media_port_from/media_port_to: the range holds no call (4 ports)")
+
+    def update(self, values: Mapping[str, Any], source: str) -> None:
+        """Apply ``key -> value`` strings from ``source`` (for messages)."""
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        for raw_key, value in values.items():
+            key = raw_key.strip()
+            if key.startswith("app."):
+                self.apps[key[4:]] = str(value).strip()
+                continue
+            field = fields.get(key)
+            if field is None or key == "apps":
+                log.warning("%s: unknown setting %r ignored", source, key)
+                continue
+            current = getattr(self, key)
+            name = f"{source}: {key}"
+            if isinstance(current, bool):
+                setattr(self, key, parse_bool(value, name))
+            elif isinstance(current, int):
+                setattr(self, key, parse_int(value, name))
+            elif isinstance(current, float):
+                setattr(self, key, parse_float(value, name))
+            else:
+                setattr(self, key, str(value).strip())
+
+    @classmethod
+    def load(
+        cls,
+        config_file: str | Path | None = None,
+        environ: Mapping[str, str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> "Settings":
+        settings = cls()
+        if config_file is not None:
+            settings.update(read_properties(Path(config_file)), str(config_file))
+        env = os.environ if environ is None else environ
+        from_env = {
+            k[len("SIPSTREAM_") :].lower(): v for k, v in env.items() if k.startswith("SIPSTREAM_")
+        }
+        settings.update(from_env, "environment")
+        if overrides:
+            settings.update({k: v for k, v in overrides.items() if v is not None}, "command line")
+        settings.validate()
+        return settings
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    """``key=value`` lines; ``#`` and ``!`` comments; blank lines ignored."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SettingsError(f"cannot read config file {path}: {exc.strerror}") from None
+    values: dict[str, str] = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped[0] in "#!":
+            continue
+        key, sep, value = stripped.partition("=")
+        if not sep or not key.strip():
+            raise SettingsError(f"{path}:{lineno}: expected key=value, got {stripped!r}")
+        values[key.strip()] = value.strip()
+    return values

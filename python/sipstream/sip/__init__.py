@@ -1,0 +1,1 @@
+"""SIP user agent: UDP transport and transactions, registration, outgoing calls."""
