@@ -1,0 +1,112 @@
+"""Shared fixtures: an in-process sipstream server on loopback ports, the
+built-in loopback callee, and a small REST client."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from sipstream import Settings
+from sipstream.server import Server
+from sipstream.testing import LoopbackCallee
+
+
+def free_tcp_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+_media_base = [40000]
+
+
+def media_range() -> tuple[int, int]:
+    """A distinct media port range per server so parallel servers never meet."""
+    base = _media_base[0]
+    _media_base[0] += 200
+    return base, base + 199
+
+
+class Rest:
+    """POSTs JSON to the server's REST API and returns (status, json-or-text)."""
+
+    def __init__(self, base_url: str, http: aiohttp.ClientSession) -> None:
+        self.base_url = base_url
+        self.http = http
+
+    async def post(self, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
+        data = raw if raw is not None else (None if body is None else __import__("json").dumps(body))
+        async with self.http.post(self.base_url + path, data=data,
+                                  headers={"Content-Type": "application/json"}) as res:
+            text = await res.text()
+            try:
+                return res.status, await res.json(content_type=None) if text else None
+            except ValueError:
+                return res.status, text
+
+    async def find_call(self, call_id: str) -> tuple[int, Any]:
+        return await self.post("/rest-api/call/find", {"callId": call_id})
+
+    async def wait_status(self, call_id: str, statuses: set[str], timeout: float = 15.0) -> dict[str, Any]:
+        """Poll /call/find until the call reaches one of ``statuses``."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        seen = None
+        while asyncio.get_running_loop().time() < deadline:
+            code, body = await self.find_call(call_id)
+            if code == 200:
+                seen = body[0]
+                if seen["status"] in statuses:
+                    return seen
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"call {call_id} never reached {statuses}; last seen {seen}")
+
+
+def make_settings(**overrides: Any) -> Settings:
+    first, last = media_range()
+    values: dict[str, Any] = {
+        "http_port": free_tcp_port(), "ip": "127.0.0.1", "media_port_from": first, "media_port_to": last,
+        "call_keep_finished_s": 2, "sip_transaction_timeout_s": 4, "sip_t1_ms": 100,
+    }
+    values.update(overrides)
+    return Settings.load(environ={}, overrides=values)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Server]:
+    srv = Server(make_settings())
+    await srv.start()
+    try:
+        yield srv
+    finally:
+        await srv.stop()
+
+
+@pytest.fixture
+async def rest(server: Server) -> AsyncIterator[Rest]:
+    async with aiohttp.ClientSession() as http:
+        yield Rest(server.base_url, http)
+
+
+@pytest.fixture
+async def callee() -> AsyncIterator[LoopbackCallee]:
+    c = LoopbackCallee(width=320, height=240, loop_seconds=2.0)
+    await c.start()
+    try:
+        yield c
+    finally:
+        await c.stop()
+
+
+def loopback_call(callee: LoopbackCallee, call_id: str, stream: str, **extra: Any) -> dict[str, Any]:
+    body = {
+        "callId": call_id, "callee": "demo", "toStream": stream, "hasAudio": "true", "hasVideo": "true",
+        "sipLogin": "caller", "sipDomain": "127.0.0.1", "sipPort": str(callee.port),
+        "sipRegisterRequired": "false",
+    }
+    body.update(extra)
+    return body

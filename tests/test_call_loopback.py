@@ -1,0 +1,69 @@
+"""A whole call against the built-in loopback callee (a real SIP UAS sending
+real RTP over loopback): statuses, the stream's frames, BYE, CANCEL, and the
+call disappearing after ``call_keep_finished_s``."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sipstream.server import Server
+from sipstream.testing import LoopbackCallee
+
+from .conftest import Rest, loopback_call
+
+
+async def test_call_reaches_established_and_publishes_h264_and_audio(
+    server: Server, rest: Rest, callee: LoopbackCallee
+) -> None:
+    assert (await rest.post("/rest-api/call/startup", loopback_call(callee, "c1", "s1")))[0] == 200
+    call = await rest.wait_status("c1", {"ESTABLISHED"})
+    assert call["sipStatus"] == 200 and call["streamName"] == "s1" and call["incoming"] is False
+
+    stream = server.gateway.streams["s1"]
+    video = stream.subscribe("video")
+    audio = stream.subscribe("audio")
+    first_video = await asyncio.wait_for(video.get(), 5)
+    first_audio = await asyncio.wait_for(audio.get(), 5)
+    assert first_video is not None and first_video.keyframe and first_video.codec == "H264"
+    assert first_video.data.startswith(b"\x00\x00\x00\x01")
+    assert first_audio is not None and first_audio.codec == "PCMU" and len(first_audio.data) == 160
+
+    code, streams = await rest.post("/rest-api/stream/find", {"name": "s1"})
+    assert code == 200
+    assert streams[0]["status"] == "PUBLISHING"
+    assert (streams[0]["width"], streams[0]["height"]) == (320, 240)
+    assert streams[0]["videoCodec"] == "H264" and streams[0]["audioCodec"] == "PCMU"
+
+
+async def test_terminate_sends_bye_then_finish_then_404(server: Server, rest: Rest, callee: LoopbackCallee) -> None:
+    await rest.post("/rest-api/call/startup", loopback_call(callee, "c2", "s2"))
+    await rest.wait_status("c2", {"ESTABLISHED"})
+    assert (await rest.post("/rest-api/call/terminate", {"callId": "c2"}))[0] == 200
+    call = await rest.wait_status("c2", {"FINISH"})
+    assert call["info"] == "Normal call clearing"
+    assert "BYE" in callee.received
+    code, streams = await rest.post("/rest-api/stream/find", {"name": "s2"})
+    assert code == 200 and streams[0]["status"] == "UNPUBLISHED"
+    await asyncio.sleep(server.settings.call_keep_finished_s + 0.5)
+    assert (await rest.find_call("c2"))[0] == 404
+    # The stream name is free again.
+    assert (await rest.post("/rest-api/call/startup", loopback_call(callee, "c3", "s2")))[0] == 200
+    await rest.wait_status("c3", {"ESTABLISHED"})
+
+
+async def test_media_ports_are_released_after_the_call(server: Server, rest: Rest, callee: LoopbackCallee) -> None:
+    for i in range(3):
+        await rest.post("/rest-api/call/startup", loopback_call(callee, f"p{i}", f"ps{i}"))
+        await rest.wait_status(f"p{i}", {"ESTABLISHED"})
+        await rest.post("/rest-api/call/terminate", {"callId": f"p{i}"})
+        await rest.wait_status(f"p{i}", {"FINISH"})
+    assert server.gateway.ports.in_use == 0
+
+
+async def test_unreachable_sip_server_fails_with_request_timeout(server: Server, rest: Rest) -> None:
+    body = {"callId": "u1", "callee": "x", "toStream": "u1", "sipLogin": "a", "sipDomain": "127.0.0.1",
+            "sipPort": "9", "hasAudio": "true", "hasVideo": "false"}
+    assert (await rest.post("/rest-api/call/startup", body))[0] == 200
+    call = await rest.wait_status("u1", {"FAILED"}, timeout=15)
+    assert call["info"] == "Failed by request timeout"
+    assert server.gateway.ports.in_use == 0
