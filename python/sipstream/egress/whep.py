@@ -14,6 +14,7 @@ from typing import Any
 import aioice.ice
 import av
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.exceptions import InvalidStateError, OperationError
 from aiortc.mediastreams import MediaStreamError
 
 from ..media.stream import Stream, Subscription
@@ -78,13 +79,16 @@ class WhepEndpoint:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         session = WhepSession(secrets.token_hex(12), stream, pc)
         try:
-            await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+            # Codec preferences only count when set before the offer is applied.
             for kind, codec in (("video", stream.video_codec or "H264"), ("audio", stream.audio_codec)):
-                if not getattr(stream, f"has_{kind}") or codec is None:
-                    continue
-                self._add_track(pc, kind, codec, stream)
+                if getattr(stream, f"has_{kind}") and codec is not None:
+                    self._add_track(pc, kind, codec, stream)
+            await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
+        except (OperationError, InvalidStateError, ValueError) as exc:
+            await self._close_pc(pc)
+            raise ValueError(str(exc) or type(exc).__name__) from None
         except BaseException:
             await self._close_pc(pc)
             raise
@@ -101,16 +105,14 @@ class WhepEndpoint:
     @staticmethod
     def _add_track(pc: RTCPeerConnection, kind: str, codec: str, stream: Stream) -> None:
         mime = _MIME.get(codec)
-        transceiver = next((t for t in pc.getTransceivers() if t.kind == kind and t.sender.track is None), None)
-        if mime is None or transceiver is None:
+        wanted = {mime, "video/rtx"} if kind == "video" else {mime}
+        capabilities = [c for c in RTCRtpSender.getCapabilities(kind).codecs if c.mimeType in wanted]
+        if mime is None or not any(c.mimeType == mime for c in capabilities):
+            log.info("stream %s: %s codec %s cannot be sent over WebRTC", stream.name, kind, codec)
             return
-        capabilities = [c for c in RTCRtpSender.getCapabilities(kind).codecs if c.mimeType == mime]
-        if not capabilities:
-            return
-        track = StreamTrack(kind, stream)
-        sender = pc.addTrack(track)
-        transceiver = next(t for t in pc.getTransceivers() if t.sender is sender)
+        transceiver = pc.addTransceiver(StreamTrack(kind, stream), direction="sendonly")
         transceiver.setCodecPreferences(capabilities)
+        sender = transceiver.sender
         original = sender._send_keyframe
 
         def on_keyframe_request() -> None:
