@@ -8,6 +8,7 @@ keys warn, bad values fail at start with a message that names the key.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import os
 from collections.abc import Mapping
@@ -100,6 +101,14 @@ class Settings:
         return self.ip_local or self.ip
 
     def validate(self) -> None:
+        for key in ("ip", "ip_local"):
+            value = getattr(self, key)
+            if key == "ip_local" and not value:
+                continue
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise SettingsError(f"{key}: {value!r} is not an IP address") from None
         if not 0 < self.http_port < 65536:
             raise SettingsError(f"http_port: {self.http_port} is out of range [1, 65535]")
         if not 0 <= self.sip_port < 65536:
