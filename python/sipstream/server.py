@@ -9,7 +9,7 @@ import signal
 from aiohttp import web
 
 from .api.rest import create_app
-from .egress.whep import limit_ice_to
+from .egress.whep import WhepEndpoint, limit_ice_to
 from .gateway import Gateway
 from .settings import Settings
 
@@ -20,6 +20,7 @@ class Server:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.gateway = Gateway(settings)
+        self.whep = WhepEndpoint(settings.max_viewers)
         self._runner: web.AppRunner | None = None
 
     @property
@@ -29,7 +30,7 @@ class Server:
     async def start(self) -> None:
         limit_ice_to(self.settings.ip)
         await self.gateway.start()
-        self._runner = web.AppRunner(create_app(self.gateway), access_log=None, shutdown_timeout=2)
+        self._runner = web.AppRunner(create_app(self.gateway, self.whep), access_log=None, shutdown_timeout=2)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.bind_ip, self.settings.http_port)
         await site.start()

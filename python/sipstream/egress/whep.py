@@ -9,6 +9,7 @@ import asyncio
 import fractions
 import logging
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 import aioice.ice
@@ -33,11 +34,12 @@ def limit_ice_to(ip: str) -> None:
 class StreamTrack(MediaStreamTrack):
     """One track of a stream as a WebRTC source of encoded packets."""
 
-    def __init__(self, kind: str, stream: Stream) -> None:
+    def __init__(self, kind: str, stream: Stream, on_end: Callable[[], None] | None = None) -> None:
         super().__init__()
         self.kind = kind
         self._subscription: Subscription = stream.subscribe(kind)
         self._base: int | None = None
+        self._on_end = on_end
 
     async def recv(self) -> av.Packet:  # type: ignore[override]
         if self.readyState != "live":
@@ -45,6 +47,8 @@ class StreamTrack(MediaStreamTrack):
         frame = await self._subscription.get()
         if frame is None:
             self.stop()
+            if self._on_end is not None:
+                self._on_end()
             raise MediaStreamError
         if self._base is None:
             self._base = frame.pts
@@ -71,6 +75,7 @@ class WhepEndpoint:
     def __init__(self, max_viewers: int = 200) -> None:
         self.max_viewers = max_viewers
         self.sessions: dict[str, WhepSession] = {}
+        self._tasks: set[asyncio.Task[bool]] = set()
 
     async def play(self, stream: Stream, offer_sdp: str) -> tuple[str, str]:
         """Answer ``offer_sdp``; returns (session id, answer SDP)."""
@@ -82,7 +87,7 @@ class WhepEndpoint:
             # Codec preferences only count when set before the offer is applied.
             for kind, codec in (("video", stream.video_codec or "H264"), ("audio", stream.audio_codec)):
                 if getattr(stream, f"has_{kind}") and codec is not None:
-                    self._add_track(pc, kind, codec, stream)
+                    self._add_track(pc, kind, codec, stream, lambda: self._stream_ended(session.id))
             await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
@@ -103,14 +108,15 @@ class WhepEndpoint:
         return session.id, pc.localDescription.sdp
 
     @staticmethod
-    def _add_track(pc: RTCPeerConnection, kind: str, codec: str, stream: Stream) -> None:
+    def _add_track(pc: RTCPeerConnection, kind: str, codec: str, stream: Stream,
+                   on_end: Callable[[], None]) -> None:
         mime = _MIME.get(codec)
         wanted = {mime, "video/rtx"} if kind == "video" else {mime}
         capabilities = [c for c in RTCRtpSender.getCapabilities(kind).codecs if c.mimeType in wanted]
         if mime is None or not any(c.mimeType == mime for c in capabilities):
             log.info("stream %s: %s codec %s cannot be sent over WebRTC", stream.name, kind, codec)
             return
-        transceiver = pc.addTransceiver(StreamTrack(kind, stream), direction="sendonly")
+        transceiver = pc.addTransceiver(StreamTrack(kind, stream, on_end), direction="sendonly")
         transceiver.setCodecPreferences(capabilities)
         sender = transceiver.sender
         original = sender._send_keyframe
@@ -120,6 +126,13 @@ class WhepEndpoint:
             stream.request_keyframe("viewer PLI/FIR")
 
         sender._send_keyframe = on_keyframe_request  # type: ignore[method-assign]
+
+    def _stream_ended(self, session_id: str) -> None:
+        """The stream is over: end the viewer's session rather than leave it idle."""
+        if session_id in self.sessions:
+            task = asyncio.get_running_loop().create_task(self.stop(session_id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def stop(self, session_id: str) -> bool:
         session = self.sessions.pop(session_id, None)

@@ -99,6 +99,7 @@ class LoopbackCallee(asyncio.DatagramProtocol):
         self.loop_seconds = loop_seconds
         self.calls: dict[str, _Leg] = {}
         self.received: list[str] = []  # methods seen, for tests
+        self.keyframe_requests = 0  # RTCP PLI/FIR received
         self._transport: asyncio.DatagramTransport | None = None
         self._video: list[bytes] = []
         self._audio: dict[str, tuple[list[bytes], int, int]] = {}
@@ -264,8 +265,7 @@ class LoopbackCallee(asyncio.DatagramProtocol):
         except OSError as exc:
             log.debug("callee send failed: %s", exc)
 
-    @staticmethod
-    def _read_rtcp(leg: _Leg, sock: socket.socket) -> None:
+    def _read_rtcp(self, leg: _Leg, sock: socket.socket) -> None:
         while True:
             try:
                 data = sock.recv(2048)
@@ -279,3 +279,4 @@ class LoopbackCallee(asyncio.DatagramProtocol):
                 continue
             if any(pt == 206 and fmt in (1, 4) for pt, fmt, _ in packets):
                 leg.keyframe_requested = True
+                self.keyframe_requests += 1

@@ -1,0 +1,82 @@
+"""Headless Chromium plays a call's stream over WHEP and through /player:
+H.264 decoded, audio samples received, keyframe requests reach the SIP side."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from sipstream.server import Server
+from sipstream.testing import LoopbackCallee
+
+from .conftest import Rest, loopback_call
+from .peers.chromium import chromium_available, launch_chromium, page_stats, whep_play
+
+pytestmark = pytest.mark.skipif(not chromium_available(), reason="needs /usr/bin/chromium and playwright")
+
+
+async def _established(rest: Rest, callee: LoopbackCallee, call_id: str, stream: str) -> None:
+    assert (await rest.post("/rest-api/call/startup", loopback_call(callee, call_id, stream)))[0] == 200
+    await rest.wait_status(call_id, {"ESTABLISHED"})
+
+
+async def test_chromium_plays_h264_and_pcmu_over_whep(server: Server, rest: Rest, callee: LoopbackCallee) -> None:
+    await _established(rest, callee, "w1", "ws1")
+    # Keyframe requests are throttled to one per second; let the first one pass.
+    await asyncio.sleep(server.settings.keyframe_request_interval_ms / 1000 + 0.2)
+    requests_before = callee.keyframe_requests
+    stats = await whep_play(server.base_url + "/health", server.base_url + "/whep/ws1", seconds=20)
+    assert stats["error"] is None, stats
+    assert stats["whepStatus"] == 201 and stats["location"].startswith("/whep/ws1/")
+    assert stats["framesDecoded"] > 0, stats
+    assert (stats["frameWidth"], stats["frameHeight"]) == (320, 240)
+    assert stats["audioSamplesReceived"] > 0, stats
+    assert stats["videoCodec"] == "video/H264" and stats["audioCodec"] == "audio/PCMU"
+    # Joining asked the SIP side for a keyframe (RTCP PLI toward the callee).
+    assert callee.keyframe_requests > requests_before
+    # The viewer's DELETE ended its session.
+    await asyncio.sleep(0.5)
+    code, streams = await rest.post("/rest-api/stream/find", {"name": "ws1"})
+    assert streams[0]["viewers"] == 0
+
+
+async def test_viewer_joining_mid_call_gets_a_picture_within_a_keyframe_interval(
+    server: Server, rest: Rest, callee: LoopbackCallee
+) -> None:
+    await _established(rest, callee, "w2", "ws2")
+    await asyncio.sleep(3.3)  # well inside a GOP of the callee's loop
+    async with launch_chromium() as ctx:
+        stats = await whep_play(server.base_url + "/health", server.base_url + "/whep/ws2", seconds=4,
+                                context=ctx)
+    assert stats["framesDecoded"] > 0, stats
+
+
+async def test_player_page_plays_and_shows_stream_status(server: Server, rest: Rest, callee: LoopbackCallee) -> None:
+    await _established(rest, callee, "w3", "ws3")
+    stats = await page_stats(server.base_url + "/player?stream=ws3", "window.sipstreamStats", timeout=20,
+                             until="s => s && s.framesDecoded > 0 && s.audioSamplesReceived > 0")
+    assert stats["framesDecoded"] > 0 and stats["audioSamplesReceived"] > 0, stats
+    assert stats["streamStatus"] == "PUBLISHING"
+    assert (stats["frameWidth"], stats["frameHeight"]) == (320, 240)
+
+
+async def test_viewers_are_released_when_the_call_ends(server: Server, rest: Rest, callee: LoopbackCallee) -> None:
+    await _established(rest, callee, "w4", "ws4")
+    async with launch_chromium() as ctx:
+        stats = await whep_play(server.base_url + "/health", server.base_url + "/whep/ws4", seconds=15,
+                                context=ctx, teardown=False)
+        assert stats["framesDecoded"] > 0
+        await rest.post("/rest-api/call/terminate", {"callId": "w4"})
+        await rest.wait_status("w4", {"FINISH"})
+    stream = server.gateway.streams["ws4"]
+    assert stream.status == "UNPUBLISHED"
+    for _ in range(50):
+        if not server.whep.sessions:
+            break
+        await asyncio.sleep(0.1)
+    assert server.whep.sessions == {}
+    # A new viewer for an ended stream is refused.
+    async with rest.http.post(server.base_url + "/whep/ws4", data="v=0\r\n",
+                              headers={"Content-Type": "application/sdp"}) as res:
+        assert res.status == 404
