@@ -20,7 +20,7 @@ class Server:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.gateway = Gateway(settings)
-        self.whep = WhepEndpoint(settings.max_viewers)
+        self.whep = WhepEndpoint(settings.ip, settings.max_viewers)
         self._runner: web.AppRunner | None = None
 
     @property

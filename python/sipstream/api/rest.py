@@ -242,7 +242,7 @@ async def not_found(request: web.Request) -> web.Response:
 def create_app(gateway: Gateway, whep: WhepEndpoint | None = None) -> web.Application:
     app = web.Application(middlewares=[cors_and_errors], client_max_size=gateway.settings.max_body_bytes)
     app[GATEWAY] = gateway
-    app[WHEP] = whep or WhepEndpoint(gateway.settings.max_viewers)
+    app[WHEP] = whep or WhepEndpoint(gateway.settings.ip, gateway.settings.max_viewers)
     api = "/rest-api"
     app.router.add_post(f"{api}/call/startup", call_startup)
     app.router.add_post(f"{api}/call/find", call_find)

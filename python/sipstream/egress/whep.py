@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import ipaddress
 import logging
 import secrets
 from collections.abc import Callable
@@ -29,6 +30,26 @@ def limit_ice_to(ip: str) -> None:
     """Gather host candidates on ``ip`` only. aioice otherwise offers every
     non-loopback address of the machine (and never 127.0.0.1)."""
     aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: [ip]  # type: ignore[assignment]
+
+
+def reachable_candidates_only(offer_sdp: str, local_ip: str) -> str:
+    """Drop the offer's ICE candidates that our address cannot reach: other
+    address families, mDNS names, and anything off-host when we listen on
+    loopback. Without this aioice would send checks to them (a loopback
+    socket can only ever meet the browser through a peer-reflexive candidate)."""
+    local = ipaddress.ip_address(local_ip)
+    kept = []
+    for line in offer_sdp.splitlines():
+        if line.startswith("a=candidate:"):
+            fields = line.split()
+            try:
+                address = ipaddress.ip_address(fields[4])
+            except (IndexError, ValueError):
+                continue  # mDNS (.local) or malformed
+            if address.version != local.version or (local.is_loopback and not address.is_loopback):
+                continue
+        kept.append(line)
+    return "\r\n".join(kept) + "\r\n"
 
 
 class StreamTrack(MediaStreamTrack):
@@ -72,7 +93,8 @@ class WhepSession:
 class WhepEndpoint:
     """Creates and ends WHEP sessions for streams."""
 
-    def __init__(self, max_viewers: int = 200) -> None:
+    def __init__(self, ip: str, max_viewers: int = 200) -> None:
+        self.ip = ip
         self.max_viewers = max_viewers
         self.sessions: dict[str, WhepSession] = {}
         self._tasks: set[asyncio.Task[bool]] = set()
@@ -88,7 +110,7 @@ class WhepEndpoint:
             for kind, codec in (("video", stream.video_codec or "H264"), ("audio", stream.audio_codec)):
                 if getattr(stream, f"has_{kind}") and codec is not None:
                     self._add_track(pc, kind, codec, stream, lambda: self._stream_ended(session.id))
-            await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+            await pc.setRemoteDescription(RTCSessionDescription(reachable_candidates_only(offer_sdp, self.ip), "offer"))
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
         except (OperationError, InvalidStateError, ValueError) as exc:

@@ -1,0 +1,220 @@
+"""Headless Chromium (Debian's /usr/bin/chromium) driven by Playwright.
+
+    async with launch_chromium() as ctx:              # BrowserContext (persistent, fresh profile)
+        stats = await whep_play("http://127.0.0.1:8080/health",
+                                "http://127.0.0.1:8080/whep/cam1", seconds=10, context=ctx)
+        s = await page_stats("http://127.0.0.1:8080/player/cam1", "window.sipstreamStats",
+                             timeout=15, context=ctx, until="s => s && s.framesDecoded > 0")
+
+Never run ``playwright install``: the Debian Chromium is used through
+``executable_path``.
+
+WebRTC on loopback: Chromium gathers no 127.0.0.1 candidate; the server's
+answer carries its 127.0.0.1 host candidate and Chromium reaches it through a
+peer-reflexive 127.0.0.1 candidate. The server must ignore the offer's
+non-loopback candidates so no check goes to the machine's other addresses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from typing import Any, AsyncIterator, Optional
+
+CHROMIUM_PATH = "/usr/bin/chromium"
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    # one argv element: no shell quoting here
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
+]
+
+
+def chromium_available() -> bool:
+    if not os.path.exists(CHROMIUM_PATH):
+        return False
+    try:
+        import playwright.async_api  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@contextlib.asynccontextmanager
+async def launch_chromium(user_data_dir: Optional[str] = None, headless: bool = True,
+                          extra_args: Optional[list] = None) -> AsyncIterator[Any]:
+    """Yield a Playwright BrowserContext of a fresh headless Chromium profile.
+    Everything (browser, driver, temp profile) is gone on exit."""
+    from playwright.async_api import async_playwright
+
+    own_dir = user_data_dir is None
+    udd = user_data_dir or tempfile.mkdtemp(prefix="sipstream-chromium-")
+    try:
+        async with async_playwright() as pw:
+            ctx = await pw.chromium.launch_persistent_context(
+                udd,
+                executable_path=CHROMIUM_PATH,
+                headless=headless,
+                args=CHROMIUM_ARGS + list(extra_args or []),
+            )
+            try:
+                yield ctx
+            finally:
+                await ctx.close()
+    finally:
+        if own_dir:
+            shutil.rmtree(udd, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def _context(context) -> AsyncIterator[Any]:
+    if context is not None:
+        yield context
+    else:
+        async with launch_chromium() as ctx:
+            yield ctx
+
+
+async def new_page(context) -> Any:
+    """A fresh page; console messages are kept in ``page.console_log`` (list of str)."""
+    page = await context.new_page()
+    page.console_log = []
+    page.on("console", lambda m: page.console_log.append(f"{m.type}: {m.text}"))
+    page.on("pageerror", lambda e: page.console_log.append(f"pageerror: {e}"))
+    return page
+
+
+WHEP_JS = r"""
+async ({whepUrl, seconds, waitForMedia, iceWaitMs, teardown}) => {
+  const out = {framesDecoded: 0, framesReceived: 0, frameWidth: 0, frameHeight: 0,
+               audioSamplesReceived: 0, audioPacketsReceived: 0, videoPacketsReceived: 0,
+               connectionState: 'new', iceConnectionState: 'new',
+               whepStatus: 0, location: null, error: null, videoCodec: null, audioCodec: null};
+  let pc;
+  try {
+    pc = new RTCPeerConnection();
+    pc.addTransceiver('audio', {direction: 'recvonly'});
+    pc.addTransceiver('video', {direction: 'recvonly'});
+    const video = document.createElement('video');
+    video.muted = true; video.autoplay = true; video.playsInline = true;
+    (document.body || document.documentElement).appendChild(video);
+    const ms = new MediaStream();
+    pc.ontrack = (e) => { ms.addTrack(e.track); video.srcObject = ms; video.play().catch(() => {}); };
+    await pc.setLocalDescription(await pc.createOffer());
+    // wait for ICE gathering (bounded): the offer then carries the candidates
+    await new Promise((resolve) => {
+      if (pc.iceGatheringState === 'complete') return resolve();
+      const t = setTimeout(resolve, iceWaitMs);
+      pc.addEventListener('icegatheringstatechange', () => {
+        if (pc.iceGatheringState === 'complete') { clearTimeout(t); resolve(); }
+      });
+    });
+    const resp = await fetch(whepUrl, {method: 'POST', headers: {'Content-Type': 'application/sdp'},
+                                       body: pc.localDescription.sdp});
+    out.whepStatus = resp.status;
+    out.location = resp.headers.get('Location');
+    const answer = await resp.text();
+    if (resp.status !== 201) { out.error = 'WHEP POST returned ' + resp.status + ': ' + answer.slice(0, 500); return out; }
+    await pc.setRemoteDescription({type: 'answer', sdp: answer});
+    const deadline = performance.now() + seconds * 1000;
+    while (performance.now() < deadline) {
+      await new Promise(r => setTimeout(r, 250));
+      const stats = await pc.getStats();
+      const codecs = {};
+      stats.forEach(s => { if (s.type === 'codec') codecs[s.id] = s.mimeType; });
+      stats.forEach(s => {
+        if (s.type !== 'inbound-rtp') return;
+        if (s.kind === 'video') {
+          out.framesDecoded = s.framesDecoded || 0;
+          out.framesReceived = s.framesReceived || 0;
+          out.frameWidth = s.frameWidth || 0;
+          out.frameHeight = s.frameHeight || 0;
+          out.videoPacketsReceived = s.packetsReceived || 0;
+          out.videoCodec = codecs[s.codecId] || null;
+        } else if (s.kind === 'audio') {
+          out.audioSamplesReceived = s.totalSamplesReceived || 0;
+          out.audioPacketsReceived = s.packetsReceived || 0;
+          out.audioCodec = codecs[s.codecId] || null;
+        }
+      });
+      out.connectionState = pc.connectionState;
+      out.iceConnectionState = pc.iceConnectionState;
+      if (waitForMedia && out.framesDecoded > 0 && out.audioSamplesReceived > 0) break;
+      if (pc.connectionState === 'failed') break;
+    }
+  } catch (e) {
+    out.error = String(e && e.stack || e);
+  } finally {
+    if (pc) { out.connectionState = pc.connectionState; pc.close(); }
+    if (teardown && out.location) {
+      try { await fetch(new URL(out.location, whepUrl).href, {method: 'DELETE'}); } catch (e) {}
+    }
+  }
+  return out;
+}
+"""
+
+
+async def whep_play(page_url_base: str, whep_url: str, seconds: float, *, context=None,
+                    wait_for_media: bool = True, ice_wait_ms: int = 2000,
+                    teardown: bool = True) -> dict:
+    """Play a WHEP stream in Chromium and return its inbound-rtp stats.
+
+    ``page_url_base``: a URL of the WHEP server's origin to open first (e.g.
+    ``http://127.0.0.1:8080/health``) so the WHEP fetch is same-origin (a
+    bare origin is opened as is).  Returns ``{framesDecoded, framesReceived,
+    frameWidth, frameHeight, audioSamplesReceived, audioPacketsReceived,
+    videoPacketsReceived, connectionState, iceConnectionState, whepStatus,
+    location, error, videoCodec, audioCodec, console}`` after ``seconds`` or as
+    soon as video frames were decoded and audio samples received
+    (``wait_for_media``).  With ``teardown`` the WHEP resource is DELETEd."""
+    async with _context(context) as ctx:
+        page = await new_page(ctx)
+        try:
+            await page.goto(page_url_base, wait_until="domcontentloaded")
+            res = await page.evaluate(WHEP_JS, {
+                "whepUrl": whep_url, "seconds": float(seconds), "waitForMedia": wait_for_media,
+                "iceWaitMs": int(ice_wait_ms), "teardown": teardown,
+            })
+            res["console"] = list(page.console_log)
+            return res
+        finally:
+            await page.close()
+
+
+async def page_stats(url: str, js_expr: str, timeout: float, *, context=None,
+                     until: Optional[str] = None, interval: float = 0.25) -> Any:
+    """Open ``url`` and poll the JS expression ``js_expr`` (e.g.
+    ``"window.sipstreamStats"``) until ``until`` (a JS function source taking
+    the value, e.g. ``"s => s && s.framesDecoded > 0"``) is truthy, or until
+    ``timeout`` seconds; returns the last value (JSON-serializable).  Without
+    ``until``, returns the first non-null value."""
+    async with _context(context) as ctx:
+        page = await new_page(ctx)
+        try:
+            await page.goto(url, wait_until="domcontentloaded")
+            deadline = time.monotonic() + timeout
+            value = None
+            pred = until or "v => v !== null && v !== undefined"
+            while True:
+                value, ok = await page.evaluate(
+                    f"() => {{ let v; try {{ v = ({js_expr}); }} catch (e) {{ v = null; }}"
+                    f" let ok = false; try {{ ok = !!(({pred})(v)); }} catch (e) {{}}"
+                    f" return [v === undefined ? null : JSON.parse(JSON.stringify(v)), ok]; }}"
+                )
+                if ok or time.monotonic() >= deadline:
+                    return value
+                await page.wait_for_timeout(interval * 1000)
+        finally:
+            await page.close()

@@ -1,0 +1,141 @@
+"""pytest fixtures for the peers.  Load with (tests/conftest.py):
+
+    pytest_plugins = ["tests.peers.fixtures"]
+
+or ``from tests.peers.fixtures import *`` in a test module.
+
+Fixtures
+--------
+kamailio            function  started Kamailio on a free port (UDP+TCP, 127.0.0.1)
+rtp_pcaps           session   (pcmu_pcap, h264_pcap) Paths, 30 s each
+sipp_uas_factory    function  make(scenario="uas_answer", **SippUas kwargs) -> started SippUas
+                              (registered as bob at ``kamailio``); all stopped in teardown
+sipp_uas            function  sipp_uas_factory("uas_answer")
+sipp_uac_factory    function  make(callee="bob", scenario="uac_call", **kw) -> started SippUac (alice)
+chromium            function  Playwright BrowserContext of a fresh headless /usr/bin/chromium
+On failure, the logs of kamailio/sipp are printed in the teardown section.
+"""
+
+from __future__ import annotations
+
+import pytest
+import pytest_asyncio
+
+from .chromium import chromium_available, launch_chromium
+from .kamailio import Kamailio
+from .sipp import SippUac, SippUas, sipp_available
+from .util import free_port, which_or_none
+
+__all__ = [
+    "kamailio", "rtp_pcaps", "sipp_uas_factory", "sipp_uas", "sipp_uac_factory", "chromium",
+    "require_kamailio", "require_sipp", "require_chromium", "pytest_runtest_makereport",
+]
+
+
+def require_kamailio() -> None:
+    if which_or_none("kamailio") is None:
+        pytest.skip("kamailio not installed (Debian package 'kamailio')")
+
+
+def require_sipp() -> None:
+    if not sipp_available():
+        pytest.skip("sipp not installed (Debian package 'sip-tester')")
+
+
+def require_chromium() -> None:
+    if not chromium_available():
+        pytest.skip("chromium or playwright missing (Debian 'chromium', pip 'playwright')")
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+def _failed(request) -> bool:
+    rep = getattr(request.node, "rep_call", None)
+    return rep is None or rep.failed
+
+
+@pytest.fixture
+def kamailio(request, tmp_path):
+    require_kamailio()
+    k = Kamailio(port=free_port(), workdir=tmp_path / "kamailio")
+    k.start()
+    try:
+        yield k
+    finally:
+        k.stop()
+        if _failed(request):
+            print("\n===== kamailio log =====\n" + k.log_text()[-20000:])
+
+
+@pytest.fixture(scope="session")
+def rtp_pcaps(tmp_path_factory):
+    from .media import make_h264_pcap, make_pcmu_pcap
+
+    d = tmp_path_factory.mktemp("pcaps")
+    a, v = d / "pcmu.pcap", d / "h264.pcap"
+    make_pcmu_pcap(a, seconds=30)
+    make_h264_pcap(v, seconds=30)
+    return a, v
+
+
+@pytest.fixture
+def sipp_uas_factory(request, kamailio, rtp_pcaps, tmp_path):
+    require_sipp()
+    made = []
+
+    def make(scenario: str = "uas_answer", **kw) -> SippUas:
+        kw.setdefault("audio_pcap", rtp_pcaps[0])
+        kw.setdefault("video_pcap", rtp_pcaps[1])
+        kw.setdefault("workdir", tmp_path / f"sipp_uas_{len(made)}")
+        uas = SippUas(kamailio, scenario, **kw)
+        made.append(uas)
+        uas.start()
+        return uas
+
+    try:
+        yield make
+    finally:
+        for u in made:
+            u.stop()
+        if _failed(request):
+            for u in made:
+                print("\n===== sipp uas =====\n" + u.diagnostics()[-20000:])
+
+
+@pytest.fixture
+def sipp_uas(sipp_uas_factory):
+    return sipp_uas_factory("uas_answer")
+
+
+@pytest.fixture
+def sipp_uac_factory(request, kamailio, tmp_path):
+    require_sipp()
+    made = []
+
+    def make(callee: str = "bob", scenario: str = "uac_call", **kw) -> SippUac:
+        kw.setdefault("workdir", tmp_path / f"sipp_uac_{len(made)}")
+        uac = SippUac(kamailio, callee, scenario=scenario, **kw)
+        made.append(uac)
+        uac.start()
+        return uac
+
+    try:
+        yield make
+    finally:
+        for u in made:
+            u.stop()
+        if _failed(request):
+            for u in made:
+                print("\n===== sipp uac =====\n" + u.diagnostics()[-20000:])
+
+
+@pytest_asyncio.fixture
+async def chromium():
+    require_chromium()
+    async with launch_chromium() as ctx:
+        yield ctx
