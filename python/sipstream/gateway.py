@@ -281,10 +281,11 @@ class Gateway:
             del self.streams[call.stream.name]
 
     async def terminate_call(self, call_id: str) -> None:
+        """Start hanging up; the call reaches FINISH when the far end confirms."""
         call = self.calls.get(call_id)
         if call is None or call.status.is_final:
             raise NotFound(f"call {call_id!r} not found")
-        await self._hangup(call)
+        self._spawn(self._hangup(call))
 
     async def _hangup(self, call: Call) -> None:
         if call.sip is not None:
@@ -324,7 +325,7 @@ class Gateway:
         for stream in matches:
             for call in self.calls.values():
                 if call.stream is stream and not call.status.is_final:
-                    await self._hangup(call)
+                    self._spawn(self._hangup(call))
 
     # ---------------------------------------------------------------- events
     def _emit(self, call: Call) -> None:

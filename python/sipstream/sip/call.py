@@ -92,7 +92,7 @@ class OutgoingCall:
 
     # ----------------------------------------------------------- statuses
     def _set_status(self, status: CallStatus, info: str = "") -> None:
-        if self.status.is_final:
+        if self.status.is_final or (status == self.status and not info):
             return
         self.status = status
         self.on_status(status, self.sip_status, info)
@@ -312,6 +312,11 @@ class OutgoingCall:
                                             self._invite_destination)
         except (TransactionTimeout, TransportError) as exc:
             log.info("call %s: CANCEL got no answer: %s", self.sip_call_id, exc)
+        try:
+            await asyncio.wait_for(self._ended.wait(), self.ua.transport.timeout)
+        except asyncio.TimeoutError:
+            log.info("call %s: no final response after CANCEL, giving up", self.sip_call_id)
+            self.ua.transport.abandon(invite)
 
     async def hangup(self, info: str = NORMAL_CLEARING) -> None:
         """CANCEL before the answer, BYE after it."""
@@ -326,13 +331,18 @@ class OutgoingCall:
         if self._invite is None:
             return  # still registering: run() sees the flag
         # RFC 3261 §9.1: CANCEL only once a provisional response arrived.
-        try:
-            await asyncio.wait_for(self._provisional.wait(), self.ua.transport.timeout)
-        except asyncio.TimeoutError:
-            self._set_status(CallStatus.FAILED, info)
+        waits = [asyncio.ensure_future(e.wait()) for e in (self._provisional, self._ended)]
+        await asyncio.wait(waits, timeout=self.ua.transport.timeout, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waits:
+            waiter.cancel()
+        if self.ended:
             return
-        if not self.ended:
-            await self._cancel()
+        if not self._provisional.is_set():
+            self._set_status(CallStatus.FAILED, REQUEST_TIMEOUT)
+            if self._invite is not None:
+                self.ua.transport.abandon(self._invite)
+            return
+        await self._cancel()
 
     # ------------------------------------------------- incoming in-dialog
     def handle_ack(self, request: SipMessage) -> None:

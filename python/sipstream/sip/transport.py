@@ -126,12 +126,30 @@ class SipTransport(asyncio.DatagramProtocol):
         self._transactions[key] = tx
         retransmit = asyncio.create_task(self._retransmit(tx))
         try:
-            return await asyncio.wait_for(asyncio.shield(tx.final), self.timeout)
-        except asyncio.TimeoutError:
-            raise TransactionTimeout(f"no final response to {method} from {destination[0]}:{destination[1]}") from None
+            while True:
+                try:
+                    return await asyncio.wait_for(asyncio.shield(tx.final), self.timeout)
+                except asyncio.TimeoutError:
+                    # An INVITE that got a provisional response waits for its
+                    # final one without Timer B (RFC 3261 §17.1.1.2); the call
+                    # ends it with CANCEL and then abandon().
+                    if method == "INVITE" and tx.provisional_seen:
+                        continue
+                    raise TransactionTimeout(
+                        f"no final response to {method} from {destination[0]}:{destination[1]}"
+                    ) from None
         finally:
             retransmit.cancel()
             self._transactions.pop(key, None)
+
+    def abandon(self, request: SipMessage) -> None:
+        """Give up on a pending request (RFC 3261 §9.1: an INVITE whose CANCEL
+        brought no final response within 64*T1)."""
+        via = request.header("Via")
+        branch = (Via.parse(via).branch() or "") if via else ""
+        tx = self._transactions.get((branch, request.method or ""))
+        if tx is not None and not tx.final.done():
+            tx.final.set_exception(TransactionTimeout(f"{request.method} abandoned after CANCEL"))
 
     async def _retransmit(self, tx: ClientTransaction) -> None:
         """Timer A/E: resend with doubling interval; INVITE stops after a
