@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from sipstream._core import MediaReceiver, SipMessage, build_rtp, h264_packetize
 
 INVITE = (

@@ -10,7 +10,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-
 from sipstream import Settings
 from sipstream.server import Server
 from sipstream.testing import LoopbackCallee

@@ -6,10 +6,20 @@ from __future__ import annotations
 import random
 
 import pytest
-
 from sipstream._core import (
-    H264Depacketizer, MediaReceiver, NameAddr, RtpParseError, RtpPacket, SdpParseError, SessionDescription,
-    SipMessage, SipParseError, build_rtp, digest_authorization, h264_packetize, parse_challenge,
+    H264Depacketizer,
+    MediaReceiver,
+    NameAddr,
+    RtpPacket,
+    RtpParseError,
+    SdpParseError,
+    SessionDescription,
+    SipMessage,
+    SipParseError,
+    build_rtp,
+    digest_authorization,
+    h264_packetize,
+    parse_challenge,
 )
 
 INVITE = (

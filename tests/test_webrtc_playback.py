@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from sipstream.server import Server
 from sipstream.testing import LoopbackCallee
 

@@ -4,7 +4,6 @@ Everything here is sans-IO: bytes and numbers in, values out. Errors are
 ``ValueError`` subclasses whose message names what was wrong and where.
 """
 
-from typing import Optional
 
 __version__: str
 
@@ -32,32 +31,32 @@ class SipMessage:
     """
 
     is_request: bool
-    method: Optional[str]
-    uri: Optional[str]
-    status: Optional[int]
-    reason: Optional[str]
+    method: str | None
+    uri: str | None
+    status: int | None
+    reason: str | None
     headers: list[tuple[str, str]]
     body: bytes
 
     @staticmethod
-    def parse(data: bytes) -> "SipMessage":
+    def parse(data: bytes) -> SipMessage:
         """Parse one message; body is taken by Content-Length (the rest of the
         datagram when absent). Raises SipParseError (never panics)."""
     @staticmethod
     def request(
         method: str, uri: str, headers: list[tuple[str, str]], body: bytes = b""
-    ) -> "SipMessage": ...
+    ) -> SipMessage: ...
     @staticmethod
     def response(
         status: int, reason: str, headers: list[tuple[str, str]], body: bytes = b""
-    ) -> "SipMessage": ...
-    def header(self, name: str) -> Optional[str]:
+    ) -> SipMessage: ...
+    def header(self, name: str) -> str | None:
         """First value of a header; name is case-insensitive, compact form accepted."""
     def header_all(self, name: str) -> list[str]: ...
     @property
-    def call_id(self) -> Optional[str]: ...
+    def call_id(self) -> str | None: ...
     @property
-    def cseq(self) -> Optional[tuple[int, str]]:
+    def cseq(self) -> tuple[int, str] | None:
         """(number, METHOD) from CSeq."""
     def to_bytes(self) -> bytes:
         """Serialize; Content-Length is (re)written from the body."""
@@ -65,19 +64,19 @@ class SipMessage:
 class NameAddr:
     """A From/To/Contact/Route value: ``"Bob" <sip:bob@host>;tag=x``."""
 
-    display: Optional[str]
+    display: str | None
     uri: str
-    params: dict[str, Optional[str]]
+    params: dict[str, str | None]
 
     def __init__(
         self,
         uri: str,
-        display: Optional[str] = None,
-        params: Optional[dict[str, Optional[str]]] = None,
+        display: str | None = None,
+        params: dict[str, str | None] | None = None,
     ) -> None: ...
     @staticmethod
-    def parse(value: str) -> "NameAddr": ...
-    def tag(self) -> Optional[str]: ...
+    def parse(value: str) -> NameAddr: ...
+    def tag(self) -> str | None: ...
     def to_string(self) -> str:
         """Always ``<uri>`` in angle brackets; display name always quoted."""
 
@@ -85,41 +84,41 @@ class SipUri:
     """``sip:user@host:port;params`` (sips: too)."""
 
     scheme: str
-    user: Optional[str]
+    user: str | None
     host: str
-    port: Optional[int]
-    params: dict[str, Optional[str]]
-    headers: Optional[str]  # URI headers after "?", as written (added)
+    port: int | None
+    params: dict[str, str | None]
+    headers: str | None  # URI headers after "?", as written (added)
 
     def __init__(
         self,
         host: str,
-        user: Optional[str] = None,
-        port: Optional[int] = None,
+        user: str | None = None,
+        port: int | None = None,
         scheme: str = "sip",
-        params: Optional[dict[str, Optional[str]]] = None,
-        headers: Optional[str] = None,
+        params: dict[str, str | None] | None = None,
+        headers: str | None = None,
     ) -> None: ...
     @staticmethod
-    def parse(value: str) -> "SipUri": ...
+    def parse(value: str) -> SipUri: ...
     def to_string(self) -> str: ...
 
 class Via:
     transport: str
     host: str
-    port: Optional[int]
-    params: dict[str, Optional[str]]
+    port: int | None
+    params: dict[str, str | None]
 
     def __init__(
         self,
         transport: str,
         host: str,
-        port: Optional[int] = None,
-        params: Optional[dict[str, Optional[str]]] = None,
+        port: int | None = None,
+        params: dict[str, str | None] | None = None,
     ) -> None: ...
     @staticmethod
-    def parse(value: str) -> "Via": ...
-    def branch(self) -> Optional[str]: ...
+    def parse(value: str) -> Via: ...
+    def branch(self) -> str | None: ...
     def to_string(self) -> str:
         """``SIP/2.0/UDP host:port;params``."""
 
@@ -150,9 +149,9 @@ def digest_response(
     method: str,
     uri: str,
     nonce: str,
-    qop: Optional[str],
-    cnonce: Optional[str],
-    nc: Optional[int],
+    qop: str | None,
+    cnonce: str | None,
+    nc: int | None,
 ) -> str:
     """Hex response value alone (RFC 2617 / RFC 7616)."""
 
@@ -162,8 +161,8 @@ class Codec:
     payload_type: int
     name: str
     clock_rate: int
-    channels: Optional[int]
-    fmtp: Optional[str]
+    channels: int | None
+    fmtp: str | None
     rtcp_fb: list[str]
 
     def __init__(
@@ -171,9 +170,9 @@ class Codec:
         payload_type: int,
         name: str,
         clock_rate: int,
-        channels: Optional[int] = None,
-        fmtp: Optional[str] = None,
-        rtcp_fb: Optional[list[str]] = None,
+        channels: int | None = None,
+        fmtp: str | None = None,
+        rtcp_fb: list[str] | None = None,
     ) -> None: ...
 
 class MediaDescription:
@@ -182,12 +181,12 @@ class MediaDescription:
     proto: str  # "RTP/AVP", "RTP/AVPF", ...
     formats: list[int]  # informational; the m-line is written from ``codecs``
     extra_formats: list[str]  # non-numeric formats (e.g. webrtc-datachannel) (added)
-    connection: Optional[str]  # c= address of this m-section, if any
+    connection: str | None  # c= address of this m-section, if any
     direction: str  # sendrecv | sendonly | recvonly | inactive
-    rtcp_port: Optional[int]  # a=rtcp
+    rtcp_port: int | None  # a=rtcp
     rtcp_mux: bool
     codecs: list[Codec]  # one per format, in m-line order (static PTs filled in)
-    attributes: list[tuple[str, Optional[str]]]  # every other a= line, in order
+    attributes: list[tuple[str, str | None]]  # every other a= line, in order
 
     def __init__(
         self,
@@ -196,10 +195,10 @@ class MediaDescription:
         proto: str,
         codecs: list[Codec],
         direction: str = "sendrecv",
-        connection: Optional[str] = None,
-        rtcp_port: Optional[int] = None,
+        connection: str | None = None,
+        rtcp_port: int | None = None,
         rtcp_mux: bool = False,
-        attributes: Optional[list[tuple[str, Optional[str]]]] = None,
+        attributes: list[tuple[str, str | None]] | None = None,
     ) -> None: ...
 
 class SessionDescription:
@@ -208,8 +207,8 @@ class SessionDescription:
     session_version: int
     origin_address: str
     session_name: str
-    connection: Optional[str]  # session-level c= address
-    attributes: list[tuple[str, Optional[str]]]  # session-level a= lines (added)
+    connection: str | None  # session-level c= address
+    attributes: list[tuple[str, str | None]]  # session-level a= lines (added)
     media: list[MediaDescription]
 
     def __init__(
@@ -220,11 +219,11 @@ class SessionDescription:
         session_version: int = 0,
         origin_username: str = "-",
         session_name: str = "-",
-        connection: Optional[str] = None,
-        attributes: Optional[list[tuple[str, Optional[str]]]] = None,
+        connection: str | None = None,
+        attributes: list[tuple[str, str | None]] | None = None,
     ) -> None: ...
     @staticmethod
-    def parse(text: str) -> "SessionDescription": ...
+    def parse(text: str) -> SessionDescription: ...
     def to_string(self) -> str:
         """SDP text with CRLF line ends."""
 
@@ -240,7 +239,7 @@ class RtpPacket:
     payload: bytes
 
     @staticmethod
-    def parse(data: bytes) -> "RtpPacket": ...
+    def parse(data: bytes) -> RtpPacket: ...
     def to_bytes(self) -> bytes: ...
 
 def build_rtp(
@@ -291,7 +290,7 @@ class H264Depacketizer:
 def h264_packetize(access_unit: bytes, mtu: int = 1200) -> list[bytes]:
     """Annex-B access unit → RTP payloads (single NAL or FU-A), in order."""
 
-def h264_sps_resolution(sps: bytes) -> Optional[tuple[int, int]]:
+def h264_sps_resolution(sps: bytes) -> tuple[int, int] | None:
     """(width, height) from an SPS NAL (with header byte), None if unparsable."""
 
 # ------------------------------------------------------------- media receive
@@ -322,8 +321,8 @@ class MediaReceiver:
     malformed: int
     unknown_payload_type: int
     lost: int
-    video_ssrc: Optional[int]
-    audio_ssrc: Optional[int]
+    video_ssrc: int | None
+    audio_ssrc: int | None
     rtcp: int  # RTCP packets pushed here (ignored, not malformed) (added)
     dropped_frames: int  # video access units dropped because of loss (added)
 

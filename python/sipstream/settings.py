@@ -150,7 +150,7 @@ class Settings:
         config_file: str | Path | None = None,
         environ: Mapping[str, str] | None = None,
         overrides: Mapping[str, Any] | None = None,
-    ) -> "Settings":
+    ) -> Settings:
         settings = cls()
         if config_file is not None:
             settings.update(read_properties(Path(config_file)), str(config_file))

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 class _Socket(asyncio.DatagramProtocol):
-    def __init__(self, session: "RtpSession", rtcp: bool) -> None:
+    def __init__(self, session: RtpSession, rtcp: bool) -> None:
         self.session = session
         self.rtcp = rtcp
         self.transport: asyncio.DatagramTransport | None = None

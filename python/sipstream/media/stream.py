@@ -58,7 +58,7 @@ class _Unwrapper:
 class Subscription:
     """One consumer's view of one track of a stream."""
 
-    def __init__(self, stream: "Stream", kind: str) -> None:
+    def __init__(self, stream: Stream, kind: str) -> None:
         self.stream = stream
         self.kind = kind
         self.queue: asyncio.Queue[MediaFrame | None] = asyncio.Queue(QUEUE_FRAMES.get(kind, 100))
@@ -122,7 +122,7 @@ class Stream:
         self.keyframes = 0
         self.keyframe_requests = 0
         self.on_keyframe_request: Callable[[], None] | None = None
-        self.on_change: Callable[["Stream"], None] | None = None
+        self.on_change: Callable[[Stream], None] | None = None
         self._keyframe_interval = keyframe_interval_s
         self._last_keyframe_request = -1e9
         self._subscribers: dict[str, list[Subscription]] = {"audio": [], "video": []}

@@ -77,7 +77,7 @@ class SipTransport(asyncio.DatagramProtocol):
 
     # ------------------------------------------------------------ lifecycle
     @classmethod
-    async def open(cls, host: str, port: int, t1: float, timeout: float) -> "SipTransport":
+    async def open(cls, host: str, port: int, t1: float, timeout: float) -> SipTransport:
         loop = asyncio.get_running_loop()
         _, protocol = await loop.create_datagram_endpoint(
             lambda: cls(t1=t1, timeout=timeout), local_addr=(host, port)

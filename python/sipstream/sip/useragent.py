@@ -89,7 +89,7 @@ class UserAgent:
         self.transport = transport
         self.advertised_ip = advertised_ip
         self.register_expires = register_expires
-        self.calls: dict[str, "OutgoingCall"] = {}
+        self.calls: dict[str, OutgoingCall] = {}
         self._registrations: dict[tuple[str, str, str, str, int], Registration] = {}
         transport.on_request = self._on_request
         transport.on_stray_response = self._on_stray_response
@@ -252,10 +252,10 @@ class UserAgent:
         if call is not None:
             call.handle_stray_response(response)
 
-    def register_call(self, call: "OutgoingCall") -> None:
+    def register_call(self, call: OutgoingCall) -> None:
         self.calls[call.sip_call_id] = call
 
-    def forget_call(self, call: "OutgoingCall") -> None:
+    def forget_call(self, call: OutgoingCall) -> None:
         self.calls.pop(call.sip_call_id, None)
 
     async def close(self) -> None:

@@ -17,7 +17,13 @@ import av
 import numpy as np
 
 from .._core import (
-    MediaDescription, SessionDescription, SipMessage, build_rtp, h264_packetize, is_rtcp, parse_rtcp,
+    MediaDescription,
+    SessionDescription,
+    SipMessage,
+    build_rtp,
+    h264_packetize,
+    is_rtcp,
+    parse_rtcp,
 )
 
 log = logging.getLogger(__name__)
