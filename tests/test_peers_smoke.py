@@ -67,15 +67,22 @@ def test_call_via_proxy_answer_media_bye(kamailio, sipp_uas, sipp_uac_factory):
     assert sipp_uas.received("INVITE") and sipp_uas.received("ACK") and sipp_uas.received("BYE")
     assert "SIP/2.0 407" in uac.messages() and "Proxy-Authorization: Digest" in uac.messages()
 
-    # media: PCMU tone and decodable H.264 from bob's advertised ports
-    sent = sipp_uas.media_sent()
-    assert sent["audio"] > 100 and sent["video"] > 100, sent
+    # media, sent by sipp itself (no Python sender exists): bob's SDP answer
+    # advertises sipp's -mp / -mp + 2 ports and the RTP comes from exactly those
+    answer = uac.messages()
+    assert f"m=audio {sipp_uas.audio_port} RTP/AVP 0" in answer
+    assert f"m=video {sipp_uas.video_port} RTP/AVP 96" in answer
     assert {a for _, a, _ in audio_sink.packets} == {("127.0.0.1", sipp_uas.audio_port)}
     assert {a for _, a, _ in video_sink.packets} == {("127.0.0.1", sipp_uas.video_port)}
+    # PCMU from sipp's rtp_stream engine: 20 ms packets of the 440 Hz tone
     arx = audio_sink.rtp()
     assert len(arx) > 150 and all(p.pt == 0 and len(p.payload) == 160 for p in arx)
+    assert len({p.ssrc for p in arx}) == 1
+    assert all((b.seq - a.seq) & 0xFFFF == 1 and (b.ts - a.ts) & 0xFFFFFFFF == 160
+               for a, b in zip(arx, arx[1:], strict=False))
     pcm = media.ulaw_to_pcm16(np.frombuffer(b"".join(p.payload for p in arx), np.uint8))
     assert abs(media.dominant_frequency(pcm) - 440) < 5
+    # H.264 from sipp's play_pcap_video: the test pattern, decodable, frames in order
     vrx = video_sink.rtp()
     assert all(p.pt == 96 for p in vrx)
     aus = media.h264_depacketize(vrx)
@@ -115,6 +122,14 @@ def test_unregistered_callee_is_404(kamailio, sipp_uac_factory):
 # ---------------------------------------------------------------------------
 # generated media
 # ---------------------------------------------------------------------------
+def test_pcmu_raw_is_the_tone(tmp_path):
+    p = tmp_path / "a.ulaw"
+    info = media.make_pcmu_raw(p, seconds=2, freq=440)
+    raw = p.read_bytes()
+    assert len(raw) == info["samples"] == 16000
+    assert abs(media.dominant_frequency(media.ulaw_to_pcm16(np.frombuffer(raw, np.uint8))) - 440) < 2
+
+
 def test_h264_pcap_decodes(tmp_path):
     p = tmp_path / "v.pcap"
     info = media.make_h264_pcap(p, seconds=4, fps=25, gop=25)

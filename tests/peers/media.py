@@ -1,11 +1,13 @@
-"""Test media generated at test time: RTP pcaps that sipp can replay.
+"""Test media generated at test time, for sipp to send.
 
 * :func:`make_h264_pcap` -- a moving test pattern encoded with libx264
   (constrained baseline, no B-frames, SPS/PPS in band before every IDR),
   packetized to RTP per RFC 6184 (single NAL unit / FU-A, PT 96, 90 kHz).
 * :func:`make_pcmu_pcap` -- a sine tone, G.711 µ-law, 20 ms packets, PT 0.
+* :func:`make_pcmu_raw` -- the same tone as raw µ-law bytes (no header): the
+  file sipp's ``<exec rtp_stream="FILE,LOOPS,0"/>`` streams as PCMU.
 
-Both write a classic pcap (linktype 1 = Ethernet, IPv4, UDP).  The readers
+The pcaps are classic pcap (linktype 1 = Ethernet, IPv4, UDP).  The readers
 (:func:`read_pcap`, :func:`rtp_parse`, :func:`h264_depacketize`,
 :func:`decode_h264_access_units`) are here so tests can check what they made,
 and can check what sipstream itself emits.
@@ -445,21 +447,37 @@ def ulaw_to_pcm16(u: np.ndarray) -> np.ndarray:
     return np.where(sign != 0, -mag, mag).astype(np.int16)
 
 
-def make_pcmu_pcap(path: os.PathLike | str, seconds: float = 10, freq: float = 440, *,
-                   amplitude: float = 0.5, ssrc: int = 0x5EED0002, pt: int = PCMU_PT,
-                   start_time: float = 1_700_000_000.0, seq0: int = 2000, ts0: int = 8000) -> dict:
-    """Write an RTP/PCMU pcap of a sine tone (20 ms / 160-byte packets)."""
+def tone_ulaw(seconds: float, freq: float = 440, amplitude: float = 0.5) -> bytes:
+    """A sine tone as 8 kHz µ-law bytes, a whole number of 20 ms packets long."""
     n = int(round(seconds * AUDIO_CLOCK))
     n -= n % 160
     t = np.arange(n) / AUDIO_CLOCK
     pcm = (np.sin(2 * np.pi * freq * t) * amplitude * 32767).astype(np.int16)
-    ulaw = pcm16_to_ulaw(pcm).tobytes()
-    npk = n // 160
+    return pcm16_to_ulaw(pcm).tobytes()
+
+
+def make_pcmu_raw(path: os.PathLike | str, seconds: float = 10, freq: float = 440,
+                  amplitude: float = 0.5) -> dict:
+    """Write a sine tone as raw µ-law (what sipp's rtp_stream sends with PT 0:
+    160 bytes per 20 ms packet).  With an integer ``freq`` and whole seconds it
+    loops without a click."""
+    ulaw = tone_ulaw(seconds, freq, amplitude)
+    with open(path, "wb") as f:
+        f.write(ulaw)
+    return {"samples": len(ulaw), "path": str(path)}
+
+
+def make_pcmu_pcap(path: os.PathLike | str, seconds: float = 10, freq: float = 440, *,
+                   amplitude: float = 0.5, ssrc: int = 0x5EED0002, pt: int = PCMU_PT,
+                   start_time: float = 1_700_000_000.0, seq0: int = 2000, ts0: int = 8000) -> dict:
+    """Write an RTP/PCMU pcap of a sine tone (20 ms / 160-byte packets)."""
+    ulaw = tone_ulaw(seconds, freq, amplitude)
+    npk = len(ulaw) // 160
     with PcapWriter(path, src=PCAP_SRC, dst=PCAP_DST_AUDIO) as w:
         for k in range(npk):
             w.write(start_time + k * 0.020,
                     rtp_build(pt, k == 0, seq0 + k, ts0 + 160 * k, ssrc, ulaw[160 * k:160 * (k + 1)]))
-    return {"packets": npk, "samples": n, "path": str(path)}
+    return {"packets": npk, "samples": len(ulaw), "path": str(path)}
 
 
 def dominant_frequency(pcm: np.ndarray, rate: int = AUDIO_CLOCK) -> float:

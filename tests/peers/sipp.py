@@ -8,9 +8,15 @@
     uas.stop()
 
 Scenarios (tests/peers/scenarios/*.xml) are templates: ``%%NAME%%``
-placeholders are filled in (pcap paths, timeouts, user...) and the rendered
-copy is written to the work dir, because sipp reads ``play_pcap_*`` paths
-when it loads the scenario (no run-time variables there).
+placeholders are filled in (media paths, timeouts, user...) and the rendered
+copy is written to the work dir, because sipp reads ``rtp_stream`` /
+``play_pcap_*`` files when it loads the scenario (no run-time variables there).
+
+bob's media is sent by sipp itself, on the ACK: PCMU with its rtp_stream
+engine (``<exec rtp_stream="FILE,LOOPS,0"/>``, raw µ-law, from ``-mp``) and
+H.264 with ``<exec play_pcap_video="PCAP"/>`` (from ``-mp`` + 2, through a
+raw socket: needs root / CAP_NET_RAW).  sipp takes the destinations from
+the caller's SDP offer.
 
 Registration is done by a second, short-lived sipp (scenario register.xml)
 whose Contact points at the UAS sipp's port: one sipp process cannot both
@@ -33,6 +39,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
+from .rtp import RtcpSinks
 from .util import LOOPBACK, _port_free, free_port, free_udp_port_pair, terminate_process, which_or_none
 
 SCENARIOS_DIR = Path(__file__).resolve().parent / "scenarios"
@@ -77,33 +84,43 @@ def _proxy_addr(proxy) -> tuple[str, int]:
 
 
 # ---------------------------------------------------------------------------
-# default pcaps, generated once per process
+# default media, generated once per process
 # ---------------------------------------------------------------------------
-_pcap_cache: Dict[float, tuple[Path, Path]] = {}
-_pcap_dirs: List[str] = []
+_media_cache: Dict[float, tuple[Path, Path]] = {}
+_media_dirs: List[str] = []
 
 
-def _rm_pcap_dirs() -> None:
-    for d in _pcap_dirs:
+def _rm_media_dirs() -> None:
+    for d in _media_dirs:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def default_pcaps(seconds: float = 30) -> tuple[Path, Path]:
-    """(pcmu_pcap, h264_pcap) of ``seconds`` length, generated once per process
-    into a temp dir that is removed at exit."""
-    if seconds not in _pcap_cache:
-        from .media import make_h264_pcap, make_pcmu_pcap
+def default_media(seconds: float = 30) -> tuple[Path, Path]:
+    """(pcmu_raw, h264_pcap) of ``seconds`` length (440 Hz tone as raw µ-law
+    for rtp_stream, test pattern pcap for play_pcap_video), generated once per
+    process into a temp dir that is removed at exit."""
+    if seconds not in _media_cache:
+        from .media import make_h264_pcap, make_pcmu_raw
 
-        if not _pcap_dirs:
-            atexit.register(_rm_pcap_dirs)
-        d = tempfile.mkdtemp(prefix="sipstream-pcaps-")
-        _pcap_dirs.append(d)
-        a = Path(d) / "pcmu.pcap"
+        if not _media_dirs:
+            atexit.register(_rm_media_dirs)
+        d = tempfile.mkdtemp(prefix="sipstream-media-")
+        _media_dirs.append(d)
+        a = Path(d) / "pcmu.ulaw"
         v = Path(d) / "h264.pcap"
-        make_pcmu_pcap(a, seconds=seconds)
+        make_pcmu_raw(a, seconds=seconds)
         make_h264_pcap(v, seconds=seconds)
-        _pcap_cache[seconds] = (a, v)
-    return _pcap_cache[seconds]
+        _media_cache[seconds] = (a, v)
+    return _media_cache[seconds]
+
+
+def pcmu_pcap_to_raw(pcap: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """The RTP payloads of a PCMU pcap, concatenated: a raw µ-law file for rtp_stream."""
+    from .media import read_pcap, rtp_parse
+
+    data = b"".join(rtp_parse(p.payload).payload for p in read_pcap(pcap))
+    Path(dest).write_bytes(data)
+    return Path(dest)
 
 
 # ---------------------------------------------------------------------------
@@ -228,12 +245,16 @@ class SippUas(_SippPeer):
     """sipp as the registered callee (default ``bob``).
 
     scenario: "uas_answer" | "uas_answer_then_bye" | "uas_ring_no_answer".
-    Media: after the ACK, PCMU is sent from 127.0.0.1:``media_port`` and H.264
-    from ``media_port + 2`` (the SDP answer advertises those) to the addresses
-    in the caller's SDP offer, looping the pcaps until BYE (``loop_media``).
-    What the caller sends to those ports (and RTCP to port+1) is recorded:
-    ``uas.media.audio_sink`` / ``video_sink`` / ``audio_rtcp_sink`` /
-    ``video_rtcp_sink`` (:class:`tests.peers.rtp.RtpSink`).
+    Media, sent by sipp (``-mp media_port``) after the ACK to the addresses in
+    the caller's SDP offer until the call ends: PCMU (rtp_stream) from
+    127.0.0.1:``media_port`` and H.264 (play_pcap_video) from ``media_port + 2``;
+    the SDP answer advertises those ports.  The audio is a raw µ-law file
+    (from ``audio_pcap``'s payloads, or a ``media_seconds`` 440 Hz tone),
+    looped while ``loop_media``; the video pcap is played once (sipp cannot
+    loop pcaps), so it must outlast the call (``media_seconds`` = 30 by default).
+    sipp binds no RTCP ports: what the caller sends to port + 1 is recorded in
+    ``uas.media.audio_rtcp_sink`` / ``video_rtcp_sink``
+    (:class:`tests.peers.rtp.RtpSink`).
     """
 
     def __init__(
@@ -277,7 +298,7 @@ class SippUas(_SippPeer):
         self.register = register
         self.register_expires = register_expires
         self.loop_media = loop_media
-        self.media = None  # CallMediaController, once started
+        self.media: RtcpSinks | None = None  # once started (not for uas_ring_no_answer)
         self.extra_args = list(extra_args or [])
         self.uas: Optional[SippProcess] = None
         self.registrar: Optional[SippProcess] = None
@@ -297,18 +318,20 @@ class SippUas(_SippPeer):
         return self.media_port + 2
 
     def start(self, register_timeout: float = 10.0) -> "SippUas":
-        if (self.audio_pcap is None or self.video_pcap is None) and self.scenario_name != "uas_ring_no_answer":
-            a, v = default_pcaps(self.media_seconds)
-            self.audio_pcap = self.audio_pcap or a
-            self.video_pcap = self.video_pcap or v
-        from .rtp import CallMediaController
-
+        with_media = self.scenario_name != "uas_ring_no_answer"
+        audio_file = video_pcap = None
+        if with_media:
+            if self.audio_pcap is None or self.video_pcap is None:
+                default_audio, default_video = default_media(self.media_seconds)
+            audio_file = (pcmu_pcap_to_raw(self.audio_pcap, self.workdir / "audio.ulaw")
+                          if self.audio_pcap is not None else default_audio)
+            video_pcap = self.video_pcap if self.video_pcap is not None else default_video
         values = {
             "USER": self.user,
             "DOMAIN": self.domain,
-            "AUDIO_PORT": self.audio_port,
-            "VIDEO_PORT": self.video_port,
-            "CTRL_DIR": self.workdir,
+            "AUDIO_FILE": audio_file,
+            "AUDIO_LOOPS": -1 if self.loop_media else 1,
+            "VIDEO_PCAP": video_pcap,
             "ANSWER_DELAY_MS": int(self.answer_delay_ms),
             "BYE_TIMEOUT_MS": int(self.bye_timeout_s * 1000),
             "HANGUP_MS": int(self.hangup_after_s * 1000),
@@ -317,20 +340,15 @@ class SippUas(_SippPeer):
         scen = render_scenario(self.scenario_name, self.workdir, values)
         # overall safety net so a forgotten sipp never lingers
         limit = int(max(self.bye_timeout_s, self.cancel_timeout_s, self.hangup_after_s) + 120)
-        for f in ("media_start", "media_stop"):
-            (self.workdir / f).unlink(missing_ok=True)
         self.uas = SippProcess(
             "uas", scen,
-            # sipp binds -mp and -mp+2 itself (RTP echo sockets): give it other ports
-            ["-mp", str(free_udp_port_pair(4)), "-aa", "-timeout", f"{limit}s"] + self.extra_args,
+            # sipp binds media_port (audio) and media_port + 2 (video), not the RTCP ports
+            ["-mp", str(self.media_port), "-aa", "-timeout", f"{limit}s"] + self.extra_args,
             self.workdir, sip_port=self.sip_port,
         )
         try:
-            if self.scenario_name != "uas_ring_no_answer":
-                self.media = CallMediaController(
-                    self.workdir, self.audio_pcap, self.video_pcap, self.audio_port, self.video_port,
-                    loop=self.loop_media, alive=lambda: self.uas is not None and self.uas.poll() is None,
-                )
+            if with_media:
+                self.media = RtcpSinks(self.audio_port, self.video_port)
             self.uas.start()
             self.uas.wait_bound()
             if self.register:
@@ -390,10 +408,6 @@ class SippUas(_SippPeer):
         if self.uas:
             parts.append("=== uas ===\n" + self.uas.diagnostics())
         return "\n".join(parts)
-
-    def media_sent(self) -> dict:
-        """RTP packets sent to the caller so far: {"audio": n, "video": n}."""
-        return self.media.sent() if self.media else {}
 
     def stop(self) -> None:
         for p in (self.registrar, self.uas):
