@@ -41,7 +41,7 @@ class StatusLog:
             self.events.append(event)
 
     def statuses(self, call_id: str) -> list[str]:
-        return [e.status.value for e in self.events if e.call_id == call_id]
+        return [e.status.value for e in self.events if isinstance(e, CallEvent) and e.call_id == call_id]
 
     def close(self) -> None:
         self._task.cancel()

@@ -2,7 +2,7 @@
 WebRTC (a Flashphoner WCS "SIP as Stream" compatible gateway)."""
 
 from ._core import __version__
-from .gateway import Call, CallEvent, CallRequest, Gateway, GatewayError
+from .gateway import Call, CallEvent, CallRequest, Event, Gateway, GatewayError, StreamEvent
 from .settings import Settings, SettingsError
 from .sip.call import CallStatus
 
@@ -11,9 +11,11 @@ __all__ = [
     "CallEvent",
     "CallRequest",
     "CallStatus",
+    "Event",
     "Gateway",
     "GatewayError",
     "Settings",
     "SettingsError",
+    "StreamEvent",
     "__version__",
 ]

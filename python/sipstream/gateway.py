@@ -82,10 +82,36 @@ class CallRequest:
 
 @dataclasses.dataclass(frozen=True)
 class CallEvent:
+    """A call's status changed (the WCS ``CallStatusEvent``)."""
+
     call_id: str
     status: CallStatus
     info: str
     call: dict[str, Any]
+    app_key: str = ""
+    name = "CallStatusEvent"
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return self.call
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamEvent:
+    """A stream's status or picture size changed (the WCS ``StreamStatusEvent``)."""
+
+    stream_name: str
+    status: str
+    stream: dict[str, Any]
+    app_key: str = ""
+    name = "StreamStatusEvent"
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return self.stream
+
+
+Event = CallEvent | StreamEvent
 
 
 class Call:
@@ -151,7 +177,7 @@ class Gateway:
         self.ports = PortAllocator(self.settings.media_port_from, self.settings.media_port_to,
                                    self.settings.bind_ip)
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._listeners: list[asyncio.Queue[CallEvent]] = []
+        self._listeners: list[asyncio.Queue[Event]] = []
         self._closing = False
 
     # ------------------------------------------------------------ lifecycle
@@ -204,6 +230,9 @@ class Gateway:
         stream = Stream(request.to_stream, request.has_audio, request.has_video,
                         self.settings.keyframe_request_interval_ms / 1000)
         call = Call(request, stream)
+        stream.on_change = lambda changed: self._publish(
+            StreamEvent(changed.name, changed.status, changed.to_json(), request.app_key)
+        )
         call.media = RtpSession(sockets, stream, self.settings.rtp_receive_buffer_size,
                                 self.settings.rtp_send_buffer_size)
         self.calls[call.call_id] = call
@@ -329,15 +358,17 @@ class Gateway:
 
     # ---------------------------------------------------------------- events
     def _emit(self, call: Call) -> None:
-        event = CallEvent(call.call_id, call.status, call.info, call.to_json())
+        self._publish(CallEvent(call.call_id, call.status, call.info, call.to_json(), call.request.app_key))
+
+    def _publish(self, event: Event) -> None:
         for queue in self._listeners:
             if queue.full():
-                queue.get_nowait()
+                queue.get_nowait()  # a listener that stopped reading loses the oldest
             queue.put_nowait(event)
 
-    async def events(self) -> AsyncIterator[CallEvent]:
-        """Every call status change, as it happens."""
-        queue: asyncio.Queue[CallEvent] = asyncio.Queue(1000)
+    async def events(self) -> AsyncIterator[Event]:
+        """Every call and stream status change, as it happens."""
+        queue: asyncio.Queue[Event] = asyncio.Queue(1000)
         self._listeners.append(queue)
         try:
             while True:
