@@ -18,13 +18,13 @@ from typing import Any
 
 from .media.negotiation import NegotiationError, build_offer, offered_payload_types, parse_answer
 from .media.ports import PortAllocator, PortRangeExhausted
-from .media.rtp import RtpSession
+from .media.rtp import DTMF_DIGITS, RtpSession
 from .media.stream import Stream
 from .settings import Settings
 from .sip.account import SipAccount
-from .sip.call import NORMAL_CLEARING, CallStatus, OutgoingCall
-from .sip.transport import SipTransport
-from .sip.useragent import UserAgent
+from .sip.call import NORMAL_CLEARING, RTP_ACTIVITY, CallStatus, OutgoingCall
+from .sip.transport import SipTransport, TransactionTimeout, TransportError
+from .sip.useragent import SipFailure, UserAgent
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +71,14 @@ class CallRequest:
     visible_name: str = ""
     rtmp_url: str = ""
     rtmp_stream: str = ""
+    sip_transport: str = ""  # sipTransport: UDP | TCP (else from the proxy URI)
 
     def account(self) -> SipAccount:
         return SipAccount(
             login=self.sip_login, domain=self.sip_domain, password=self.sip_password,
             auth_name=self.sip_authentication_name, outbound_proxy=self.sip_outbound_proxy,
             port=self.sip_port, visible_name=self.visible_name, register_required=self.sip_register_required,
+            transport=self.sip_transport.upper(),
         )
 
 
@@ -274,8 +276,37 @@ class Gateway:
             on_status=lambda status, sip_status, info: self._on_status(call, status, sip_status, info),
             on_remote_sdp=on_remote_sdp,
             invite_timeout=self.settings.sip_invite_timeout_s,
+            session_expires=self.settings.sip_session_expires_s,
         )
+        media.on_keyframe_info = call.sip.request_picture_fast_update
         await call.sip.run()
+        if call.sip.status.is_connected:
+            if self.settings.rtp_session_init_always:
+                media.send_initial_packets()
+            self._spawn(self._watch_media(call))
+
+    async def _watch_media(self, call: Call) -> None:
+        """Hang up a call whose RTP stopped (not while on hold); ask for
+        keyframes periodically when ``periodic_fir_request`` is set."""
+        assert call.media is not None and call.sip is not None
+        timeout = self.settings.rtp_activity_timeout_s
+        fir_every = self.settings.periodic_fir_request
+        tick = 1.0 if not timeout else min(1.0, timeout / 4)
+        seen, quiet_since = call.media.packets_received, time.monotonic()
+        last_fir = time.monotonic()
+        while not call.status.is_final:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            packets = call.media.packets_received
+            if packets != seen or call.status != CallStatus.ESTABLISHED:
+                seen, quiet_since = packets, now
+            elif timeout and now - quiet_since >= timeout:
+                log.info("call %s: no RTP for %.0f s", call.call_id, timeout)
+                await call.sip.hangup(RTP_ACTIVITY, CallStatus.FAILED)
+                return
+            if fir_every and now - last_fir >= fir_every and call.stream.has_video:
+                last_fir = now
+                call.media.request_keyframe()
 
     def _on_status(self, call: Call, status: CallStatus, sip_status: int | None, info: str) -> None:
         if call.status.is_final:
@@ -321,6 +352,45 @@ class Gateway:
             await call.sip.hangup(NORMAL_CLEARING)
         else:
             self._on_status(call, CallStatus.FINISH, None, NORMAL_CLEARING)
+
+    def _connected_call(self, call_id: str) -> Call:
+        call = self.calls.get(call_id)
+        if call is None or call.status.is_final:
+            raise NotFound(f"call {call_id!r} not found")
+        if call.sip is None or not call.status.is_connected:
+            raise Conflict(f"call {call_id!r} is {call.status.value}, not established")
+        return call
+
+    async def hold_call(self, call_id: str, hold: bool = True) -> None:
+        """re-INVITE with a=sendonly (hold) or a=sendrecv (resume)."""
+        call = self._connected_call(call_id)
+        assert call.sip is not None
+        try:
+            await call.sip.set_hold(hold)
+        except (SipFailure, TransactionTimeout, TransportError) as exc:
+            raise Unavailable(f"call {call_id!r}: {'hold' if hold else 'unhold'} failed: {exc}") from None
+
+    async def send_dtmf(self, call_id: str, digits: str, kind: str = "RFC2833") -> None:
+        """DTMF as RFC 4733 events on the media (``RFC2833``) or SIP INFO
+        application/dtmf-relay (``INFO``)."""
+        if not digits or any(d.upper() not in DTMF_DIGITS for d in digits):
+            raise InvalidRequest(f"dtmf must be digits from 0-9, *, #, A-D; got {digits!r}")
+        kind = (kind or "RFC2833").upper()
+        if kind not in ("RFC2833", "INFO", "INFO_RELAY"):
+            raise InvalidRequest(f"type must be RFC2833 or INFO, got {kind!r}")
+        call = self._connected_call(call_id)
+        assert call.sip is not None and call.media is not None
+        if kind == "RFC2833":
+            try:
+                await call.media.send_dtmf(digits)
+            except ValueError as exc:
+                raise Conflict(f"call {call_id!r}: {exc}") from None
+            return
+        for digit in digits:
+            try:
+                await call.sip.send_info("application/dtmf-relay", f"Signal={digit.upper()}\r\nDuration=160\r\n")
+            except (SipFailure, TransactionTimeout, TransportError) as exc:
+                raise Unavailable(f"call {call_id!r}: INFO failed: {exc}") from None
 
     def find_calls(self, call_id: str | None = None, callee: str | None = None,
                    status: str | None = None) -> list[Call]:

@@ -8,6 +8,7 @@ import signal
 
 from aiohttp import web
 
+from .api.hooks import RestHooks
 from .api.rest import create_app
 from .egress.whep import WhepEndpoint, limit_ice_to
 from .gateway import Gateway
@@ -22,6 +23,7 @@ class Server:
         self.gateway = Gateway(settings)
         self.whep = WhepEndpoint(settings.ip, settings.max_viewers)
         self._runner: web.AppRunner | None = None
+        self.hooks: RestHooks | None = None
 
     @property
     def base_url(self) -> str:
@@ -29,7 +31,10 @@ class Server:
 
     async def start(self) -> None:
         limit_ice_to(self.settings.ip)
+        hooks = RestHooks(self.gateway)  # checks the hook settings before anything opens
         await self.gateway.start()
+        self.hooks = hooks
+        await hooks.start()
         self._runner = web.AppRunner(create_app(self.gateway, self.whep), access_log=None, shutdown_timeout=2)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.bind_ip, self.settings.http_port)
@@ -41,6 +46,10 @@ class Server:
             await self._runner.cleanup()  # ends WHEP sessions
             self._runner = None
         await self.gateway.stop()
+        if self.hooks is not None:
+            # A short grace lets the FINISH of calls hung up above reach their hooks.
+            await self.hooks.close(drain_s=1.0)
+            self.hooks = None
 
 
 async def serve_forever(server: Server, ready: asyncio.Event | None = None) -> None:

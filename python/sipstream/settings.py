@@ -77,7 +77,7 @@ class Settings:
     generate_av_start_delay: int = 1000
     sip_record_stream: bool = False
     sip_single_route_only: bool = False
-    periodic_fir_request: int = 0
+    periodic_fir_request: int = 0  # seconds between keyframe requests; 0: off
     codecs: str = "opus,ulaw,alaw,telephone-event,h264"
     record_dir: str = "records"
     stream_record_policy_template: str = "{streamName}-{startTimeMillis}"
@@ -89,10 +89,17 @@ class Settings:
     sip_transaction_timeout_s: float = 32.0
     sip_invite_timeout_s: float = 60.0
     sip_register_expires: int = 3600
+    sip_session_expires_s: int = 1800  # RFC 4028 interval we ask for
+    rtp_activity_timeout_s: float = 60.0  # no RTP this long while ESTABLISHED: BYE + FAILED; 0: off
     keyframe_request_interval_ms: int = 1000
     max_calls: int = 500
     max_viewers: int = 200
     max_body_bytes: int = 65536
+    # REST hooks (api/hooks.py): WCS names for the first two.
+    disable_rest_requests: bool = False
+    rest_max_connections: int = 20  # concurrent hook POSTs
+    rest_hook_timeout_s: float = 5.0  # per POST, connect included
+    rest_hook_queue_size: int = 1000  # pending POSTs; the oldest are dropped beyond
     # appKey -> REST hook base URL, from `app.<appKey>=<url>` lines.
     apps: dict[str, str] = dataclasses.field(default_factory=dict)
 

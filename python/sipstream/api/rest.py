@@ -92,6 +92,13 @@ def bool_field(body: dict[str, Any], name: str, default: bool) -> bool:
     return parse_bool(value, name)
 
 
+def transport_field(body: dict[str, Any]) -> str:
+    value = text_field(body, "sipTransport").upper()
+    if value not in ("", "UDP", "TCP"):
+        raise InvalidRequest(f"sipTransport must be UDP or TCP, got {value!r}")
+    return value
+
+
 def ok_empty() -> web.Response:
     return web.Response(status=200, headers=CORS)
 
@@ -117,6 +124,7 @@ async def call_startup(request: web.Request) -> web.Response:
         visible_name=text_field(body, "visibleName"),
         rtmp_url=text_field(body, "rtmpUrl"),
         rtmp_stream=text_field(body, "rtmpStream"),
+        sip_transport=transport_field(body),
     )
     await request.app[GATEWAY].start_call(call)
     return ok_empty()
@@ -146,6 +154,27 @@ async def call_find_all(request: web.Request) -> web.Response:
 async def call_terminate(request: web.Request) -> web.Response:
     body = await read_json(request)
     await request.app[GATEWAY].terminate_call(text_field(body, "callId", required=True))
+    return ok_empty()
+
+
+async def call_hold(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    await request.app[GATEWAY].hold_call(text_field(body, "callId", required=True), True)
+    return ok_empty()
+
+
+async def call_unhold(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    await request.app[GATEWAY].hold_call(text_field(body, "callId", required=True), False)
+    return ok_empty()
+
+
+async def call_send_dtmf(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    await request.app[GATEWAY].send_dtmf(
+        text_field(body, "callId", required=True), text_field(body, "dtmf", required=True),
+        text_field(body, "type") or "RFC2833",
+    )
     return ok_empty()
 
 
@@ -248,6 +277,9 @@ def create_app(gateway: Gateway, whep: WhepEndpoint | None = None) -> web.Applic
     app.router.add_post(f"{api}/call/find", call_find)
     app.router.add_route("*", f"{api}/call/find_all", call_find_all)
     app.router.add_post(f"{api}/call/terminate", call_terminate)
+    app.router.add_post(f"{api}/call/hold", call_hold)
+    app.router.add_post(f"{api}/call/unhold", call_unhold)
+    app.router.add_post(f"{api}/call/send_dtmf", call_send_dtmf)
     app.router.add_post(f"{api}/stream/find", stream_find)
     app.router.add_route("*", f"{api}/stream/find_all", stream_find_all)
     app.router.add_post(f"{api}/stream/terminate", stream_terminate)

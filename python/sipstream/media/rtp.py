@@ -10,13 +10,21 @@ import asyncio
 import logging
 import random
 import socket
+import struct
+from collections.abc import Callable
 from typing import Any
 
-from .._core import MediaReceiver, build_fir, build_pli, build_receiver_report, is_rtcp
+from .._core import MediaReceiver, build_fir, build_pli, build_receiver_report, build_rtp, is_rtcp
 from .negotiation import Negotiated
 from .stream import Stream
 
 log = logging.getLogger(__name__)
+
+
+_DTMF_EVENTS = {**{str(d): d for d in range(10)}, "*": 10, "#": 11, "A": 12, "B": 13, "C": 14, "D": 15}
+DTMF_DIGITS = frozenset(_DTMF_EVENTS)
+# One 20 ms frame of silence per codec (opus: a comfort-noise/DTX frame).
+_SILENCE = {"PCMU": b"\xff" * 160, "PCMA": b"\xd5" * 160, "opus": b"\xf8\xff\xfe"}
 
 
 class _Socket(asyncio.DatagramProtocol):
@@ -54,6 +62,9 @@ class RtpSession:
         self._fir_seq = 0
         self._endpoints: list[_Socket] = []
         self._pending: list[bytes] = []
+        self._audio_seq = random.getrandbits(16)
+        self._audio_ts = random.getrandbits(32)
+        self.on_keyframe_info: Callable[[], None] | None = None
         stream.on_keyframe_request = self.request_keyframe
 
     @property
@@ -98,13 +109,17 @@ class RtpSession:
             self.stream.request_keyframe("loss")
 
     def request_keyframe(self) -> None:
-        """RTCP PLI and/or FIR toward the far end's video RTCP port."""
+        """RTCP PLI or FIR toward the far end's video RTCP port; SIP INFO
+        picture_fast_update when the far end negotiated no RTCP feedback."""
         negotiated = self.negotiated
         receiver = self.receiver
         if negotiated is None or negotiated.video is None or receiver is None or len(self._endpoints) < 4:
             return
-        media_ssrc = receiver.video_ssrc or 0
         video = negotiated.video
+        if not video.rtcp_fb & {"nack pli", "ccm fir"} and self.on_keyframe_info is not None:
+            self.on_keyframe_info()
+            return
+        media_ssrc = receiver.video_ssrc or 0
         packet = build_receiver_report(self.ssrc)
         if "ccm fir" in video.rtcp_fb and "nack pli" not in video.rtcp_fb:
             self._fir_seq = (self._fir_seq + 1) & 0xFF
@@ -114,6 +129,60 @@ class RtpSession:
         transport = self._endpoints[3].transport
         if transport is not None:
             transport.sendto(packet, (video.address, video.rtcp_port))
+
+    @property
+    def packets_received(self) -> int:
+        return self.receiver.packets if self.receiver is not None else len(self._pending)
+
+    def _send_audio(self, payload_type: int, marker: bool, timestamp: int, payload: bytes) -> None:
+        audio = self.negotiated.audio if self.negotiated else None
+        transport = self._endpoints[0].transport if self._endpoints else None
+        if audio is None or transport is None:
+            return
+        packet = build_rtp(payload_type, self._audio_seq, timestamp & 0xFFFFFFFF, self.ssrc, marker, payload)
+        self._audio_seq = (self._audio_seq + 1) & 0xFFFF
+        transport.sendto(packet, (audio.address, audio.port))
+
+    def send_initial_packets(self, count: int = 3) -> None:
+        """rtp_session_init_always: a few silent audio packets toward the far
+        end right after the answer, so NATs and SBCs that latch on the first
+        packet start sending."""
+        audio = self.negotiated.audio if self.negotiated else None
+        if audio is None:
+            return
+        codec = audio.main_codec
+        silence = _SILENCE.get(codec.name)
+        if silence is None:
+            return
+        step = codec.clock_rate // 50
+        for _ in range(count):
+            self._send_audio(codec.payload_type, False, self._audio_ts, silence)
+            self._audio_ts += step
+
+    async def send_dtmf(self, digits: str, duration_ms: int = 100, gap_ms: int = 60) -> None:
+        """RFC 4733 telephone-events on the audio stream: one event per digit,
+        updates every 20 ms, the end packet sent three times."""
+        audio = self.negotiated.audio if self.negotiated else None
+        event_codec = next((c for c in audio.codecs if c.name == "telephone-event"), None) if audio else None
+        if event_codec is None:
+            raise ValueError("the far end did not negotiate telephone-event (RFC 4733)")
+        rate = event_codec.clock_rate
+        step = rate // 50
+        for digit in digits:
+            event = _DTMF_EVENTS[digit.upper()]
+            start = self._audio_ts
+            duration = 0
+            updates = max(1, duration_ms // 20)
+            for i in range(updates):
+                duration += step
+                self._send_audio(event_codec.payload_type, i == 0, start,
+                                 struct.pack("!BBH", event, 10, min(duration, 0xFFFF)))
+                await asyncio.sleep(0.02)
+            for _ in range(3):
+                self._send_audio(event_codec.payload_type, False, start,
+                                 struct.pack("!BBH", event, 0x80 | 10, min(duration, 0xFFFF)))
+            self._audio_ts = start + duration + gap_ms * rate // 1000
+            await asyncio.sleep(gap_ms / 1000)
 
     def stats(self) -> dict[str, int]:
         r = self.receiver

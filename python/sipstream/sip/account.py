@@ -7,7 +7,7 @@ import dataclasses
 import socket
 
 from .._core import SipUri
-from .transport import Address, TransportError
+from .transport import Endpoint, TransportError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,6 +20,7 @@ class SipAccount:
     port: int = 5060
     visible_name: str = ""
     register_required: bool = False
+    transport: str = ""  # "UDP" | "TCP"; empty: from the proxy URI, else UDP
 
     @property
     def auth_user(self) -> str:
@@ -30,8 +31,8 @@ class SipAccount:
         """Address of record: ``sip:login@domain``."""
         return f"sip:{self.login}@{self.domain}"
 
-    def registration_key(self) -> tuple[str, str, str, str, int]:
-        return (self.login, self.domain, self.auth_user, self.outbound_proxy, self.port)
+    def registration_key(self) -> tuple[str, str, str, str, int, str]:
+        return (self.login, self.domain, self.auth_user, self.outbound_proxy, self.port, self.transport)
 
     def request_uri(self, callee: str) -> str:
         """``callee`` may be a bare user/number or a full SIP URI."""
@@ -41,24 +42,26 @@ class SipAccount:
             return f"sip:{callee}"
         return f"sip:{callee}@{self.domain}"
 
-    def next_hop(self) -> tuple[str, int]:
+    def next_hop(self) -> Endpoint:
         """The outbound proxy when given, else the domain; a port written in
-        either wins over ``sipPort``."""
+        either wins over ``sipPort``, a ``;transport=`` over ``sipTransport``."""
         target = self.outbound_proxy or self.domain
         if not target.startswith(("sip:", "sips:")):
             target = "sip:" + target
         uri = SipUri.parse(target)
-        return uri.host, uri.port or self.port or 5060
+        transport = (uri.params.get("transport") or self.transport or "UDP").upper()
+        return Endpoint(uri.host, uri.port or self.port or 5060, transport)
 
 
-async def resolve(host: str, port: int) -> Address:
-    """Resolve ``host`` to an IPv4 address (no SRV yet)."""
+async def resolve(hop: Endpoint) -> Endpoint:
+    """Resolve the host of ``hop`` to an IPv4 address (no SRV yet)."""
     loop = asyncio.get_running_loop()
+    kind = socket.SOCK_STREAM if hop.transport == "TCP" else socket.SOCK_DGRAM
     try:
-        infos = await loop.getaddrinfo(host, port, family=socket.AF_INET, type=socket.SOCK_DGRAM)
+        infos = await loop.getaddrinfo(hop.host, hop.port, family=socket.AF_INET, type=kind)
     except socket.gaierror as exc:
-        raise TransportError(f"cannot resolve {host}: {exc.strerror}") from None
+        raise TransportError(f"cannot resolve {hop.host}: {exc.strerror}") from None
     if not infos:
-        raise TransportError(f"cannot resolve {host}")
+        raise TransportError(f"cannot resolve {hop.host}")
     addr = infos[0][4]
-    return str(addr[0]), int(addr[1])
+    return Endpoint(str(addr[0]), int(addr[1]), hop.transport)

@@ -1,6 +1,7 @@
 """One outgoing SIP call: the INVITE client transaction with digest retries,
-the dialog it creates, CANCEL before answer, BYE in both directions, and the
-WCS call statuses it goes through."""
+the dialog it creates (route set, re-INVITE/UPDATE both ways, hold, session
+timers, INFO), CANCEL before answer, BYE in both directions, and the WCS call
+statuses it goes through."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import logging
 import secrets
 from collections.abc import Callable
 
-from .._core import NameAddr, SipMessage, SipUri
+from .._core import NameAddr, SessionDescription, SipMessage, SipUri
 from .account import SipAccount, resolve
-from .transport import Address, TransactionTimeout, TransportError, new_branch, new_tag
+from .transport import Endpoint, TransactionTimeout, TransportError, new_branch, new_tag
 from .useragent import ALLOW, USER_AGENT, Authenticator, SipFailure, UserAgent
 
 log = logging.getLogger(__name__)
@@ -34,20 +35,47 @@ class CallStatus(str, enum.Enum):
     def is_final(self) -> bool:
         return self in (CallStatus.BUSY, CallStatus.FINISH, CallStatus.FAILED)
 
+    @property
+    def is_connected(self) -> bool:
+        return self in (CallStatus.ESTABLISHED, CallStatus.HOLD)
+
 
 NORMAL_CLEARING = "Normal call clearing"
 REQUEST_TIMEOUT = "Failed by request timeout"
+RTP_ACTIVITY = "Failed by RTP activity"
+AUTH_FAILED = "Authentication failed"
 
 # Final SIP statuses that mean "busy" to WCS clients.
 _BUSY = {486, 600}
+_DEFAULT_SESSION_EXPIRES = 1800
+_MIN_SE = 90
+PICTURE_FAST_UPDATE = (
+    '<?xml version="1.0" encoding="utf-8" ?><media_control><vc_primitive><to_encoder>'
+    "<picture_fast_update></picture_fast_update></to_encoder></vc_primitive></media_control>"
+)
 
 
 def failure_info(status: int, reason: str) -> str:
-    if status == 488 or status == 415:
+    if status in (488, 415, 606):
         return "No common codecs"
     if status == 408:
         return REQUEST_TIMEOUT
     return f"{status} {reason}".strip()
+
+
+def sdp_direction(sdp: str) -> str:
+    """The direction of the first active m-section ("sendrecv" when unreadable)."""
+    try:
+        session = SessionDescription.parse(sdp)
+    except ValueError:
+        return "sendrecv"
+    for media in session.media:
+        if media.port != 0:
+            return media.direction
+    return "inactive"
+
+
+_ANSWER_DIRECTION = {"sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive", "sendrecv": "sendrecv"}
 
 
 class OutgoingCall:
@@ -63,14 +91,16 @@ class OutgoingCall:
         on_status: Callable[[CallStatus, int | None, str], None],
         on_remote_sdp: Callable[[str, bool], None],
         invite_timeout: float = 60.0,
+        session_expires: int = _DEFAULT_SESSION_EXPIRES,
     ) -> None:
         self.ua = ua
         self.account = account
         self.callee = callee
-        self.offer = offer
+        self.local_sdp = SessionDescription.parse(offer)
         self.on_status = on_status
         self.on_remote_sdp = on_remote_sdp
         self.invite_timeout = invite_timeout
+        self.session_expires = session_expires
         self.sip_call_id = secrets.token_hex(12) + "@sipstream"
         self.local_tag = new_tag()
         self.remote_tag: str | None = None
@@ -80,15 +110,24 @@ class OutgoingCall:
         self.cseq = 0
         self.status = CallStatus.PENDING
         self.sip_status: int | None = None
+        self.transport = account.next_hop().transport
+        self.on_hold = False  # we put the far end on hold
+        self.remote_hold = False  # the far end put us on hold
         self._invite: SipMessage | None = None
-        self._invite_destination: Address | None = None
+        self._invite_destination: Endpoint | None = None
         self._ack: SipMessage | None = None
-        self._ack_destination: Address | None = None
+        self._ack_destination: Endpoint | None = None
         self._provisional = asyncio.Event()
         self._cancel_requested = False
+        self._cancel_reason = ""
+        self._final_status = CallStatus.FINISH
         self._registered = False
         self._ended = asyncio.Event()
         self._remote_sdp_seen = False
+        self._session_timer: asyncio.TimerHandle | None = None
+        self._we_refresh = False
+        self._dialog_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # ----------------------------------------------------------- statuses
     def _set_status(self, status: CallStatus, info: str = "") -> None:
@@ -98,6 +137,7 @@ class OutgoingCall:
         self.on_status(status, self.sip_status, info)
         if status.is_final:
             self._ended.set()
+            self._stop_session_timer()
 
     @property
     def ended(self) -> bool:
@@ -105,6 +145,11 @@ class OutgoingCall:
 
     async def wait_ended(self) -> None:
         await self._ended.wait()
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # --------------------------------------------------------------- run
     async def run(self) -> None:
@@ -115,7 +160,7 @@ class OutgoingCall:
                 await self.ua.acquire_registration(self.account)
                 self._registered = True
             if self._cancel_requested:
-                self._set_status(CallStatus.FINISH, NORMAL_CLEARING)
+                self._set_status(self._final_status, self._cancel_reason or NORMAL_CLEARING)
                 return
             await self._invite_with_auth()
         except SipFailure as exc:
@@ -131,10 +176,10 @@ class OutgoingCall:
 
     async def _invite_with_auth(self) -> None:
         auth = Authenticator(self.account)
-        self._invite_destination = await resolve(*self.account.next_hop())
+        self._invite_destination = await resolve(self.account.next_hop())
         extra: list[tuple[str, str]] = []
-        deadline = asyncio.get_running_loop().time() + self.invite_timeout
-        timer = asyncio.get_running_loop().call_at(deadline, self._invite_timed_out)
+        loop = asyncio.get_running_loop()
+        timer = loop.call_at(loop.time() + self.invite_timeout, self._invite_timed_out)
         try:
             for _ in range(4):
                 self.cseq += 1
@@ -153,41 +198,40 @@ class OutgoingCall:
                 if 200 <= status < 300:
                     await self._answered(response)
                 elif self._cancel_requested or status == 487:
-                    self._set_status(CallStatus.FINISH, self._cancel_reason or NORMAL_CLEARING)
+                    self._set_status(self._final_status, self._cancel_reason or NORMAL_CLEARING)
                 elif status in _BUSY:
                     self._set_status(CallStatus.BUSY, failure_info(status, response.reason or ""))
                 else:
                     self._set_status(CallStatus.FAILED, failure_info(status, response.reason or ""))
                 return
-            raise SipFailure("Authentication failed", self.sip_status)
+            raise SipFailure(AUTH_FAILED, self.sip_status)
         finally:
             timer.cancel()
 
-    _cancel_reason: str = ""
-
     def _invite_timed_out(self) -> None:
-        if self.status in (CallStatus.ESTABLISHED, CallStatus.HOLD) or self.ended:
+        if self.status.is_connected or self.ended:
             return
         log.info("call %s: no answer within %.0f s, cancelling", self.sip_call_id, self.invite_timeout)
-        self._cancel_reason = REQUEST_TIMEOUT
-        asyncio.get_running_loop().create_task(self.hangup(REQUEST_TIMEOUT))
+        self._spawn(self.hangup(REQUEST_TIMEOUT, CallStatus.FAILED))
 
     def _build_invite(self, extra: list[tuple[str, str]]) -> SipMessage:
         headers = [
-            ("Via", self.ua.via(new_branch())),
+            ("Via", self.ua.via(new_branch(), self.transport)),
             ("Max-Forwards", "70"),
             ("From", self.ua.from_header(self.account, self.local_tag)),
             ("To", f"<{self.request_uri}>"),
             ("Call-ID", self.sip_call_id),
             ("CSeq", f"{self.cseq} INVITE"),
-            ("Contact", self.ua.contact(self.account)),
+            ("Contact", self.ua.contact(self.account, self.transport)),
             ("Allow", ALLOW),
-            ("Supported", "replaces"),
+            ("Supported", "replaces, timer"),
+            ("Session-Expires", str(self.session_expires)),
+            ("Min-SE", str(_MIN_SE)),
             ("User-Agent", USER_AGENT),
             ("Content-Type", "application/sdp"),
             *extra,
         ]
-        return SipMessage.request("INVITE", self.request_uri, headers, self.offer.encode())
+        return SipMessage.request("INVITE", self.request_uri, headers, self.local_sdp.to_string().encode())
 
     def _on_provisional(self, response: SipMessage) -> None:
         status = response.status or 0
@@ -226,26 +270,28 @@ class OutgoingCall:
         if contact:
             self.remote_target = NameAddr.parse(contact).uri
         self.route_set = list(reversed(response.header_all("Record-Route")))
-        await self._send_ack()
+        await self._send_ack(self.cseq)
         if self._cancel_requested:
             # 200 crossed our CANCEL: the call exists, so end it with BYE.
-            await self._bye(self._cancel_reason or NORMAL_CLEARING)
+            await self._bye(self._cancel_reason or NORMAL_CLEARING, self._final_status)
             return
         if response.body:
             self._remote_sdp_seen = True
             self.on_remote_sdp(response.body.decode("utf-8", "replace"), False)
+        self._start_session_timer(response, we_are_uac=True)
         self._set_status(CallStatus.ESTABLISHED)
 
     # -------------------------------------------------------------- dialog
-    async def _dialog_destination(self) -> Address:
+    async def _dialog_destination(self) -> Endpoint:
         first = self.route_set[0] if self.route_set else f"<{self.remote_target}>"
         uri = SipUri.parse(NameAddr.parse(first).uri)
-        return await resolve(uri.host, uri.port or 5060)
+        transport = (uri.params.get("transport") or self.transport).upper()
+        return await resolve(Endpoint(uri.host, uri.port or 5060, transport))
 
-    def _dialog_headers(self, method: str, cseq: int, branch: str) -> list[tuple[str, str]]:
+    def _dialog_headers(self, method: str, cseq: int) -> list[tuple[str, str]]:
         to = f"<{self.request_uri}>" + (f";tag={self.remote_tag}" if self.remote_tag else "")
         headers = [
-            ("Via", self.ua.via(branch)),
+            ("Via", self.ua.via(new_branch(), self.transport)),
             ("Max-Forwards", "70"),
             ("From", self.ua.from_header(self.account, self.local_tag)),
             ("To", to),
@@ -255,12 +301,38 @@ class OutgoingCall:
         headers += [("Route", r) for r in self.route_set]
         return headers
 
-    async def _send_ack(self) -> None:
-        headers = self._dialog_headers("ACK", self.cseq, new_branch())
-        headers += [("Contact", self.ua.contact(self.account)), ("User-Agent", USER_AGENT)]
+    async def _send_ack(self, cseq: int) -> None:
+        headers = self._dialog_headers("ACK", cseq)
+        headers += [("Contact", self.ua.contact(self.account, self.transport)), ("User-Agent", USER_AGENT)]
         self._ack = SipMessage.request("ACK", self.remote_target, headers)
         self._ack_destination = await self._dialog_destination()
         self.ua.transport.send(self._ack, self._ack_destination)
+
+    async def _dialog_request(
+        self, method: str, extra: list[tuple[str, str]] | None = None, body: bytes = b""
+    ) -> SipMessage:
+        """An in-dialog request with digest retries; returns the final response."""
+        auth = Authenticator(self.account)
+        credentials: list[tuple[str, str]] = []
+        destination = await self._dialog_destination()
+        for _ in range(3):
+            self.cseq += 1
+            headers = self._dialog_headers(method, self.cseq)
+            headers += [("User-Agent", USER_AGENT), *(extra or []), *credentials]
+            request = SipMessage.request(method, self.remote_target, headers, body)
+            response = await self.ua.transport.request(request, destination)
+            if response.status in (401, 407):
+                credentials = [auth.answer(response, method, self.remote_target)]
+                continue
+            if method == "INVITE" and (response.status or 0) >= 300:
+                self._ack_in_dialog_failure(request, response, destination)
+            return response
+        raise SipFailure(AUTH_FAILED, 401)
+
+    def _ack_in_dialog_failure(self, request: SipMessage, response: SipMessage, destination: Endpoint) -> None:
+        headers = [(n, v) for n, v in request.headers if n in ("Via", "From", "Call-ID", "Route", "Max-Forwards")]
+        headers += [("To", response.header("To") or ""), ("CSeq", f"{self.cseq} ACK")]
+        self.ua.transport.send(SipMessage.request("ACK", self.remote_target, headers), destination)
 
     def handle_stray_response(self, response: SipMessage) -> None:
         cseq = response.cseq
@@ -272,24 +344,10 @@ class OutgoingCall:
         elif status >= 300 and self._invite is not None:
             self._ack_non_2xx(response)
 
-    async def _bye(self, info: str) -> None:
-        self.cseq += 1
-        headers = self._dialog_headers("BYE", self.cseq, new_branch())
-        headers.append(("User-Agent", USER_AGENT))
-        request = SipMessage.request("BYE", self.remote_target, headers)
-        self._set_status(CallStatus.FINISH, info)
+    async def _bye(self, info: str, status: CallStatus = CallStatus.FINISH) -> None:
+        self._set_status(status, info)
         try:
-            destination = await self._dialog_destination()
-            auth = Authenticator(self.account)
-            for _ in range(3):
-                response = await self.ua.transport.request(request, destination)
-                if response.status in (401, 407):
-                    self.cseq += 1
-                    headers = self._dialog_headers("BYE", self.cseq, new_branch())
-                    headers += [("User-Agent", USER_AGENT), auth.answer(response, "BYE", self.remote_target)]
-                    request = SipMessage.request("BYE", self.remote_target, headers)
-                    continue
-                break
+            await self._dialog_request("BYE")
         except (TransactionTimeout, TransportError, SipFailure) as exc:
             log.info("call %s: BYE got no answer: %s", self.sip_call_id, exc)
 
@@ -318,16 +376,17 @@ class OutgoingCall:
             log.info("call %s: no final response after CANCEL, giving up", self.sip_call_id)
             self.ua.transport.abandon(invite)
 
-    async def hangup(self, info: str = NORMAL_CLEARING) -> None:
-        """CANCEL before the answer, BYE after it."""
+    async def hangup(self, info: str = NORMAL_CLEARING, status: CallStatus = CallStatus.FINISH) -> None:
+        """CANCEL before the answer, BYE after it; the call ends as ``status``."""
         if self.ended:
             return
-        if self.status in (CallStatus.ESTABLISHED, CallStatus.HOLD):
-            await self._bye(info)
+        if self.status.is_connected:
+            await self._bye(info, status)
             await self._cleanup()
             return
         self._cancel_requested = True
         self._cancel_reason = info
+        self._final_status = status
         if self._invite is None:
             return  # still registering: run() sees the flag
         # RFC 3261 §9.1: CANCEL only once a provisional response arrived.
@@ -344,31 +403,170 @@ class OutgoingCall:
             return
         await self._cancel()
 
+    # ---------------------------------------------------- hold and re-INVITE
+    def _next_sdp(self, direction: str) -> bytes:
+        """Our SDP with ``direction`` on every m-section and a new o= version."""
+        self.local_sdp.session_version += 1
+        for media in self.local_sdp.media:
+            media.direction = direction
+        return self.local_sdp.to_string().encode()
+
+    async def set_hold(self, hold: bool) -> None:
+        """Put the far end on hold (re-INVITE a=sendonly) or resume it (sendrecv)."""
+        if not self.status.is_connected:
+            raise SipFailure(f"call is {self.status.value}, not established")
+        async with self._dialog_lock:
+            body = self._next_sdp("sendonly" if hold else "sendrecv")
+            response = await self._dialog_request(
+                "INVITE",
+                [("Contact", self.ua.contact(self.account, self.transport)), ("Allow", ALLOW),
+                 ("Content-Type", "application/sdp")],
+                body,
+            )
+            status = response.status or 0
+            if not 200 <= status < 300:
+                raise SipFailure(f"re-INVITE refused: {status} {response.reason or ''}".strip(), status)
+            await self._send_ack(self.cseq)
+            if response.body:
+                self.on_remote_sdp(response.body.decode("utf-8", "replace"), False)
+            self.on_hold = hold
+            self._update_hold_status()
+
+    def _update_hold_status(self) -> None:
+        if self.status.is_connected:
+            self._set_status(CallStatus.HOLD if self.on_hold or self.remote_hold else CallStatus.ESTABLISHED)
+
+    async def send_info(self, content_type: str, body: str) -> None:
+        if not self.status.is_connected:
+            raise SipFailure(f"call is {self.status.value}, not established")
+        response = await self._dialog_request("INFO", [("Content-Type", content_type)], body.encode())
+        if not 200 <= (response.status or 0) < 300:
+            raise SipFailure(f"INFO refused: {response.status} {response.reason or ''}".strip(), response.status)
+
+    def request_picture_fast_update(self) -> None:
+        """SIP INFO keyframe request, for far ends without RTCP feedback."""
+        if self.status.is_connected:
+            self._spawn(self._info_quietly("application/media_control+xml", PICTURE_FAST_UPDATE))
+
+    async def _info_quietly(self, content_type: str, body: str) -> None:
+        try:
+            await self.send_info(content_type, body)
+        except (SipFailure, TransactionTimeout, TransportError) as exc:
+            log.info("call %s: INFO %s failed: %s", self.sip_call_id, content_type, exc)
+
+    # --------------------------------------------------- session timers
+    def _start_session_timer(self, message: SipMessage, we_are_uac: bool) -> None:
+        """RFC 4028: refresh at half the interval when we are the refresher,
+        else hang up if no refresh comes before the session expires."""
+        self._stop_session_timer()
+        header = message.header("Session-Expires")
+        if not header:
+            return
+        value, _, params = header.partition(";")
+        try:
+            interval = max(_MIN_SE, int(value.strip()))
+        except ValueError:
+            return
+        refresher = "uac"
+        for param in params.split(";"):
+            key, _, val = param.strip().partition("=")
+            if key.lower() == "refresher":
+                refresher = val.strip().lower()
+        self._we_refresh = (refresher == "uac") == we_are_uac
+        loop = asyncio.get_running_loop()
+        if self._we_refresh:
+            self._session_timer = loop.call_later(interval / 2, lambda: self._spawn(self._refresh_session()))
+        else:
+            self._session_timer = loop.call_later(interval - min(32, interval / 3), self._session_expired)
+
+    def _stop_session_timer(self) -> None:
+        if self._session_timer is not None:
+            self._session_timer.cancel()
+            self._session_timer = None
+
+    async def _refresh_session(self) -> None:
+        if not self.status.is_connected:
+            return
+        try:
+            async with self._dialog_lock:
+                response = await self._dialog_request(
+                    "UPDATE",
+                    [("Contact", self.ua.contact(self.account, self.transport)),
+                     ("Session-Expires", f"{self.session_expires};refresher=uac"), ("Supported", "timer")],
+                )
+        except (SipFailure, TransactionTimeout, TransportError) as exc:
+            log.info("call %s: session refresh failed: %s", self.sip_call_id, exc)
+            await self.hangup(REQUEST_TIMEOUT, CallStatus.FAILED)
+            return
+        if (response.status or 0) == 481 or (response.status or 0) == 408:
+            await self.hangup(REQUEST_TIMEOUT, CallStatus.FAILED)
+        elif 200 <= (response.status or 0) < 300:
+            self._start_session_timer(response, we_are_uac=True)
+
+    def _session_expired(self) -> None:
+        log.info("call %s: session expired without refresh", self.sip_call_id)
+        self._spawn(self.hangup(REQUEST_TIMEOUT, CallStatus.FAILED))
+
     # ------------------------------------------------- incoming in-dialog
     def handle_ack(self, request: SipMessage) -> None:
         """ACKs to our 2xx answers of re-INVITEs need nothing more."""
 
-    async def handle_request(self, request: SipMessage, source: Address) -> None:
+    async def handle_request(self, request: SipMessage, source: Endpoint) -> None:
         method = request.method or ""
         if method == "BYE":
             self.ua.respond(request, source, 200, "OK")
             self._set_status(CallStatus.FINISH, NORMAL_CLEARING)
             await self._cleanup()
         elif method in ("INVITE", "UPDATE"):
-            # Session refresh or media change: keep our offer as the answer.
-            if request.body:
-                self.on_remote_sdp(request.body.decode("utf-8", "replace"), False)
-            self.ua.respond(request, source, 200, "OK",
-                            [("Contact", self.ua.contact(self.account)), ("Content-Type", "application/sdp")],
-                            self.offer.encode())
+            self._answer_session_update(request, source)
         elif method in ("OPTIONS", "INFO", "NOTIFY"):
             self.ua.respond(request, source, 200, "OK", [("Allow", ALLOW)])
         elif method == "CANCEL":
             self.ua.respond(request, source, 481, "Call/Transaction Does Not Exist")
+        elif method == "PRACK":
+            self.ua.respond(request, source, 200, "OK")
         else:
             self.ua.respond(request, source, 501, "Not Implemented", [("Allow", ALLOW)])
 
+    def _answer_session_update(self, request: SipMessage, source: Endpoint) -> None:
+        """re-INVITE or UPDATE from the far end: hold/resume, a media change,
+        or a session refresh. Our answer mirrors the offered direction."""
+        extra = [("Contact", self.ua.contact(self.account, self.transport)), ("Allow", ALLOW)]
+        session_expires = request.header("Session-Expires")
+        if session_expires:
+            value, _, params = session_expires.partition(";")
+            refresher = "uac"
+            for param in params.split(";"):
+                key, _, val = param.strip().partition("=")
+                if key.lower() == "refresher" and val.strip():
+                    refresher = val.strip().lower()
+            extra += [("Session-Expires", f"{value.strip()};refresher={refresher}"), ("Require", "timer")]
+        body = b""
+        if request.body:
+            offer = request.body.decode("utf-8", "replace")
+            direction = sdp_direction(offer)
+            self.on_remote_sdp(offer, False)
+            self.remote_hold = direction in ("sendonly", "inactive")
+            ours = "sendonly" if self.on_hold else "sendrecv"
+            answer = _ANSWER_DIRECTION.get(direction, "sendrecv")
+            if ours == "sendonly" and answer == "sendrecv":
+                answer = "sendonly"
+            elif ours == "sendonly" and answer == "recvonly":
+                answer = "inactive"
+            body = self._next_sdp(answer)
+            extra.append(("Content-Type", "application/sdp"))
+        elif request.method == "INVITE":
+            # An offerless re-INVITE: we offer, they answer in the ACK.
+            body = self.local_sdp.to_string().encode()
+            extra.append(("Content-Type", "application/sdp"))
+        self.ua.respond(request, source, 200, "OK", extra, body, to_tag=self.local_tag)
+        if session_expires:
+            # The far end sent the refresh; restart the watch (we are its UAS).
+            self._start_session_timer(request, we_are_uac=False)
+        self._update_hold_status()
+
     async def _cleanup(self) -> None:
+        self._stop_session_timer()
         self.ua.forget_call(self)
         if self._registered:
             self._registered = False

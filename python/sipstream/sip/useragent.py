@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from .. import __version__
 from .._core import NameAddr, SipMessage, digest_authorization, parse_challenge
 from .account import SipAccount, resolve
-from .transport import Address, SipTransport, TransactionTimeout, TransportError, new_branch, new_tag
+from .transport import Endpoint, SipTransport, TransactionTimeout, TransportError, new_branch, new_tag
 
 if TYPE_CHECKING:
     from .call import OutgoingCall
@@ -90,7 +90,7 @@ class UserAgent:
         self.advertised_ip = advertised_ip
         self.register_expires = register_expires
         self.calls: dict[str, OutgoingCall] = {}
-        self._registrations: dict[tuple[str, str, str, str, int], Registration] = {}
+        self._registrations: dict[tuple[str, str, str, str, int, str], Registration] = {}
         transport.on_request = self._on_request
         transport.on_stray_response = self._on_stray_response
 
@@ -99,11 +99,12 @@ class UserAgent:
     def local_port(self) -> int:
         return self.transport.local_address[1]
 
-    def via(self, branch: str) -> str:
-        return f"SIP/2.0/UDP {self.advertised_ip}:{self.local_port};branch={branch};rport"
+    def via(self, branch: str, transport: str = "UDP") -> str:
+        return f"SIP/2.0/{transport} {self.advertised_ip}:{self.local_port};branch={branch};rport"
 
-    def contact(self, account: SipAccount) -> str:
-        return f"<sip:{account.login}@{self.advertised_ip}:{self.local_port}>"
+    def contact(self, account: SipAccount, transport: str = "UDP") -> str:
+        suffix = ";transport=tcp" if transport == "TCP" else ""
+        return f"<sip:{account.login}@{self.advertised_ip}:{self.local_port}{suffix}>"
 
     def from_header(self, account: SipAccount, tag: str) -> str:
         display = f'"{account.visible_name}" ' if account.visible_name else ""
@@ -144,20 +145,20 @@ class UserAgent:
 
     async def _register(self, reg: Registration, expires: int) -> None:
         account = reg.account
-        destination = await resolve(*account.next_hop())
+        destination = await resolve(account.next_hop())
         uri = f"sip:{account.domain}"
         auth = Authenticator(account)
         extra: list[tuple[str, str]] = []
         for _ in range(4):
             reg.cseq += 1
             headers = [
-                ("Via", self.via(new_branch())),
+                ("Via", self.via(new_branch(), destination.transport)),
                 ("Max-Forwards", "70"),
                 ("From", f"<{account.aor}>;tag={reg.from_tag}"),
                 ("To", f"<{account.aor}>"),
                 ("Call-ID", reg.call_id),
                 ("CSeq", f"{reg.cseq} REGISTER"),
-                ("Contact", self.contact(account) + f";expires={expires}"),
+                ("Contact", self.contact(account, destination.transport) + f";expires={expires}"),
                 ("Expires", str(expires)),
                 ("Allow", ALLOW),
                 ("User-Agent", USER_AGENT),
@@ -199,7 +200,7 @@ class UserAgent:
                 log.warning("REGISTER refresh of %s failed: %s", reg.account.aor, exc)
 
     # ---------------------------------------------------------- responses
-    def respond(self, request: SipMessage, source: Address, status: int, reason: str,
+    def respond(self, request: SipMessage, source: Endpoint, status: int, reason: str,
                 extra: list[tuple[str, str]] | None = None, body: bytes = b"",
                 to_tag: str | None = None) -> None:
         headers: list[tuple[str, str]] = [("Via", v) for v in request.header_all("Via")]
@@ -212,15 +213,11 @@ class UserAgent:
             headers.append((name, value))
         headers.append(("Server", USER_AGENT))
         headers.extend(extra or [])
-        self.transport.send(SipMessage.response(status, reason, headers, body), self._response_address(request, source))
-
-    @staticmethod
-    def _response_address(request: SipMessage, source: Address) -> Address:
-        # RFC 3581: answer the address the request came from.
-        return source
+        # RFC 3581 (rport) and TCP alike: answer where the request came from.
+        self.transport.send(SipMessage.response(status, reason, headers, body), source)
 
     # ----------------------------------------------------------- requests
-    async def _on_request(self, request: SipMessage, source: Address) -> None:
+    async def _on_request(self, request: SipMessage, source: Endpoint) -> None:
         method = request.method or ""
         call = self.calls.get(request.call_id or "")
         if method == "ACK":
@@ -247,7 +244,7 @@ class UserAgent:
         else:
             self.respond(request, source, 481, "Call/Transaction Does Not Exist")
 
-    def _on_stray_response(self, response: SipMessage, source: Address) -> None:
+    def _on_stray_response(self, response: SipMessage, source: Endpoint) -> None:
         call = self.calls.get(response.call_id or "")
         if call is not None:
             call.handle_stray_response(response)

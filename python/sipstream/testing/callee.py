@@ -18,6 +18,7 @@ import numpy as np
 
 from .._core import (
     MediaDescription,
+    RtpPacket,
     SessionDescription,
     SipMessage,
     build_rtp,
@@ -94,6 +95,7 @@ class _Leg:
     task: asyncio.Task[None] | None = None
     keyframe_requested: bool = False
     bye_received: bool = False
+    answer: bytes = b""
 
 
 class LoopbackCallee(asyncio.DatagramProtocol):
@@ -105,6 +107,8 @@ class LoopbackCallee(asyncio.DatagramProtocol):
         self.loop_seconds = loop_seconds
         self.calls: dict[str, _Leg] = {}
         self.received: list[str] = []  # methods seen, for tests
+        self.infos: list[tuple[str, str]] = []  # (Content-Type, body) of INFO requests
+        self.rtp_received: list[RtpPacket] = []  # RTP sent to our audio port (DTMF, priming)
         self.keyframe_requests = 0  # RTCP PLI/FIR received
         self._transport: asyncio.DatagramTransport | None = None
         self._video: list[bytes] = []
@@ -155,6 +159,8 @@ class LoopbackCallee(asyncio.DatagramProtocol):
         elif method == "CANCEL":
             self._reply(msg, source, 200, "OK")
         elif method != "ACK":
+            if method == "INFO":
+                self.infos.append((msg.header("Content-Type") or "", msg.body.decode("utf-8", "replace")))
             self._reply(msg, source, 200, "OK")
 
     def _reply(self, req: SipMessage, dest: tuple[str, int], status: int, reason: str,
@@ -171,8 +177,17 @@ class LoopbackCallee(asyncio.DatagramProtocol):
 
     def _on_invite(self, req: SipMessage, source: tuple[str, int]) -> None:
         call_id = req.call_id or ""
-        if call_id in self.calls:
-            return  # retransmission: our 200 is on its way again below
+        leg = self.calls.get(call_id)
+        if leg is not None:
+            if ";tag=" in (req.header("To") or ""):
+                # re-INVITE (hold, resume, refresh): same media, direction mirrored.
+                direction = next((d for d in ("sendonly", "inactive", "recvonly") if f"a={d}" in req.body.decode()),
+                                 "sendrecv")
+                mirrored = {"sendonly": "recvonly", "recvonly": "sendonly"}.get(direction, direction)
+                body = leg.answer.replace(b"a=sendrecv", f"a={mirrored}".encode())
+                self._reply(req, source, 200, "OK", [("Contact", f"<sip:callee@{self.host}:{self.port}>"),
+                                                     ("Content-Type", "application/sdp")], body)
+            return  # else a retransmission of the first INVITE
         try:
             offer = SessionDescription.parse(req.body.decode())
         except ValueError:
@@ -190,7 +205,8 @@ class LoopbackCallee(asyncio.DatagramProtocol):
                 codec = next((c for name in _AUDIO_PREFERENCE for c in media.codecs if c.name == name), None)
                 if codec is not None:
                     audio = (codec.name, codec.payload_type, (address, media.port))
-                    answer_media.append(("audio", sockets[0], sockets[1], [codec]))
+                    events = [c for c in media.codecs if c.name == "telephone-event"][:1]
+                    answer_media.append(("audio", sockets[0], sockets[1], [codec, *events]))
             elif media.kind == "video" and video is None:
                 codec = next((c for c in media.codecs if c.name == "H264"), None)
                 if codec is not None:
@@ -210,6 +226,7 @@ class LoopbackCallee(asyncio.DatagramProtocol):
             session_id=1, session_version=1, connection=self.host,
         )
         sdp = answer.to_string()
+        leg.answer = sdp.encode()
         contact = [("Contact", f"<sip:callee@{self.host}:{self.port}>")]
         self._reply(req, source, 100, "Trying")
         self._reply(req, source, 180, "Ringing", contact)
@@ -238,6 +255,7 @@ class LoopbackCallee(asyncio.DatagramProtocol):
         while leg.sockets:
             now = loop.time()
             self._read_rtcp(leg, rtcp_sock)
+            self._read_audio(leg.sockets[0])
             if leg.audio is not None and now >= next_audio:
                 codec, pt, dest = leg.audio
                 payloads, rate, step = self._audio[codec]
@@ -270,6 +288,17 @@ class LoopbackCallee(asyncio.DatagramProtocol):
             sock.sendto(packet, dest)
         except OSError as exc:
             log.debug("callee send failed: %s", exc)
+
+    def _read_audio(self, sock: socket.socket) -> None:
+        while len(self.rtp_received) < 10000:
+            try:
+                data = sock.recv(2048)
+            except (BlockingIOError, OSError):
+                return
+            try:
+                self.rtp_received.append(RtpPacket.parse(data))
+            except ValueError:
+                continue
 
     def _read_rtcp(self, leg: _Leg, sock: socket.socket) -> None:
         while True:
