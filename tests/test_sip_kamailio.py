@@ -130,3 +130,19 @@ async def test_wrong_password_fails_with_authentication_failed(
     method = "REGISTER" if register == "true" else "INVITE"
     attempts = kamailio.log_text().count(f"{method} sip:") if hasattr(kamailio, "log_text") else 0
     assert attempts <= 4
+
+
+async def test_call_over_tcp_to_the_proxy(server: Server, rest: Rest, kamailio: Any, sipp_uas_factory: Any) -> None:
+    bob = sipp_uas_factory("uas_answer")
+    body = alice_call(kamailio, "t1", "ts1", sipOutboundProxy=f"127.0.0.1:{kamailio.port};transport=tcp")
+    assert (await rest.post("/rest-api/call/startup", body))[0] == 200
+    call = await rest.wait_status("t1", {"ESTABLISHED"}, timeout=20)
+    assert call["sipStatus"] == 200
+    assert server.gateway.ua is not None and server.gateway.ua.transport.stats.tcp_connections >= 1
+    await asyncio.sleep(1)
+    assert server.gateway.streams["ts1"].frames["video"] > 0
+    assert (await rest.post("/rest-api/call/terminate", {"callId": "t1"}))[0] == 200
+    await rest.wait_status("t1", {"FINISH"})
+    assert await asyncio.to_thread(bob.wait, 15) == 0, bob.diagnostics()[-3000:]
+    assert bob.received("BYE")
+    assert "/tcp" in kamailio.log_text() or "TCP" in kamailio.log_text()

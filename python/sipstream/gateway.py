@@ -187,7 +187,7 @@ class Gateway:
         s = self.settings
         transport = await SipTransport.open(s.bind_ip, s.sip_port, s.sip_t1_ms / 1000, s.sip_transaction_timeout_s)
         self.ua = UserAgent(transport, s.ip, s.sip_register_expires)
-        log.info("SIP on udp %s:%d", *transport.local_address)
+        log.info("SIP on %s:%d (UDP and TCP)", transport.local_address.host, transport.local_address.port)
 
     async def stop(self) -> None:
         """Hang up every live call, then close the SIP socket."""

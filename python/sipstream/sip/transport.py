@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 MAGIC_COOKIE = "z9hG4bK"
 MAX_MESSAGE = 65535
 CONNECT_TIMEOUT = 5.0
-_CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*(\d+)[ \t]*$", re.IGNORECASE | re.MULTILINE)
+_CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*(\d+)[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
 
 
 class Endpoint(NamedTuple):
