@@ -8,7 +8,6 @@ import asyncio
 import struct
 
 import pytest
-
 from sipstream.server import Server
 from sipstream.testing import LoopbackCallee
 
@@ -100,3 +99,27 @@ async def test_no_rtp_ends_the_call_failed_by_rtp_activity(quiet_server: Server,
         call = await rest.wait_status("q1", {"FAILED"}, timeout=10)
         assert call["info"] == "Failed by RTP activity"
         assert "BYE" in callee.received
+
+
+async def test_calls_of_one_account_share_its_registration_and_unregister_after_the_last(
+    rest: Rest, callee: LoopbackCallee
+) -> None:
+    def registers() -> list[str]:
+        return [r.header("Expires") or "" for r in callee.requests if r.method == "REGISTER"]
+
+    for call_id in ("r1", "r2"):
+        body = loopback_call(callee, call_id, call_id + "-s", sipRegisterRequired="true", sipPassword="pw")
+        assert (await rest.post("/rest-api/call/startup", body))[0] == 200
+        await rest.wait_status(call_id, {"ESTABLISHED"})
+    assert registers() == ["3600"]  # the second call reused the registration
+    await rest.post("/rest-api/call/terminate", {"callId": "r1"})
+    await rest.wait_status("r1", {"FINISH"})
+    await asyncio.sleep(0.2)
+    assert registers() == ["3600"]  # still in use by r2
+    await rest.post("/rest-api/call/terminate", {"callId": "r2"})
+    await rest.wait_status("r2", {"FINISH"})
+    for _ in range(20):
+        if len(registers()) == 2:
+            break
+        await asyncio.sleep(0.1)
+    assert registers() == ["3600", "0"]  # un-REGISTER after the last call

@@ -146,3 +146,4 @@ async def test_call_over_tcp_to_the_proxy(server: Server, rest: Rest, kamailio: 
     assert await asyncio.to_thread(bob.wait, 15) == 0, bob.diagnostics()[-3000:]
     assert bob.received("BYE")
     assert "/tcp" in kamailio.log_text() or "TCP" in kamailio.log_text()
+

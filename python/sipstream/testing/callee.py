@@ -107,6 +107,7 @@ class LoopbackCallee(asyncio.DatagramProtocol):
         self.loop_seconds = loop_seconds
         self.calls: dict[str, _Leg] = {}
         self.received: list[str] = []  # methods seen, for tests
+        self.requests: list[SipMessage] = []  # every request, for tests
         self.infos: list[tuple[str, str]] = []  # (Content-Type, body) of INFO requests
         self.rtp_received: list[RtpPacket] = []  # RTP sent to our audio port (DTMF, priming)
         self.keyframe_requests = 0  # RTCP PLI/FIR received
@@ -146,6 +147,7 @@ class LoopbackCallee(asyncio.DatagramProtocol):
         if not msg.is_request:
             return
         self.received.append(msg.method or "")
+        self.requests.append(msg)
         source = (addr[0], addr[1])
         method = msg.method
         if method == "INVITE":
