@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from sipstream.api.hooks import RestHooks, call_events
+from sipstream.api.hooks import RestHooks
 from sipstream.gateway import CallEvent, StreamEvent
 from sipstream.server import Server
 from sipstream.settings import SettingsError
@@ -285,7 +285,7 @@ async def test_call_events_follows_one_call_to_its_end(callee: LoopbackCallee) -
         seen: list[tuple[str, str]] = []
 
         async def follow() -> None:
-            async for event in call_events(srv.gateway, "ce1"):
+            async for event in srv.gateway.call_events("ce1"):
                 seen.append((event.name, event.payload["status"]))
 
         follower = asyncio.create_task(follow())

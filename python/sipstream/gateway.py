@@ -436,12 +436,33 @@ class Gateway:
                 queue.get_nowait()  # a listener that stopped reading loses the oldest
             queue.put_nowait(event)
 
-    async def events(self) -> AsyncIterator[Event]:
-        """Every call and stream status change, as it happens."""
+    def events(self) -> AsyncIterator[Event]:
+        """Every call and stream status change from now on (subscribed at
+        once, not at the first iteration)."""
         queue: asyncio.Queue[Event] = asyncio.Queue(1000)
         self._listeners.append(queue)
+        return self._drain(queue)
+
+    async def _drain(self, queue: asyncio.Queue[Event]) -> AsyncIterator[Event]:
         try:
             while True:
                 yield await queue.get()
         finally:
             self._listeners.remove(queue)
+
+    def call_events(self, call_id: str) -> AsyncIterator[Event]:
+        """The events of one call (its CallStatusEvents and its stream's
+        StreamStatusEvents) from now on, ending after its final status."""
+        return self._one_call(self.events(), call_id)
+
+    async def _one_call(self, events: AsyncIterator[Event], call_id: str) -> AsyncIterator[Event]:
+        async for event in events:
+            if isinstance(event, CallEvent):
+                if event.call_id == call_id:
+                    yield event
+                    if event.status.is_final:
+                        return
+            else:
+                call = self.calls.get(call_id)
+                if call is not None and call.stream.name == event.stream_name:
+                    yield event

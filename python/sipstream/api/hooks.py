@@ -34,7 +34,7 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import Hashable
 
 import aiohttp
 from yarl import URL
@@ -283,19 +283,3 @@ class RestHooks:
         else:
             state[1] += 1
             log.debug("REST hook %s failed: %s", _safe_url(d.url), reason)
-
-
-async def call_events(gateway: Gateway, call_id: str) -> AsyncIterator[Event]:
-    """The events of one call (its CallStatusEvents and its stream's
-    StreamStatusEvents), ending after its final status. Subscribes on first
-    iteration: start iterating before the call starts to see every event."""
-    async for event in gateway.events():
-        if isinstance(event, CallEvent):
-            if event.call_id == call_id:
-                yield event
-                if event.status.is_final:
-                    return
-        else:
-            call = gateway.calls.get(call_id)
-            if call is not None and call.stream.name == event.stream_name:
-                yield event
