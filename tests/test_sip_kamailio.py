@@ -147,3 +147,24 @@ async def test_call_over_tcp_to_the_proxy(server: Server, rest: Rest, kamailio: 
     assert bob.received("BYE")
     assert "/tcp" in kamailio.log_text() or "TCP" in kamailio.log_text()
 
+
+
+async def test_no_answer_within_invite_timeout_cancels_and_fails(kamailio: Any, sipp_uas_factory: Any) -> None:
+    import aiohttp
+
+    from .conftest import make_settings
+
+    bob = sipp_uas_factory("uas_ring_no_answer")
+    srv = Server(make_settings(sip_invite_timeout_s=2))
+    await srv.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            rest = Rest(srv.base_url, http)
+            await rest.post("/rest-api/call/startup", alice_call(kamailio, "n1", "ns1"))
+            await rest.wait_status("n1", {"RING"}, timeout=10)
+            call = await rest.wait_status("n1", {"FAILED", "FINISH"}, timeout=10)
+            assert call["status"] == "FAILED" and call["info"] == "Failed by request timeout"
+            assert await asyncio.to_thread(bob.wait, 15) == 0, bob.diagnostics()[-3000:]
+            assert bob.received("CANCEL")
+    finally:
+        await srv.stop()
