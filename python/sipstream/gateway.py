@@ -132,6 +132,7 @@ class Call:
         self.media: RtpSession | None = None
         self.task: asyncio.Task[None] | None = None
         self.ended = asyncio.Event()
+        self.rtmp_relay: Any = None  # "SIP as RTMP": the relay started with the call
 
     def to_json(self) -> dict[str, Any]:
         r = self.request
@@ -151,7 +152,7 @@ class Call:
             "appKey": r.app_key or None,
             "rtmpUrl": r.rtmp_url or None,
             "rtmpStream": r.rtmp_stream or None,
-            "rtmpStreamStatus": None,
+            "rtmpStreamStatus": self.rtmp_relay.status if self.rtmp_relay is not None else None,
             "custom": {},
             "nodeId": None,
             "sessionId": None,

@@ -15,8 +15,9 @@ from typing import Any
 
 from aiohttp import web
 
+from ..egress.rtmp import DuplicateRelay, RtmpRelays, validate_rtmp_url
 from ..egress.whep import WhepEndpoint
-from ..gateway import CallRequest, Gateway, GatewayError, InvalidRequest, NotFound
+from ..gateway import CallRequest, Conflict, Gateway, GatewayError, InvalidRequest, NotFound
 from ..settings import SettingsError, parse_bool, parse_int
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ CORS = {
 
 GATEWAY = web.AppKey("gateway", Gateway)
 WHEP = web.AppKey("whep", WhepEndpoint)
+RELAYS = web.AppKey("relays", RtmpRelays)
 
 
 def error(status: int, message: str) -> web.Response:
@@ -126,7 +128,20 @@ async def call_startup(request: web.Request) -> web.Response:
         rtmp_stream=text_field(body, "rtmpStream"),
         sip_transport=transport_field(body),
     )
-    await request.app[GATEWAY].start_call(call)
+    gateway = request.app[GATEWAY]
+    if call.rtmp_url:
+        # "SIP as RTMP": the call is pushed to rtmpUrl/rtmpStream by itself.
+        validate_rtmp_url(call.rtmp_url)
+        call.rtmp_stream = call.rtmp_stream or call.to_stream
+        target = f"{call.rtmp_url.rstrip('/')}/{call.rtmp_stream}"
+        if any(c.request.rtmp_url and f"{c.request.rtmp_url.rstrip('/')}/{c.request.rtmp_stream}" == target
+               and not c.status.is_final for c in gateway.calls.values()):
+            raise Conflict(f"a call already pushes to {call.rtmp_url} as {call.rtmp_stream!r}")
+    started = await gateway.start_call(call)
+    if call.rtmp_url:
+        started.rtmp_relay = request.app[RELAYS].start(
+            started.stream, f"{call.rtmp_url.rstrip('/')}/{call.rtmp_stream}", full_url=True
+        )
     return ok_empty()
 
 
@@ -213,6 +228,67 @@ async def stream_terminate(request: web.Request) -> web.Response:
     return ok_empty()
 
 
+# ------------------------------------------------------------------- push
+async def push_startup(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    name = text_field(body, "streamName", required=True)
+    rtmp_url = text_field(body, "rtmpUrl")
+    if not rtmp_url:
+        raise InvalidRequest("missing field 'rtmpUrl'")
+    validate_rtmp_url(rtmp_url)
+    options = body.get("options") if isinstance(body.get("options"), dict) else {}
+    stream = request.app[GATEWAY].live_stream(name)
+    try:
+        relay = request.app[RELAYS].start(
+            stream, rtmp_url, full_url=bool_field(body, "rtmpTransponderFullUrl", False),
+            muted=options.get("action") == "mute",
+        )
+    except DuplicateRelay as exc:
+        raise Conflict(str(exc)) from None
+    return web.json_response(relay.to_json())
+
+
+async def push_find(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    relays = request.app[RELAYS].find(text_field(body, "streamName") or None, text_field(body, "rtmpUrl") or None)
+    if not relays:
+        raise NotFound("Transponder not found")
+    return web.json_response([r.to_json() for r in relays])
+
+
+async def push_find_all(request: web.Request) -> web.Response:
+    if request.method == "POST":
+        await read_json(request)
+    relays = request.app[RELAYS].find()
+    if not relays:
+        raise NotFound("Not found any transponder")
+    return web.json_response([r.to_json() for r in relays])
+
+
+def _relay(request: web.Request, body: dict[str, Any]) -> Any:
+    msid = text_field(body, "mediaSessionId", required=True)
+    relay = request.app[RELAYS].get(msid)
+    if relay is None:
+        raise NotFound(f"transponder {msid!r} not found")
+    return relay
+
+
+async def push_terminate(request: web.Request) -> web.Response:
+    relay = _relay(request, await read_json(request))
+    await request.app[RELAYS].stop(relay.media_session_id)
+    return ok_empty()
+
+
+async def push_mute(request: web.Request) -> web.Response:
+    _relay(request, await read_json(request)).muted = True
+    return ok_empty()
+
+
+async def push_unmute(request: web.Request) -> web.Response:
+    _relay(request, await read_json(request)).muted = False
+    return ok_empty()
+
+
 # ------------------------------------------------------------------- WHEP
 async def whep_offer(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
@@ -268,10 +344,12 @@ async def not_found(request: web.Request) -> web.Response:
     raise NotFound(f"no such endpoint: {request.path}")
 
 
-def create_app(gateway: Gateway, whep: WhepEndpoint | None = None) -> web.Application:
+def create_app(gateway: Gateway, whep: WhepEndpoint | None = None,
+               relays: RtmpRelays | None = None) -> web.Application:
     app = web.Application(middlewares=[cors_and_errors], client_max_size=gateway.settings.max_body_bytes)
     app[GATEWAY] = gateway
     app[WHEP] = whep or WhepEndpoint(gateway.settings.ip, gateway.settings.max_viewers)
+    app[RELAYS] = relays or RtmpRelays()
     api = "/rest-api"
     app.router.add_post(f"{api}/call/startup", call_startup)
     app.router.add_post(f"{api}/call/find", call_find)
@@ -283,6 +361,12 @@ def create_app(gateway: Gateway, whep: WhepEndpoint | None = None) -> web.Applic
     app.router.add_post(f"{api}/stream/find", stream_find)
     app.router.add_route("*", f"{api}/stream/find_all", stream_find_all)
     app.router.add_post(f"{api}/stream/terminate", stream_terminate)
+    app.router.add_post(f"{api}/push/startup", push_startup)
+    app.router.add_post(f"{api}/push/find", push_find)
+    app.router.add_route("*", f"{api}/push/find_all", push_find_all)
+    app.router.add_post(f"{api}/push/terminate", push_terminate)
+    app.router.add_post(f"{api}/push/mute", push_mute)
+    app.router.add_post(f"{api}/push/unmute", push_unmute)
     app.router.add_post("/whep/{stream}", whep_offer)
     app.router.add_delete("/whep/{stream}/{session}", whep_delete)
     app.router.add_patch("/whep/{stream}/{session}", whep_patch)
@@ -292,6 +376,7 @@ def create_app(gateway: Gateway, whep: WhepEndpoint | None = None) -> web.Applic
 
     async def close_whep(app: web.Application) -> None:
         await app[WHEP].close()
+        await app[RELAYS].close()
 
     app.on_shutdown.append(close_whep)
     return app

@@ -31,6 +31,7 @@ class MediaFrame:
     pts: int  # unwrapped RTP timestamp, in 1/clock_rate units
     clock_rate: int
     keyframe: bool
+    arrival: float = 0.0  # time.monotonic() when the frame was complete
 
 
 class _Unwrapper:
@@ -136,7 +137,7 @@ class Stream:
         if kind == "audio" and frame.codec == "telephone-event":
             return
         media = MediaFrame(kind, frame.codec, frame.data, self._unwrap[kind](frame.timestamp),
-                           frame.clock_rate, frame.keyframe)
+                           frame.clock_rate, frame.keyframe, time.monotonic())
         self.frames[kind] += 1
         if kind == "video":
             self.video_codec = frame.codec
