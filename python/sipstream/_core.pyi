@@ -4,6 +4,7 @@ Everything here is sans-IO: bytes and numbers in, values out. Errors are
 ``ValueError`` subclasses whose message names what was wrong and where.
 """
 
+from typing import Any
 
 __version__: str
 
@@ -304,6 +305,8 @@ class Frame:
     timestamp: int  # RTP timestamp
     keyframe: bool  # True for every audio frame; IDR for video
     ssrc: int
+    pts_us: int  # presentation time, µs on the session's common clock (monotonic per track) (added)
+    generated: bool  # placeholder from the generator (silence / black keyframe) (added)
 
 class MediaReceiver:
     """Sans-IO receive path for one call: RTP in, whole frames out.
@@ -332,3 +335,114 @@ class MediaReceiver:
         """True after video loss until the next keyframe (drives PLI/FIR); also
         True while H.264 is arriving but no keyframe has been seen yet on the
         current video SSRC."""
+
+# ------------------------------------------------- media core (Rust session)
+
+class MediaConfig:
+    """Negotiated media of one call, for MediaSession / MediaIo.
+
+    ``payload_types`` maps payload type → (codec name, clock rate); the kind
+    follows from the name (H264 → video; PCMU, PCMA, G722, opus,
+    telephone-event, ... → audio; others ignored). Addresses are
+    ``(ip, port)``; incoming RTP/RTCP source addresses replace them
+    (symmetric RTP). ``*_rtcp`` defaults to RTP port + 1 (or the RTP address
+    with rtcp-mux). ``*_rtcp_fb`` are a=rtcp-fb values: "nack", "nack pli",
+    "ccm fir". The jitter buffer waits ``jitter_target_ms`` for a hole (up to
+    ``jitter_max_ms`` when NACK retransmissions are expected); off, frames
+    flow at once (never broken). ``generate_av_start_delay_ms=None`` disables
+    placeholder media."""
+
+    def __init__(
+        self,
+        payload_types: dict[int, tuple[str, int]],
+        *,
+        audio_rtp: tuple[str, int] | None = None,
+        audio_rtcp: tuple[str, int] | None = None,
+        audio_rtcp_mux: bool = False,
+        audio_rtcp_fb: list[str] = ...,
+        video_rtp: tuple[str, int] | None = None,
+        video_rtcp: tuple[str, int] | None = None,
+        video_rtcp_mux: bool = False,
+        video_rtcp_fb: list[str] = ...,
+        jitter_buffer: bool = True,
+        jitter_target_ms: int = 80,
+        jitter_max_ms: int = 500,
+        generate_av_start_delay_ms: int | None = None,
+        generate_video_interval_ms: int = 1000,
+        ssrc: int = 0x51957EA3,
+        cname: str = "sipstream",
+        rtcp_interval_ms: int = 5000,
+        keyframe_interval_ms: int = 1000,
+    ) -> None: ...
+
+class Transmit:
+    socket: int  # local socket index: 0 audio RTP, 1 audio RTCP, 2 video RTP, 3 video RTCP
+    to: tuple[str, int]
+    data: bytes  # a compound RTCP packet (RR + SDES [+ NACK | PLI | FIR])
+
+class MediaEvent:
+    type: str  # "keyframe_needed" (send SIP INFO) | "ssrc_changed" | "bye"
+    kind: str | None  # "audio" | "video"
+    ssrc: int
+    old_ssrc: int | None  # ssrc_changed only
+    reason: str | None  # bye only
+
+class MediaSession:
+    """Sans-IO receive path of one call. ``now`` is float seconds on any
+    monotonic clock; ``pts_us`` counts from the constructor's ``now``.
+    ``socket`` is the local socket index (see Transmit)."""
+
+    def __init__(self, config: MediaConfig, now: float) -> None: ...
+    def handle_receive(self, now: float, data: bytes, source: tuple[str, int], socket: int = 0) -> None: ...
+    def receive_batch(
+        self, now: float, datagrams: list[bytes], source: tuple[str, int], socket: int = 0
+    ) -> list[Frame]:
+        """Feed many datagrams; returns the frames completed. Transmits and
+        events stay queued for poll_output."""
+    def handle_timeout(self, now: float) -> None: ...
+    def poll_output(self) -> Frame | Transmit | MediaEvent | float:
+        """Next output; a float means nothing more now: call handle_timeout then."""
+    def request_keyframe(self, now: float) -> None:
+        """PLI/FIR when negotiated, else a "keyframe_needed" MediaEvent."""
+    def reconfigure(self, now: float, config: MediaConfig) -> None: ...
+    def stats(self) -> dict[str, Any]:
+        """Session counters plus "audio"/"video" dicts (or None): packets,
+        bytes, frames, keyframes, lost, late, duplicates, dropped_frames,
+        jitter_ms, rtt_ms, bitrate_bps, fps, width, height,
+        keyframe_requests, nacks_sent, generated_frames, ssrc, codec, ..."""
+    def remote_rtp(self, kind: str) -> tuple[str, int] | None: ...
+    def remote_rtcp(self, kind: str) -> tuple[str, int] | None: ...
+
+class MediaIo:
+    """The call's receive path on a Rust thread (recvmmsg, off the GIL).
+
+    ``sockets``: fds of [audio RTP, audio RTCP, video RTP, video RTCP] (None
+    where absent), already bound; they are dup'ed, so the caller may close
+    its socket objects. Watch ``fileno()`` with ``loop.add_reader`` and call
+    ``drain()`` / ``drain_events()`` when readable. RTCP (RR every ~5 s,
+    NACK, PLI/FIR) is sent by the thread."""
+
+    closed: bool
+
+    def __init__(
+        self,
+        sockets: list[int | None],
+        config: MediaConfig,
+        rtp_receive_buffer_size: int | None = None,
+        rtp_send_buffer_size: int | None = None,
+    ) -> None: ...
+    def fileno(self) -> int: ...
+    def drain(self) -> list[Frame]: ...
+    def drain_events(self) -> list[MediaEvent]: ...
+    def request_keyframe(self) -> None: ...
+    def reconfigure(self, config: MediaConfig) -> None: ...
+    def stats(self) -> dict[str, Any]:
+        """As MediaSession.stats (snapshot ≤ 200 ms old) plus io_errors, rtcp_sent."""
+    def close(self) -> None:
+        """Stop and join the thread, close its sockets. Idempotent."""
+
+def g711_decode(data: bytes, codec: str) -> bytes:
+    """PCMU/PCMA → little-endian int16 bytes: ``numpy.frombuffer(b, "<i2")``."""
+
+def black_keyframe() -> bytes:
+    """The generator's black 320x240 H.264 IDR (SPS+PPS+IDR, Annex-B)."""

@@ -4,11 +4,17 @@
 
 pub mod auth;
 pub mod error;
+pub mod g711;
+pub mod generator;
 pub mod h264;
+pub mod io;
+pub mod jitter;
 pub mod media;
 pub mod rtp;
 pub mod sdp;
+pub mod session;
 pub mod sip;
+pub mod sync;
 
 #[cfg(feature = "python")]
 mod python;
@@ -21,6 +27,10 @@ pub use rtp::{
     RtpPacket,
 };
 pub use sdp::{Codec, MediaDescription, SessionDescription};
+pub use session::{
+    Event, Feedback, LocalSocket, MediaKind, MediaSession, Output, PayloadType, SessionConfig,
+    SessionStats, TrackConfig, TrackStats, Transmit,
+};
 pub use sip::{NameAddr, SipMessage, SipUri, StartLine, Via};
 
 /// Crate version, exported to Python as `__version__`.

@@ -2,6 +2,7 @@
 
 use crate::h264::H264Depacketizer;
 use crate::rtp::{is_rtcp, RtpPacket};
+use crate::sync::TimestampUnwrapper;
 use std::collections::HashMap;
 
 /// One decodable unit: an H.264 access unit or one audio packet's payload.
@@ -10,7 +11,7 @@ pub struct Frame {
     /// `audio` or `video`.
     pub kind: &'static str,
     /// Canonical codec name: `H264`, `PCMU`, `PCMA`, `G722`, `opus`, ...
-    pub codec: String,
+    pub codec: &'static str,
     pub payload_type: u8,
     pub clock_rate: u32,
     /// Annex-B access unit for H.264, the RTP payload for audio.
@@ -19,10 +20,16 @@ pub struct Frame {
     /// IDR for video; always true for audio.
     pub keyframe: bool,
     pub ssrc: u32,
+    /// Presentation time in microseconds on the session's common clock
+    /// (monotonic per track). `MediaReceiver` uses the unwrapped RTP
+    /// timestamp scaled to microseconds.
+    pub pts_us: i64,
+    /// A placeholder (silence, black keyframe) from the generator.
+    pub generated: bool,
 }
 
 /// Audio codecs passed through one frame per packet (canonical spelling).
-const AUDIO_CODECS: &[&str] = &[
+pub(crate) const AUDIO_CODECS: &[&str] = &[
     "PCMU",
     "PCMA",
     "G722",
@@ -61,6 +68,13 @@ pub struct MediaReceiver {
     last_seq: HashMap<u32, u16>,
     depacketizer: H264Depacketizer,
     video_keyframe_seen: bool,
+    unwrap: [TimestampUnwrapper; 2],
+}
+
+#[derive(Clone, Copy)]
+enum MediaKindIndex {
+    Audio = 0,
+    Video = 1,
 }
 
 impl MediaReceiver {
@@ -97,7 +111,16 @@ impl MediaReceiver {
             last_seq: HashMap::new(),
             depacketizer: H264Depacketizer::new(),
             video_keyframe_seen: false,
+            unwrap: [TimestampUnwrapper::default(); 2],
         }
+    }
+
+    fn pts(&mut self, kind: MediaKindIndex, ts: u32, clock_rate: u32) -> i64 {
+        let ext = self
+            .unwrap
+            .get_mut(kind as usize)
+            .map_or(i64::from(ts), |u| u.unwrap(ts));
+        ext.saturating_mul(1_000_000) / i64::from(clock_rate.max(1))
     }
 
     /// True after video loss until the next keyframe, and while video is
@@ -146,15 +169,18 @@ impl MediaReceiver {
         match route {
             Route::Audio(codec) => {
                 self.audio_ssrc = Some(p.ssrc);
+                let pts_us = self.pts(MediaKindIndex::Audio, p.timestamp, clock_rate);
                 vec![Frame {
                     kind: "audio",
-                    codec: codec.to_string(),
+                    codec,
                     payload_type: p.payload_type,
                     clock_rate,
                     data: p.payload,
                     timestamp: p.timestamp,
                     keyframe: true,
                     ssrc: p.ssrc,
+                    pts_us,
+                    generated: false,
                 }]
             }
             Route::H264 => {
@@ -170,15 +196,18 @@ impl MediaReceiver {
                 aus.into_iter()
                     .map(|au| {
                         self.video_keyframe_seen |= au.keyframe;
+                        let pts_us = self.pts(MediaKindIndex::Video, au.timestamp, clock_rate);
                         Frame {
                             kind: "video",
-                            codec: "H264".to_string(),
+                            codec: "H264",
                             payload_type: p.payload_type,
                             clock_rate,
                             data: au.data,
                             timestamp: au.timestamp,
                             keyframe: au.keyframe,
                             ssrc: p.ssrc,
+                            pts_us,
+                            generated: false,
                         }
                     })
                     .collect()
@@ -211,7 +240,7 @@ mod tests {
         let f = r.push(&build_rtp(0, 1, 160, 0xa, false, &[0xff; 160]));
         assert_eq!(f.len(), 1);
         assert_eq!(
-            (f[0].kind, f[0].codec.as_str(), f[0].clock_rate),
+            (f[0].kind, f[0].codec, f[0].clock_rate),
             ("audio", "PCMU", 8000)
         );
         assert!(f[0].keyframe);
@@ -254,7 +283,7 @@ mod tests {
         assert_eq!(frames[0].data, au);
         assert!(frames[0].keyframe);
         assert_eq!(
-            (frames[0].kind, frames[0].codec.as_str(), frames[0].ssrc),
+            (frames[0].kind, frames[0].codec, frames[0].ssrc),
             ("video", "H264", 0xb)
         );
         assert_eq!(r.video_ssrc, Some(0xb));

@@ -8,11 +8,15 @@ use crate::media;
 use crate::rtp;
 use crate::sdp;
 use crate::sip::{self, Params};
+use crate::{g711, generator, io, jitter, session};
 use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::PyDict;
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
 
 create_exception!(
     sipstream._core,
@@ -78,8 +82,8 @@ struct PySipMessage {
     status: Option<u16>,
     #[pyo3(get, set)]
     reason: Option<String>,
-    #[pyo3(get, set)]
-    headers: Vec<(String, String)>,
+    /// Exposed as a list of `(name, value)` tuples (built on access).
+    headers: sip::Headers,
     #[pyo3(get, set)]
     body: Vec<u8>,
 }
@@ -150,34 +154,40 @@ impl PySipMessage {
         Self::from_rust(sip::SipMessage::response(status, reason, headers, body))
     }
 
-    fn header(&self, name: &str) -> Option<String> {
-        sip::header_first(&self.headers, name).map(str::to_string)
+    #[getter]
+    fn headers(&self) -> Vec<(&str, &str)> {
+        self.headers.iter().collect()
     }
 
-    fn header_all(&self, name: &str) -> Vec<String> {
-        sip::header_all(&self.headers, name)
-            .into_iter()
-            .map(str::to_string)
-            .collect()
+    #[setter]
+    fn set_headers(&mut self, headers: Vec<(String, String)>) {
+        self.headers = headers.into();
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name)
+    }
+
+    fn header_all(&self, name: &str) -> Vec<&str> {
+        self.headers.get_all(name)
     }
 
     #[getter]
-    fn call_id(&self) -> Option<String> {
-        self.header("Call-ID")
+    fn call_id(&self) -> Option<&str> {
+        self.headers.get("Call-ID")
     }
 
     #[getter]
     fn cseq(&self) -> Option<(u32, String)> {
-        sip::header_first(&self.headers, "CSeq").and_then(sip::parse_cseq)
+        self.headers.get("CSeq").and_then(sip::parse_cseq)
     }
 
     fn to_bytes(&self) -> PyResult<Vec<u8>> {
-        let m = sip::SipMessage {
-            start: self.start_line()?,
-            headers: self.headers.clone(),
-            body: self.body.clone(),
-        };
-        Ok(m.to_bytes())
+        Ok(sip::serialize(
+            &self.start_line()?,
+            &self.headers,
+            &self.body,
+        ))
     }
 
     fn __repr__(&self) -> String {
@@ -254,8 +264,8 @@ impl PyNameAddr {
         Ok(())
     }
 
-    fn tag(&self) -> Option<String> {
-        self.to_rust().tag().map(str::to_string)
+    fn tag(&self) -> Option<&str> {
+        sip::find_param(&self.params, "tag").flatten()
     }
 
     #[pyo3(name = "to_string")]
@@ -424,8 +434,8 @@ impl PyVia {
         Ok(())
     }
 
-    fn branch(&self) -> Option<String> {
-        self.to_rust().branch().map(str::to_string)
+    fn branch(&self) -> Option<&str> {
+        sip::find_param(&self.params, "branch").flatten()
     }
 
     #[pyo3(name = "to_string")]
@@ -941,18 +951,39 @@ struct PyFrame {
     timestamp: u32,
     keyframe: bool,
     ssrc: u32,
+    pts_us: i64,
+    generated: bool,
+}
+
+impl PyFrame {
+    fn from_rust(f: media::Frame) -> Self {
+        PyFrame {
+            kind: f.kind.to_string(),
+            codec: f.codec.to_string(),
+            payload_type: f.payload_type,
+            clock_rate: f.clock_rate,
+            data: f.data,
+            timestamp: f.timestamp,
+            keyframe: f.keyframe,
+            ssrc: f.ssrc,
+            pts_us: f.pts_us,
+            generated: f.generated,
+        }
+    }
 }
 
 #[pymethods]
 impl PyFrame {
     fn __repr__(&self) -> String {
         format!(
-            "<Frame {} {} pt={} ts={} keyframe={} len={}>",
+            "<Frame {} {} pt={} ts={} pts_us={} keyframe={} generated={} len={}>",
             self.kind,
             self.codec,
             self.payload_type,
             self.timestamp,
+            self.pts_us,
             self.keyframe,
+            self.generated,
             self.data.len()
         )
     }
@@ -976,16 +1007,7 @@ impl PyMediaReceiver {
         self.inner
             .push(packet)
             .into_iter()
-            .map(|f| PyFrame {
-                kind: f.kind.to_string(),
-                codec: f.codec,
-                payload_type: f.payload_type,
-                clock_rate: f.clock_rate,
-                data: f.data,
-                timestamp: f.timestamp,
-                keyframe: f.keyframe,
-                ssrc: f.ssrc,
-            })
+            .map(PyFrame::from_rust)
             .collect()
     }
 
@@ -1039,6 +1061,479 @@ impl PyMediaReceiver {
     }
 }
 
+// --------------------------------------------------------- media session
+
+fn socket_addr(addr: Option<(String, u16)>) -> PyResult<Option<SocketAddr>> {
+    addr.map(|(host, port)| {
+        host.trim_matches(|c| c == '[' || c == ']')
+            .parse::<IpAddr>()
+            .map(|ip| SocketAddr::new(ip, port))
+            .map_err(|_| PyValueError::new_err(format!("not an IP address: {host:?}")))
+    })
+    .transpose()
+}
+
+fn addr_tuple(a: SocketAddr) -> (String, u16) {
+    (a.ip().to_string(), a.port())
+}
+
+/// Negotiated media of one call (built from the SDP answer and settings).
+#[pyclass(module = "sipstream._core", name = "MediaConfig")]
+#[derive(Clone)]
+struct PyMediaConfig {
+    inner: session::SessionConfig,
+}
+
+#[pymethods]
+impl PyMediaConfig {
+    #[new]
+    #[pyo3(signature = (
+        payload_types,
+        *,
+        audio_rtp = None,
+        audio_rtcp = None,
+        audio_rtcp_mux = false,
+        audio_rtcp_fb = Vec::new(),
+        video_rtp = None,
+        video_rtcp = None,
+        video_rtcp_mux = false,
+        video_rtcp_fb = Vec::new(),
+        jitter_buffer = true,
+        jitter_target_ms = 80,
+        jitter_max_ms = 500,
+        generate_av_start_delay_ms = None,
+        generate_video_interval_ms = 1000,
+        ssrc = 0x5195_7ea3,
+        cname = "sipstream".to_string(),
+        rtcp_interval_ms = 5000,
+        keyframe_interval_ms = 1000,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        payload_types: HashMap<u8, (String, u32)>,
+        audio_rtp: Option<(String, u16)>,
+        audio_rtcp: Option<(String, u16)>,
+        audio_rtcp_mux: bool,
+        audio_rtcp_fb: Vec<String>,
+        video_rtp: Option<(String, u16)>,
+        video_rtcp: Option<(String, u16)>,
+        video_rtcp_mux: bool,
+        video_rtcp_fb: Vec<String>,
+        jitter_buffer: bool,
+        jitter_target_ms: u64,
+        jitter_max_ms: u64,
+        generate_av_start_delay_ms: Option<u64>,
+        generate_video_interval_ms: u64,
+        ssrc: u32,
+        cname: String,
+        rtcp_interval_ms: u64,
+        keyframe_interval_ms: u64,
+    ) -> PyResult<Self> {
+        let mut pts: Vec<session::PayloadType> = payload_types
+            .iter()
+            .filter_map(|(pt, (name, rate))| session::PayloadType::new(*pt, name, *rate))
+            .collect();
+        pts.sort_by_key(|p| p.pt);
+        let ms = std::time::Duration::from_millis;
+        Ok(PyMediaConfig {
+            inner: session::SessionConfig {
+                payload_types: pts,
+                audio: session::TrackConfig {
+                    remote_rtp: socket_addr(audio_rtp)?,
+                    remote_rtcp: socket_addr(audio_rtcp)?,
+                    rtcp_mux: audio_rtcp_mux,
+                    feedback: session::Feedback::from_rtcp_fb(&audio_rtcp_fb),
+                },
+                video: session::TrackConfig {
+                    remote_rtp: socket_addr(video_rtp)?,
+                    remote_rtcp: socket_addr(video_rtcp)?,
+                    rtcp_mux: video_rtcp_mux,
+                    feedback: session::Feedback::from_rtcp_fb(&video_rtcp_fb),
+                },
+                jitter: jitter::JitterConfig {
+                    enabled: jitter_buffer,
+                    target_delay: ms(jitter_target_ms),
+                    max_delay: ms(jitter_max_ms.max(jitter_target_ms)),
+                },
+                generator: generate_av_start_delay_ms.map(|d| generator::GeneratorConfig {
+                    start_delay: ms(d),
+                    video_interval: ms(generate_video_interval_ms.max(10)),
+                }),
+                local_ssrc: ssrc,
+                cname,
+                rtcp_interval: ms(rtcp_interval_ms.max(100)),
+                keyframe_interval: ms(keyframe_interval_ms),
+            },
+        })
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<MediaConfig {:?}>", self.inner.payload_types)
+    }
+}
+
+/// Something to send: RTCP from local socket index `socket` to `to`.
+#[pyclass(module = "sipstream._core", name = "Transmit", get_all)]
+struct PyTransmit {
+    socket: usize,
+    to: (String, u16),
+    data: Vec<u8>,
+}
+
+/// `type` is "keyframe_needed", "ssrc_changed" or "bye".
+#[pyclass(module = "sipstream._core", name = "MediaEvent", get_all)]
+struct PyMediaEvent {
+    #[pyo3(name = "type")]
+    kind_of: String,
+    kind: Option<String>,
+    ssrc: u32,
+    old_ssrc: Option<u32>,
+    reason: Option<String>,
+}
+
+#[pymethods]
+impl PyMediaEvent {
+    fn __repr__(&self) -> String {
+        format!(
+            "<MediaEvent {} kind={:?} ssrc={:#x}>",
+            self.kind_of, self.kind, self.ssrc
+        )
+    }
+}
+
+impl PyMediaEvent {
+    fn from_rust(e: session::Event) -> Self {
+        match e {
+            session::Event::KeyframeNeeded { ssrc } => PyMediaEvent {
+                kind_of: "keyframe_needed".into(),
+                kind: Some("video".into()),
+                ssrc,
+                old_ssrc: None,
+                reason: None,
+            },
+            session::Event::SsrcChanged { kind, old, new } => PyMediaEvent {
+                kind_of: "ssrc_changed".into(),
+                kind: Some(kind.as_str().into()),
+                ssrc: new,
+                old_ssrc: Some(old),
+                reason: None,
+            },
+            session::Event::Bye { kind, ssrc, reason } => PyMediaEvent {
+                kind_of: "bye".into(),
+                kind: kind.map(|k| k.as_str().to_string()),
+                ssrc,
+                old_ssrc: None,
+                reason,
+            },
+        }
+    }
+}
+
+fn track_stats_dict<'py>(py: Python<'py>, t: &session::TrackStats) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("ssrc", t.ssrc)?;
+    d.set_item("codec", t.codec)?;
+    d.set_item("packets", t.packets)?;
+    d.set_item("bytes", t.bytes)?;
+    d.set_item("frames", t.frames)?;
+    d.set_item("keyframes", t.keyframes)?;
+    d.set_item("lost", t.lost)?;
+    d.set_item("late", t.late)?;
+    d.set_item("duplicates", t.duplicates)?;
+    d.set_item("dropped_frames", t.dropped_frames)?;
+    d.set_item("jitter_ms", t.jitter_ms)?;
+    d.set_item("rtt_ms", t.rtt_ms)?;
+    d.set_item("bitrate_bps", t.bitrate_bps)?;
+    d.set_item("fps", t.fps)?;
+    d.set_item("width", t.width)?;
+    d.set_item("height", t.height)?;
+    d.set_item("keyframe_requests", t.keyframe_requests)?;
+    d.set_item("nacks_sent", t.nacks_sent)?;
+    d.set_item("generated_frames", t.generated_frames)?;
+    d.set_item("ssrc_changes", t.ssrc_changes)?;
+    d.set_item("sender_reports", t.sender_reports)?;
+    Ok(d)
+}
+
+fn stats_dict<'py>(py: Python<'py>, s: &session::SessionStats) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("packets", s.packets)?;
+    d.set_item("bytes", s.bytes)?;
+    d.set_item("rtcp_packets", s.rtcp_packets)?;
+    d.set_item("malformed", s.malformed)?;
+    d.set_item("unknown_payload_type", s.unknown_payload_type)?;
+    d.set_item("stale_ssrc", s.stale_ssrc)?;
+    d.set_item("probation", s.probation)?;
+    for (name, t) in [("audio", &s.audio), ("video", &s.video)] {
+        match t {
+            Some(t) => d.set_item(name, track_stats_dict(py, t)?)?,
+            None => d.set_item(name, py.None())?,
+        }
+    }
+    Ok(d)
+}
+
+/// Sans-IO media session (tests, embedding, batch feeding). Times are
+/// float seconds on any monotonic clock (e.g. `loop.time()`); `pts_us`
+/// counts from the `now` given to the constructor.
+#[pyclass(module = "sipstream._core", name = "MediaSession")]
+struct PyMediaSession {
+    inner: session::MediaSession,
+    epoch: Instant,
+    epoch_s: f64,
+    pending: std::collections::VecDeque<session::Output>,
+}
+
+impl PyMediaSession {
+    fn instant(&self, now: f64) -> Instant {
+        let d = (now - self.epoch_s).max(0.0);
+        self.epoch + std::time::Duration::from_secs_f64(if d.is_finite() { d } else { 0.0 })
+    }
+
+    fn seconds(&self, t: Instant) -> f64 {
+        self.epoch_s + t.saturating_duration_since(self.epoch).as_secs_f64()
+    }
+
+    fn output_to_py(&self, py: Python<'_>, o: session::Output) -> PyResult<Py<PyAny>> {
+        Ok(match o {
+            session::Output::Frame(f) => Py::new(py, PyFrame::from_rust(f))?.into_any(),
+            session::Output::Transmit(t) => Py::new(
+                py,
+                PyTransmit {
+                    socket: t.from.index(),
+                    to: addr_tuple(t.to),
+                    data: t.data,
+                },
+            )?
+            .into_any(),
+            session::Output::Event(e) => Py::new(py, PyMediaEvent::from_rust(e))?.into_any(),
+            session::Output::Timeout(t) => self.seconds(t).into_pyobject(py)?.into_any().unbind(),
+        })
+    }
+}
+
+fn local_socket(index: usize) -> PyResult<session::LocalSocket> {
+    session::LocalSocket::from_index(index)
+        .ok_or_else(|| PyValueError::new_err(format!("socket index {index} is not 0..=3")))
+}
+
+#[pymethods]
+impl PyMediaSession {
+    #[new]
+    fn new(config: &PyMediaConfig, now: f64) -> Self {
+        let epoch = Instant::now();
+        PyMediaSession {
+            inner: session::MediaSession::new(epoch, config.inner.clone()),
+            epoch,
+            epoch_s: now,
+            pending: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// One datagram from `source` on local socket `socket` (0 audio RTP,
+    /// 1 audio RTCP, 2 video RTP, 3 video RTCP).
+    #[pyo3(signature = (now, data, source, socket = 0))]
+    fn handle_receive(
+        &mut self,
+        now: f64,
+        data: &[u8],
+        source: (String, u16),
+        socket: usize,
+    ) -> PyResult<()> {
+        let from =
+            socket_addr(Some(source))?.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let t = self.instant(now);
+        self.inner
+            .handle_receive(t, local_socket(socket)?, from, data);
+        Ok(())
+    }
+
+    /// Feed many datagrams at once and return the frames they completed;
+    /// other outputs stay queued for `poll_output`.
+    #[pyo3(signature = (now, datagrams, source, socket = 0))]
+    fn receive_batch(
+        &mut self,
+        now: f64,
+        datagrams: Vec<PyBackedBytes>,
+        source: (String, u16),
+        socket: usize,
+    ) -> PyResult<Vec<PyFrame>> {
+        let from =
+            socket_addr(Some(source))?.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let local = local_socket(socket)?;
+        let t = self.instant(now);
+        let mut frames = Vec::new();
+        for d in &datagrams {
+            self.inner.handle_receive(t, local, from, d);
+            while let Some(o) = self.inner.poll_event() {
+                match o {
+                    session::Output::Frame(f) => frames.push(PyFrame::from_rust(f)),
+                    other => self.pending.push_back(other),
+                }
+            }
+        }
+        Ok(frames)
+    }
+
+    fn handle_timeout(&mut self, now: f64) {
+        let t = self.instant(now);
+        self.inner.handle_timeout(t);
+    }
+
+    /// Frame | Transmit | MediaEvent, or a float: call `handle_timeout` then.
+    fn poll_output(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let o = match self.pending.pop_front() {
+            Some(o) => o,
+            None => self.inner.poll_output(),
+        };
+        self.output_to_py(py, o)
+    }
+
+    fn request_keyframe(&mut self, now: f64) {
+        let t = self.instant(now);
+        self.inner.request_keyframe(t);
+    }
+
+    fn reconfigure(&mut self, now: f64, config: &PyMediaConfig) {
+        let t = self.instant(now);
+        self.inner.reconfigure(t, config.inner.clone());
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        stats_dict(py, &self.inner.stats())
+    }
+
+    /// (host, port) the session currently sends RTP / RTCP to for a kind.
+    fn remote_rtp(&self, kind: &str) -> Option<(String, u16)> {
+        session::MediaKind::parse(kind)
+            .and_then(|k| self.inner.remote_rtp(k))
+            .map(addr_tuple)
+    }
+
+    fn remote_rtcp(&self, kind: &str) -> Option<(String, u16)> {
+        session::MediaKind::parse(kind)
+            .and_then(|k| self.inner.remote_rtcp(k))
+            .map(addr_tuple)
+    }
+}
+
+/// The call's RTP receive path on a Rust thread: owns dups of the sockets.
+#[pyclass(module = "sipstream._core", name = "MediaIo")]
+struct PyMediaIo {
+    inner: Option<io::MediaIo>,
+}
+
+impl PyMediaIo {
+    fn io(&self) -> PyResult<&io::MediaIo> {
+        self.inner
+            .as_ref()
+            .ok_or_else(|| PyValueError::new_err("MediaIo is closed"))
+    }
+}
+
+#[pymethods]
+impl PyMediaIo {
+    /// `sockets`: fds for [audio RTP, audio RTCP, video RTP, video RTCP]
+    /// (None where absent); they are duplicated, the caller keeps its own.
+    #[new]
+    #[pyo3(signature = (sockets, config, rtp_receive_buffer_size = None, rtp_send_buffer_size = None))]
+    fn new(
+        sockets: Vec<Option<i32>>,
+        config: &PyMediaConfig,
+        rtp_receive_buffer_size: Option<usize>,
+        rtp_send_buffer_size: Option<usize>,
+    ) -> PyResult<Self> {
+        let io = io::MediaIo::start(
+            &sockets,
+            config.inner.clone(),
+            io::IoOptions {
+                receive_buffer: rtp_receive_buffer_size,
+                send_buffer: rtp_send_buffer_size,
+            },
+        )
+        .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("cannot start RTP I/O: {e}")))?;
+        Ok(PyMediaIo { inner: Some(io) })
+    }
+
+    /// eventfd that becomes readable when frames or events are waiting.
+    fn fileno(&self) -> PyResult<i32> {
+        Ok(self.io()?.notify_fd())
+    }
+
+    /// Frames completed since the last call, oldest first.
+    fn drain(&self) -> PyResult<Vec<PyFrame>> {
+        Ok(self
+            .io()?
+            .drain()
+            .into_iter()
+            .map(PyFrame::from_rust)
+            .collect())
+    }
+
+    fn drain_events(&self) -> PyResult<Vec<PyMediaEvent>> {
+        Ok(self
+            .io()?
+            .drain_events()
+            .into_iter()
+            .map(PyMediaEvent::from_rust)
+            .collect())
+    }
+
+    fn request_keyframe(&self) -> PyResult<()> {
+        self.io()?.request_keyframe();
+        Ok(())
+    }
+
+    fn reconfigure(&self, config: &PyMediaConfig) -> PyResult<()> {
+        self.io()?.reconfigure(config.inner.clone());
+        Ok(())
+    }
+
+    /// Stats dict (snapshot at most 200 ms old) plus io_errors and rtcp_sent.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let (s, errors, sent) = self.io()?.stats();
+        let d = stats_dict(py, &s)?;
+        d.set_item("io_errors", errors)?;
+        d.set_item("rtcp_sent", sent)?;
+        Ok(d)
+    }
+
+    /// Stop the thread (joined with the GIL released) and close its sockets.
+    /// Idempotent.
+    fn close(&mut self, py: Python<'_>) {
+        if let Some(mut io) = self.inner.take() {
+            py.detach(move || io.close());
+        }
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.is_none()
+    }
+}
+
+/// G.711 → little-endian 16-bit PCM bytes (`numpy.frombuffer(b, "<i2")`).
+/// `codec` is "PCMU" (µ-law) or "PCMA" (A-law).
+#[pyfunction]
+fn g711_decode(data: &[u8], codec: &str) -> PyResult<Vec<u8>> {
+    let alaw = if codec.eq_ignore_ascii_case("PCMA") {
+        true
+    } else if codec.eq_ignore_ascii_case("PCMU") {
+        false
+    } else {
+        return Err(PyValueError::new_err(format!(
+            "not a G.711 codec: {codec:?}"
+        )));
+    };
+    Ok(g711::decode_to_le_bytes(data, alaw))
+}
+
+/// The generator's black 320x240 H.264 IDR access unit (Annex-B).
+#[pyfunction]
+fn black_keyframe() -> &'static [u8] {
+    generator::BLACK_IDR_320X240
+}
+
 // ----------------------------------------------------------------- module
 
 #[pymodule]
@@ -1078,5 +1573,12 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
 
     m.add_class::<PyFrame>()?;
     m.add_class::<PyMediaReceiver>()?;
+    m.add_class::<PyMediaConfig>()?;
+    m.add_class::<PyMediaSession>()?;
+    m.add_class::<PyTransmit>()?;
+    m.add_class::<PyMediaEvent>()?;
+    m.add_class::<PyMediaIo>()?;
+    m.add_function(wrap_pyfunction!(g711_decode, m)?)?;
+    m.add_function(wrap_pyfunction!(black_keyframe, m)?)?;
     Ok(())
 }

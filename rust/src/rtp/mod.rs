@@ -1,10 +1,13 @@
 //! RTP (RFC 3550) packets and the RTCP feedback messages a receiver sends.
 
 mod packet;
-mod rtcp;
+pub mod rtcp;
 
 pub use packet::{build_rtp, RtpPacket};
-pub use rtcp::{build_fir, build_pli, build_receiver_report, is_rtcp, parse_rtcp, RtcpInfo};
+pub use rtcp::{
+    build_fir, build_pli, build_receiver_report, is_rtcp, parse_rtcp, parse_rtcp_compound, NtpTime,
+    ReportBlock, RtcpInfo, RtcpPacket, SenderInfo,
+};
 
 /// Big-endian u16 at `at`, `None` when out of range.
 pub(crate) fn be16(data: &[u8], at: usize) -> Option<u16> {

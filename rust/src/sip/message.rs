@@ -1,10 +1,15 @@
 //! SIP message parsing and serialization.
 
-use super::split_outside_quotes;
+use super::headers::{is_list_header, known_name, Headers};
 use crate::error::SipError;
+use std::borrow::Cow;
 
 /// Largest message we accept (RFC 3261 messages over UDP are far smaller).
 pub const MAX_MESSAGE_SIZE: usize = 64 * 1024;
+
+/// Most header entries (after splitting comma-joined lists) we accept; real
+/// messages have a few dozen.
+pub const MAX_HEADERS: usize = 256;
 
 /// Request line or status line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,141 +26,84 @@ pub enum StartLine {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SipMessage {
     pub start: StartLine,
-    pub headers: Vec<(String, String)>,
+    pub headers: Headers,
     pub body: Vec<u8>,
-}
-
-/// Compact form (RFC 3261 §7.3.3 and extensions) → canonical long name.
-fn compact_form(c: u8) -> Option<&'static str> {
-    Some(match c.to_ascii_lowercase() {
-        b'v' => "Via",
-        b'f' => "From",
-        b't' => "To",
-        b'i' => "Call-ID",
-        b'm' => "Contact",
-        b'c' => "Content-Type",
-        b'l' => "Content-Length",
-        b's' => "Subject",
-        b'k' => "Supported",
-        b'o' => "Event",
-        b'x' => "Session-Expires",
-        b'e' => "Content-Encoding",
-        b'r' => "Refer-To",
-        b'b' => "Referred-By",
-        b'u' => "Allow-Events",
-        _ => return None,
-    })
-}
-
-/// Known header names in canonical capitalization.
-const KNOWN_HEADERS: &[&str] = &[
-    "Accept",
-    "Accept-Contact",
-    "Accept-Encoding",
-    "Accept-Language",
-    "Alert-Info",
-    "Allow",
-    "Allow-Events",
-    "Authentication-Info",
-    "Authorization",
-    "Call-ID",
-    "Call-Info",
-    "Contact",
-    "Content-Disposition",
-    "Content-Encoding",
-    "Content-Language",
-    "Content-Length",
-    "Content-Type",
-    "CSeq",
-    "Date",
-    "Error-Info",
-    "Event",
-    "Expires",
-    "From",
-    "History-Info",
-    "Identity",
-    "In-Reply-To",
-    "Max-Forwards",
-    "MIME-Version",
-    "Min-Expires",
-    "Min-SE",
-    "Organization",
-    "P-Asserted-Identity",
-    "P-Preferred-Identity",
-    "Path",
-    "Priority",
-    "Privacy",
-    "Proxy-Authenticate",
-    "Proxy-Authorization",
-    "Proxy-Require",
-    "RAck",
-    "Reason",
-    "Record-Route",
-    "Refer-To",
-    "Referred-By",
-    "Remote-Party-ID",
-    "Replaces",
-    "Reply-To",
-    "Require",
-    "Retry-After",
-    "Route",
-    "RSeq",
-    "Server",
-    "Service-Route",
-    "Session-Expires",
-    "SIP-ETag",
-    "SIP-If-Match",
-    "Subject",
-    "Subscription-State",
-    "Supported",
-    "Timestamp",
-    "To",
-    "Unsupported",
-    "User-Agent",
-    "Via",
-    "Warning",
-    "WWW-Authenticate",
-];
-
-/// Headers whose comma-joined values are split into separate entries.
-const LIST_HEADERS: &[&str] = &[
-    "Via",
-    "Route",
-    "Record-Route",
-    "Contact",
-    "Allow",
-    "Supported",
-    "Require",
-    "Accept",
-];
-
-/// Canonical form of a header name: compact forms expanded, known headers
-/// in RFC capitalization (`call-id` → `Call-ID`), unknown names unchanged.
-pub fn canonical_header_name(name: &str) -> String {
-    let name = name.trim();
-    if let [c] = name.as_bytes() {
-        if let Some(long) = compact_form(*c) {
-            return long.to_string();
-        }
-    }
-    KNOWN_HEADERS
-        .iter()
-        .find(|k| k.eq_ignore_ascii_case(name))
-        .map_or_else(|| name.to_string(), |k| (*k).to_string())
 }
 
 fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
 }
 
-/// One line starting at `pos`: (line without CR/LF, offset after the LF).
-/// `None` when no LF follows.
-fn next_line(data: &[u8], pos: usize) -> Option<(&[u8], usize)> {
-    let rest = data.get(pos..)?;
-    let nl = rest.iter().position(|&b| b == b'\n')?;
-    let line = rest.get(..nl)?;
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    Some((line, pos + nl + 1))
+/// The end of a line, or why there is none.
+enum LineError {
+    /// No LF before the end of the input.
+    Unterminated,
+    /// NUL, or a CR not followed by LF, at this offset. They have no place in
+    /// a start line or header (RFC 3261 §25.1: only CRLF ends a line, TEXT
+    /// excludes CTLs but HTAB); they are how header injection and request
+    /// smuggling start.
+    Forbidden(usize, &'static str),
+}
+
+impl LineError {
+    fn into_sip(self, end: usize, unterminated: &'static str) -> SipError {
+        match self {
+            LineError::Unterminated => SipError::syntax(end, unterminated),
+            LineError::Forbidden(offset, what) => {
+                SipError::syntax(offset, format!("{what} in the start line or a header"))
+            }
+        }
+    }
+}
+
+/// One line starting at `pos`: (line without CRLF or LF, offset after it).
+fn next_line(data: &[u8], pos: usize) -> Result<(&[u8], usize), LineError> {
+    let rest = data.get(pos..).unwrap_or(&[]);
+    let i = find_line_end(rest).ok_or(LineError::Unterminated)?;
+    let line = rest.get(..i).unwrap_or(&[]);
+    match (rest.get(i), rest.get(i + 1)) {
+        (Some(b'\n'), _) => Ok((line, pos + i + 1)),
+        (Some(b'\r'), Some(b'\n')) => Ok((line, pos + i + 2)),
+        (Some(b'\r'), None) => Err(LineError::Unterminated),
+        (Some(b'\r'), Some(_)) => Err(LineError::Forbidden(pos + i, "bare CR")),
+        _ => Err(LineError::Forbidden(pos + i, "NUL byte")),
+    }
+}
+
+/// Index of the first LF, CR or NUL, eight bytes at a time. This is the
+/// usual "has a zero byte" word trick, once per byte we look for (after an
+/// XOR with it, a matching byte is zero). A flag can be wrong only above a
+/// true match, so the lowest flagged byte is always a match.
+pub(crate) fn find_line_end(hay: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    const LF: u64 = ONES * b'\n' as u64;
+    const CR: u64 = ONES * b'\r' as u64;
+    let zero_bytes = |w: u64| w.wrapping_sub(ONES) & !w & HIGHS;
+    let mut chunks = hay.chunks_exact(8);
+    let mut base = 0;
+    for chunk in &mut chunks {
+        let word = <[u8; 8]>::try_from(chunk).map_or(0, u64::from_le_bytes);
+        let found = zero_bytes(word ^ LF) | zero_bytes(word ^ CR) | zero_bytes(word);
+        if found != 0 {
+            return Some(base + (found.trailing_zeros() / 8) as usize);
+        }
+        base += 8;
+    }
+    let tail = chunks
+        .remainder()
+        .iter()
+        .position(|&b| matches!(b, b'\n' | b'\r' | 0));
+    tail.map(|i| base + i)
+}
+
+/// Bytes as text: borrowed when valid UTF-8 (the rule on the wire), else
+/// with U+FFFD for each bad sequence.
+fn text(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
 }
 
 fn parse_start_line(line: &[u8], offset: usize) -> Result<StartLine, SipError> {
@@ -249,7 +197,7 @@ impl SipMessage {
                 method: method.into(),
                 uri: uri.into(),
             },
-            headers: canonical_headers(headers),
+            headers: canonical_headers(&headers),
             body,
         }
     }
@@ -266,13 +214,18 @@ impl SipMessage {
                 status,
                 reason: reason.into(),
             },
-            headers: canonical_headers(headers),
+            headers: canonical_headers(&headers),
             body,
         }
     }
 
     /// Parse one message. The body is taken by Content-Length, or is the rest
     /// of the input when there is none.
+    ///
+    /// Rejected, with the byte offset: more than [`MAX_MESSAGE_SIZE`] bytes,
+    /// more than [`MAX_HEADERS`] header entries besides Content-Length, NUL
+    /// or bare CR in the start line or headers, a Content-Length that is not
+    /// a decimal number, that exceeds the bytes left, or a second one.
     pub fn parse(data: &[u8]) -> Result<SipMessage, SipError> {
         if data.len() > MAX_MESSAGE_SIZE {
             return Err(SipError::TooLarge {
@@ -286,85 +239,43 @@ impl SipMessage {
             .position(|&b| b != b'\r' && b != b'\n')
             .ok_or_else(|| SipError::syntax(data.len(), "empty message"))?;
         let (line, next) = next_line(data, pos)
-            .ok_or_else(|| SipError::syntax(data.len(), "start line not terminated"))?;
+            .map_err(|e| e.into_sip(data.len(), "start line not terminated"))?;
         let start = parse_start_line(line, pos)?;
         pos = next;
 
-        // (name, value, offset of the line)
-        let mut raw: Vec<(String, String, usize)> = Vec::new();
+        let mut parser = HeaderParser {
+            // names and values are shorter than what is left of the input
+            headers: Headers::with_capacity(data.len() - pos, 16),
+            open: None,
+            content_length: None,
+        };
         let body_start = loop {
-            let (line, next) = next_line(data, pos).ok_or_else(|| {
-                SipError::syntax(data.len(), "header section not terminated by an empty line")
+            let (line, next) = next_line(data, pos).map_err(|e| {
+                e.into_sip(data.len(), "header section not terminated by an empty line")
             })?;
             if line.is_empty() {
                 break next;
             }
-            let first = line.first().copied().unwrap_or(b' ');
-            if first == b' ' || first == b'\t' {
-                // folded continuation line (RFC 3261 §7.3.1)
-                let Some(last) = raw.last_mut() else {
-                    return Err(SipError::syntax(pos, "continuation line before any header"));
-                };
-                let more = String::from_utf8_lossy(trim_bytes(line));
-                if !more.is_empty() {
-                    if !last.1.is_empty() {
-                        last.1.push(' ');
-                    }
-                    last.1.push_str(&more);
-                }
-            } else {
-                let colon = line
-                    .iter()
-                    .position(|&b| b == b':')
-                    .ok_or_else(|| SipError::syntax(pos, "header line without ':'"))?;
-                let name = trim_bytes(line.get(..colon).unwrap_or(&[]));
-                if name.is_empty() || !name.iter().copied().all(is_token_byte) {
-                    return Err(SipError::syntax(
-                        pos,
-                        format!("invalid header name {:?}", String::from_utf8_lossy(name)),
-                    ));
-                }
-                let value = trim_bytes(line.get(colon + 1..).unwrap_or(&[]));
-                raw.push((
-                    canonical_header_name(&String::from_utf8_lossy(name)),
-                    String::from_utf8_lossy(value).into_owned(),
-                    pos,
-                ));
-            }
+            parser.line(line, pos)?;
             pos = next;
         };
+        parser.close()?;
 
-        let mut headers = Vec::with_capacity(raw.len());
-        let mut content_length: Option<(usize, usize)> = None;
-        for (name, value, offset) in raw {
-            if name == "Content-Length" && content_length.is_none() {
-                let n = value
-                    .trim()
-                    .parse::<usize>()
-                    .map_err(|_| SipError::ContentLength {
-                        offset,
-                        msg: format!("{value:?} is not a number"),
-                    })?;
-                content_length = Some((n, offset));
-            }
-            push_split(&mut headers, name, value);
-        }
-
-        let available = data.len().saturating_sub(body_start);
-        let body = match content_length {
+        let available = data.len() - body_start;
+        let body = match parser.content_length {
             Some((n, _)) if n > available => {
                 return Err(SipError::ContentLength {
                     offset: body_start,
                     msg: format!("Content-Length {n} exceeds the {available} bytes available"),
                 });
             }
-            Some((n, _)) => data.get(body_start..body_start + n).unwrap_or(&[]).to_vec(),
-            None => data.get(body_start..).unwrap_or(&[]).to_vec(),
+            Some((n, _)) => data.get(body_start..body_start + n),
+            None => data.get(body_start..),
         };
         Ok(SipMessage {
             start,
-            headers,
-            body,
+            headers: parser.headers,
+            body: body.unwrap_or(&[]).to_vec(),
         })
     }
 
@@ -402,12 +313,12 @@ impl SipMessage {
 
     /// First value of a header (case-insensitive, compact form accepted).
     pub fn header(&self, name: &str) -> Option<&str> {
-        header_first(&self.headers, name)
+        self.headers.get(name)
     }
 
     /// Every value of a header, in order.
     pub fn header_all(&self, name: &str) -> Vec<&str> {
-        header_all(&self.headers, name)
+        self.headers.get_all(name)
     }
 
     pub fn call_id(&self) -> Option<&str> {
@@ -426,46 +337,120 @@ impl SipMessage {
     }
 }
 
-fn canonical_headers(headers: Vec<(String, String)>) -> Vec<(String, String)> {
-    headers
-        .into_iter()
-        .map(|(n, v)| (canonical_header_name(&n), v))
-        .collect()
+fn canonical_headers(headers: &[(String, String)]) -> Headers {
+    let mut out = Headers::with_capacity(headers.iter().map(|(_, v)| v.len()).sum(), headers.len());
+    for (name, value) in headers {
+        match known_name(name.trim().as_bytes()) {
+            Some(known) => out.push_known(known, value),
+            None => out.push(name.trim(), value),
+        }
+    }
+    out
 }
 
-fn push_split(headers: &mut Vec<(String, String)>, name: String, value: String) {
-    let splittable = LIST_HEADERS.contains(&name.as_str())
-        && !(name == "Contact" && value.trim() == "*")
-        && value.contains(',');
-    if splittable {
-        for part in split_outside_quotes(&value, ',') {
-            let part = part.trim();
-            if !part.is_empty() {
-                headers.push((name.clone(), part.to_string()));
+/// Header lines → entries. A header stays "open" until the next header line
+/// starts, because folded continuation lines may still extend its value;
+/// closing it splits list values and checks Content-Length and the cap.
+struct HeaderParser {
+    headers: Headers,
+    /// Offset of the line of the last entry, while it is open.
+    open: Option<usize>,
+    /// (value, offset of its line) of the first Content-Length.
+    content_length: Option<(usize, usize)>,
+}
+
+impl HeaderParser {
+    fn line(&mut self, line: &[u8], offset: usize) -> Result<(), SipError> {
+        if let [b' ' | b'\t', ..] = line {
+            // folded continuation line (RFC 3261 §7.3.1)
+            if self.open.is_none() {
+                return Err(SipError::syntax(
+                    offset,
+                    "continuation line before any header",
+                ));
             }
+            self.headers.extend_last(&text(trim_bytes(line)));
+            return Ok(());
         }
-    } else {
-        headers.push((name, value));
+        self.close()?;
+        let colon = line
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or_else(|| SipError::syntax(offset, "header line without ':'"))?;
+        let (name, value) = line.split_at(colon);
+        let name = trim_bytes(name);
+        if name.is_empty() || !name.iter().copied().all(is_token_byte) {
+            return Err(SipError::syntax(
+                offset,
+                format!("invalid header name {:?}", String::from_utf8_lossy(name)),
+            ));
+        }
+        let value = text(trim_bytes(value.get(1..).unwrap_or(&[])));
+        match known_name(name) {
+            Some(known) => self.headers.push_known(known, &value),
+            // a token is ASCII, hence UTF-8
+            None => self
+                .headers
+                .push(std::str::from_utf8(name).unwrap_or("?"), &value),
+        }
+        self.open = Some(offset);
+        Ok(())
+    }
+
+    /// Finish the open header, if any.
+    fn close(&mut self) -> Result<(), SipError> {
+        let Some(offset) = self.open.take() else {
+            return Ok(());
+        };
+        let Some((name, value)) = self.headers.last() else {
+            return Ok(());
+        };
+        if name == "Content-Length" {
+            if let Some((_, first)) = self.content_length {
+                // Two lengths are how request smuggling starts (RFC 3261
+                // §20.14 has exactly one); reject even equal ones.
+                return Err(SipError::ContentLength {
+                    offset,
+                    msg: format!("second Content-Length (the first is at byte offset {first})"),
+                });
+            }
+            self.content_length = Some((parse_content_length(value, offset)?, offset));
+        } else if is_list_header(name) && value.contains(',') {
+            // ("Contact: *" has no comma, so it is never split.)
+            self.headers.split_last();
+        }
+        // Content-Length does not count: the serializer adds one when there
+        // is none, and what parses must parse again after serializing.
+        let entries = self.headers.len() - usize::from(self.content_length.is_some());
+        if entries > MAX_HEADERS {
+            return Err(SipError::syntax(
+                offset,
+                format!("more than {MAX_HEADERS} header entries"),
+            ));
+        }
+        Ok(())
     }
 }
 
-/// First value of `name` in a header list (case-insensitive, compact form ok).
-pub fn header_first<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    let canon = canonical_header_name(name);
-    headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(&canon))
-        .map(|(_, v)| v.as_str())
-}
-
-/// Every value of `name` in a header list.
-pub fn header_all<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
-    let canon = canonical_header_name(name);
-    headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case(&canon))
-        .map(|(_, v)| v.as_str())
-        .collect()
+/// Decimal digits only (no sign), and no more than the largest message.
+fn parse_content_length(value: &str, offset: usize) -> Result<usize, SipError> {
+    let digits = value.trim();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(SipError::ContentLength {
+            offset,
+            msg: format!("{value:?} is not a number"),
+        });
+    }
+    // Leading zeros are legal; more than 64 KiB never is.
+    let significant = digits.trim_start_matches('0');
+    match significant.parse::<usize>() {
+        Ok(n) if n <= MAX_MESSAGE_SIZE => Ok(n),
+        _ if significant.is_empty() => Ok(0),
+        _ => Err(SipError::ContentLength {
+            offset,
+            msg: format!("{digits} is larger than the largest message ({MAX_MESSAGE_SIZE})"),
+        }),
+    }
 }
 
 /// `"314159 INVITE"` → `(314159, "INVITE")`.
@@ -484,8 +469,11 @@ fn push_sanitized(out: &mut Vec<u8>, s: &str) {
     );
 }
 
-pub(crate) fn serialize(start: &StartLine, headers: &[(String, String)], body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(512 + body.len());
+/// Serialize a start line, headers and body (what [`SipMessage::to_bytes`]
+/// does, for callers that hold the parts separately).
+pub fn serialize(start: &StartLine, headers: &Headers, body: &[u8]) -> Vec<u8> {
+    let size: usize = headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
+    let mut out = Vec::with_capacity(size + 64 + body.len());
     match start {
         StartLine::Request { method, uri } => {
             push_sanitized(&mut out, method);
@@ -500,8 +488,8 @@ pub(crate) fn serialize(start: &StartLine, headers: &[(String, String)], body: &
         }
     }
     let mut wrote_length = false;
-    for (name, value) in headers {
-        if canonical_header_name(name) == "Content-Length" {
+    for (name, value) in headers.iter() {
+        if super::headers::canonical_name(name) == "Content-Length" {
             if !wrote_length {
                 out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
                 wrote_length = true;

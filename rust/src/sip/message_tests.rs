@@ -380,7 +380,7 @@ fn ack_bye_register_options_parse() {
 #[test]
 fn compact_forms_are_expanded_to_canonical_names() {
     let m = SipMessage::parse(&compact()).unwrap();
-    let names: Vec<&str> = m.headers.iter().map(|(n, _)| n.as_str()).collect();
+    let names: Vec<&str> = m.headers.iter().map(|(n, _)| n).collect();
     assert_eq!(
         names,
         vec![
@@ -411,7 +411,7 @@ fn compact_forms_are_expanded_to_canonical_names() {
 fn known_header_names_get_canonical_capitalization() {
     let data = b"OPTIONS sip:x@y SIP/2.0\r\ncall-id: abc\r\ncseq: 1 OPTIONS\r\nWWW-AUTHENTICATE: Digest realm=\"r\"\r\nX-Custom-thing: 1\r\nmax-forwards: 70\r\n\r\n";
     let m = SipMessage::parse(data).unwrap();
-    let names: Vec<&str> = m.headers.iter().map(|(n, _)| n.as_str()).collect();
+    let names: Vec<&str> = m.headers.iter().map(|(n, _)| n).collect();
     assert_eq!(
         names,
         vec![
@@ -553,17 +553,10 @@ fn serializer_writes_one_line_per_entry_and_rewrites_content_length() {
     assert_eq!(again.header_all("Content-Length"), vec!["5"]);
     assert_eq!(again.body, b"v=0\r\n");
     assert_eq!(
-        again.headers,
+        again.headers.iter().collect::<Vec<_>>(),
         m.headers
             .iter()
-            .map(|(n, v)| {
-                let v = if n == "Content-Length" {
-                    "5".to_string()
-                } else {
-                    v.clone()
-                };
-                (n.clone(), v)
-            })
+            .map(|(n, v)| (n, if n == "Content-Length" { "5" } else { v }))
             .collect::<Vec<_>>()
     );
 }
@@ -600,12 +593,9 @@ fn every_fixture_round_trips_through_the_serializer() {
         let again = SipMessage::parse(&m.to_bytes()).unwrap();
         assert_eq!(again.start, m.start);
         assert_eq!(again.body, m.body);
-        let strip = |h: &[(String, String)]| {
-            h.iter()
-                .filter(|(n, _)| n != "Content-Length")
-                .cloned()
-                .collect::<Vec<_>>()
-        };
+        fn strip(h: &Headers) -> Vec<(&str, &str)> {
+            h.iter().filter(|(n, _)| *n != "Content-Length").collect()
+        }
         assert_eq!(strip(&again.headers), strip(&m.headers));
     }
 }
@@ -672,8 +662,8 @@ fn random_garbage_and_mutated_messages_never_panic() {
         };
         if let Ok(m) = SipMessage::parse(&data) {
             let _ = SipMessage::parse(&m.to_bytes());
-            for (n, v) in &m.headers {
-                match n.as_str() {
+            for (n, v) in m.headers.iter() {
+                match n {
                     "Via" => drop(Via::parse(v)),
                     "From" | "To" | "Contact" | "Route" | "Record-Route" => {
                         if let Ok(na) = NameAddr::parse(v) {
@@ -684,5 +674,207 @@ fn random_garbage_and_mutated_messages_never_panic() {
                 }
             }
         }
+    }
+}
+
+// ----------------------------------------------------------- hostile input
+
+/// `n` lines of `Route: <sip:pN>` after a request line.
+fn many_routes(n: usize, content_length: bool) -> Vec<u8> {
+    let mut d = b"OPTIONS sip:a@b SIP/2.0\r\n".to_vec();
+    for i in 0..n {
+        d.extend_from_slice(format!("Route: <sip:p{i}>\r\n").as_bytes());
+    }
+    if content_length {
+        d.extend_from_slice(b"Content-Length: 0\r\n");
+    }
+    d.extend_from_slice(b"\r\n");
+    d
+}
+
+#[test]
+fn too_many_header_entries_are_rejected_at_the_first_one_over_the_cap() {
+    let ok = SipMessage::parse(&many_routes(MAX_HEADERS, true)).unwrap();
+    assert_eq!(ok.headers.len(), MAX_HEADERS + 1);
+    let data = many_routes(MAX_HEADERS + 1, true);
+    let err = SipMessage::parse(&data).unwrap_err();
+    assert!(
+        err.to_string().contains("more than 256 header entries"),
+        "{err}"
+    );
+    let last_route = data
+        .windows(13)
+        .position(|w| w == b"Route: <sip:p256>".get(..13).unwrap())
+        .unwrap();
+    assert!(err.offset().unwrap() >= last_route, "{err}");
+    // comma-joined values count once per entry
+    let mut joined = b"OPTIONS sip:a@b SIP/2.0\r\nAllow: ".to_vec();
+    joined.extend_from_slice(vec!["A"; MAX_HEADERS + 1].join(",").as_bytes());
+    joined.extend_from_slice(b"\r\n\r\n");
+    assert!(SipMessage::parse(&joined).is_err());
+    // tens of thousands of empty-ish lines stay an error, not work
+    let mut flood = b"OPTIONS sip:a@b SIP/2.0\r\n".to_vec();
+    while flood.len() < MAX_MESSAGE_SIZE - 10 {
+        flood.extend_from_slice(b"a:\r\n");
+    }
+    flood.extend_from_slice(b"\r\n");
+    assert!(SipMessage::parse(&flood).is_err());
+}
+
+#[test]
+fn message_at_the_header_cap_without_content_length_survives_serialization() {
+    // Found by the fuzzer: the serializer adds a Content-Length, which must
+    // not push a message that parsed over the cap when parsed again.
+    let m = SipMessage::parse(&many_routes(MAX_HEADERS, false)).unwrap();
+    assert_eq!(m.headers.len(), MAX_HEADERS);
+    let again = SipMessage::parse(&m.to_bytes()).unwrap();
+    assert_eq!(again.headers.len(), MAX_HEADERS + 1);
+    assert_eq!(again.header("Content-Length"), Some("0"));
+}
+
+#[test]
+fn second_content_length_is_rejected_even_when_equal() {
+    let data = b"INVITE sip:a@b SIP/2.0\r\nContent-Length: 4\r\nl: 4\r\n\r\nabcd";
+    let err = SipMessage::parse(data).unwrap_err();
+    assert!(
+        matches!(err, SipError::ContentLength { offset: 43, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("offset 24"), "{err}");
+}
+
+#[test]
+fn negative_signed_huge_or_empty_content_length_is_an_error_at_its_line() {
+    for bad in [
+        "-1",
+        "+4",
+        "4 4",
+        "0x10",
+        "",
+        "99999999999999999999999999",
+        "65537",
+        "4;x",
+    ] {
+        let data =
+            format!("BYE sip:a@b SIP/2.0\r\nCall-ID: 1\r\nContent-Length: {bad}\r\n\r\nabcd");
+        let err = SipMessage::parse(data.as_bytes()).unwrap_err();
+        assert!(
+            matches!(err, SipError::ContentLength { offset: 33, .. }),
+            "{bad:?}: {err}"
+        );
+    }
+    // leading zeros and surrounding blanks are fine
+    let m =
+        SipMessage::parse(b"BYE sip:a@b SIP/2.0\r\nContent-Length:   0004 \r\n\r\nabcdef").unwrap();
+    assert_eq!(m.body, b"abcd");
+}
+
+#[test]
+fn nul_bytes_in_start_line_or_headers_are_rejected_but_allowed_in_the_body() {
+    let cases: &[&[u8]] = &[
+        b"INVITE sip:a\0@b SIP/2.0\r\n\r\n",
+        b"SIP/2.0 200 O\0K\r\n\r\n",
+        b"BYE sip:a@b SIP/2.0\r\nCall-ID: x\0y\r\n\r\n",
+        b"BYE sip:a@b SIP/2.0\r\nCall\0-ID: x\r\n\r\n",
+        b"BYE sip:a@b SIP/2.0\r\nSubject: a\r\n \0\r\n\r\n",
+    ];
+    for data in cases {
+        let err = SipMessage::parse(data).unwrap_err();
+        let nul = data.iter().position(|&b| b == 0);
+        assert_eq!(err.offset(), nul, "{err}");
+        assert!(err.to_string().contains("NUL byte"), "{err}");
+    }
+    let m =
+        SipMessage::parse(b"MESSAGE sip:a@b SIP/2.0\r\nContent-Length: 3\r\n\r\n\0\x01\0").unwrap();
+    assert_eq!(m.body, b"\0\x01\0");
+}
+
+#[test]
+fn bare_cr_in_a_header_is_rejected_as_an_injection_attempt() {
+    let data = b"BYE sip:a@b SIP/2.0\r\nCall-ID: 1\rContent-Length: 9\r\n\r\n";
+    let err = SipMessage::parse(data).unwrap_err();
+    assert_eq!(err.offset(), Some(31), "{err}");
+    assert!(err.to_string().contains("bare CR"), "{err}");
+    assert!(SipMessage::parse(b"SIP/2.0 200 OK\r\r\n\r\n").is_err());
+}
+
+#[test]
+fn oversize_message_is_rejected_before_any_parsing() {
+    let data = vec![b'x'; MAX_MESSAGE_SIZE + 1];
+    assert_eq!(
+        SipMessage::parse(&data),
+        Err(SipError::TooLarge {
+            size: MAX_MESSAGE_SIZE + 1,
+            max: MAX_MESSAGE_SIZE
+        })
+    );
+}
+
+#[test]
+fn very_long_header_line_parses_in_linear_time_up_to_the_size_limit() {
+    let head = b"MESSAGE sip:a@b SIP/2.0\r\nSubject: ";
+    let mut data = head.to_vec();
+    data.resize(MAX_MESSAGE_SIZE - 4, b'a');
+    data.extend_from_slice(b"\r\n\r\n");
+    let started = std::time::Instant::now();
+    let m = SipMessage::parse(&data).unwrap();
+    assert_eq!(
+        m.header("Subject").unwrap().len(),
+        MAX_MESSAGE_SIZE - 4 - head.len()
+    );
+    // a long Via list of 64 KiB splits in one pass
+    let mut via = b"SIP/2.0 200 OK\r\nVia: ".to_vec();
+    while via.len() < MAX_MESSAGE_SIZE - 100 {
+        via.extend_from_slice(b"\"a,b,c,d,e,f,g,h\"");
+    }
+    via.extend_from_slice(b"\r\n\r\n");
+    assert_eq!(SipMessage::parse(&via).unwrap().header_all("Via").len(), 1);
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+}
+
+#[test]
+fn serializer_neutralizes_cr_lf_in_every_field_given_to_it() {
+    let evil = "x\r\nInjected: 1\r\n\r\nBODY";
+    let m = SipMessage::request(
+        format!("INVITE{evil}"),
+        format!("sip:a@b{evil}"),
+        vec![
+            (format!("X-Name{evil}"), evil.to_string()),
+            ("Call-ID".into(), evil.to_string()),
+        ],
+        b"hi".to_vec(),
+    );
+    let out = m.to_bytes();
+    let text = String::from_utf8(out.clone()).unwrap();
+    // start line + 3 header lines + blank line, then the body
+    assert_eq!(text.matches("\r\n").count(), 5, "{text}");
+    assert!(text.ends_with("Content-Length: 2\r\n\r\nhi"), "{text}");
+    let r = SipMessage::response(200, format!("OK{evil}"), vec![], vec![]);
+    assert_eq!(
+        r.to_bytes(),
+        b"SIP/2.0 200 OKx  Injected: 1    BODY\r\nContent-Length: 0\r\n\r\n"
+    );
+    // what comes back is one header per line, and no "Injected" header
+    let again = SipMessage::parse(&out);
+    if let Ok(again) = again {
+        assert_eq!(again.header("Injected"), None);
+    }
+}
+
+#[test]
+fn line_end_search_agrees_with_a_plain_scan() {
+    let mut rng = XorShift(0x2545_F491_4F6C_DD1D);
+    for _ in 0..20_000 {
+        let len = (rng.next() % 40) as usize;
+        let data: Vec<u8> = (0..len)
+            .map(|_| match rng.next() % 6 {
+                0 => b'\n',
+                1 => b'\r',
+                2 => 0,
+                _ => rng.next() as u8,
+            })
+            .collect();
+        let plain = data.iter().position(|&b| matches!(b, b'\n' | b'\r' | 0));
+        assert_eq!(super::message::find_line_end(&data), plain, "{data:?}");
     }
 }

@@ -1,55 +1,91 @@
 //! SIP (RFC 3261) message parser and serializer, plus the structured header
 //! values used by a UA: URIs, name-addrs and Via.
 
-mod message;
+mod headers;
+pub(crate) mod message;
 mod uri;
 
 #[cfg(test)]
 pub(crate) mod message_tests;
 
-pub use message::{
-    canonical_header_name, header_all, header_first, parse_cseq, SipMessage, StartLine,
-    MAX_MESSAGE_SIZE,
-};
+pub use headers::{canonical_header_name, Headers};
+pub use message::{parse_cseq, serialize, SipMessage, StartLine, MAX_HEADERS, MAX_MESSAGE_SIZE};
+
 pub use uri::{NameAddr, SipUri, Via};
+
+use std::ops::Range;
 
 /// Parameters as written, in order: `;name=value` or `;name`.
 pub type Params = Vec<(String, Option<String>)>;
 
+/// Byte ranges of `s` split on the ASCII `sep` outside double-quoted
+/// strings (with `\` escapes) and outside `<...>`.
+pub(crate) struct SplitOutsideQuotes<'a> {
+    s: &'a str,
+    sep: u8,
+    pos: usize,
+    done: bool,
+}
+
+impl<'a> SplitOutsideQuotes<'a> {
+    pub(crate) fn new(s: &'a str, sep: char) -> Self {
+        debug_assert!(sep.is_ascii());
+        SplitOutsideQuotes {
+            s,
+            sep: sep as u8,
+            pos: 0,
+            done: false,
+        }
+    }
+}
+
+impl Iterator for SplitOutsideQuotes<'_> {
+    type Item = Range<usize>;
+
+    fn next(&mut self) -> Option<Range<usize>> {
+        if self.done {
+            return None;
+        }
+        let start = self.pos;
+        let mut in_quotes = false;
+        let mut escaped = false;
+        let mut in_angle = false;
+        // Bytes, not chars: every byte we look at is ASCII, and ASCII bytes
+        // never occur inside a multi-byte UTF-8 sequence, so the ranges are
+        // on char boundaries.
+        for (i, &c) in self.s.as_bytes().iter().enumerate().skip(start) {
+            if in_quotes {
+                if escaped {
+                    escaped = false;
+                } else if c == b'\\' {
+                    escaped = true;
+                } else if c == b'"' {
+                    in_quotes = false;
+                }
+                continue;
+            }
+            match c {
+                b'"' => in_quotes = true,
+                b'<' => in_angle = true,
+                b'>' => in_angle = false,
+                _ if c == self.sep && !in_angle => {
+                    self.pos = i + 1;
+                    return Some(start..i);
+                }
+                _ => {}
+            }
+        }
+        self.done = true;
+        Some(start..self.s.len())
+    }
+}
+
 /// Split `s` on `sep` outside double-quoted strings (with `\` escapes) and
 /// outside `<...>`.
 pub(crate) fn split_outside_quotes(s: &str, sep: char) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut in_quotes = false;
-    let mut escaped = false;
-    let mut in_angle = false;
-    let mut start = 0;
-    for (i, c) in s.char_indices() {
-        if in_quotes {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_quotes = false;
-            }
-            continue;
-        }
-        match c {
-            '"' => in_quotes = true,
-            '<' => in_angle = true,
-            '>' => in_angle = false,
-            _ if c == sep && !in_angle => {
-                // `start..i` are char boundaries: `start` is 0 or just after
-                // an ASCII separator, `i` comes from char_indices.
-                out.push(&s[start..i]);
-                start = i + c.len_utf8();
-            }
-            _ => {}
-        }
-    }
-    out.push(s.get(start..).unwrap_or(""));
-    out
+    SplitOutsideQuotes::new(s, sep)
+        .map(|r| s.get(r).unwrap_or(""))
+        .collect()
 }
 
 /// Parse `;a=b;c;d="x;y"` (the leading `;` optional) into params.

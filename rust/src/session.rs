@@ -1,0 +1,1141 @@
+//! Sans-IO media session for one call: RTP/RTCP datagrams in; whole frames,
+//! RTCP to send (RR, NACK, PLI/FIR), events and the next wake-up time out.
+//! Owns per-track demux (by payload type, then SSRC), the jitter buffer,
+//! H.264 depacketizing, keyframe requests, RTCP reports, A/V sync, the
+//! placeholder generator and statistics. Never panics on input.
+
+use crate::generator::{silence_frame, GeneratorConfig, AUDIO_PERIOD, BLACK_IDR_320X240};
+use crate::h264::{h264_sps_resolution, split_annex_b, H264Depacketizer, NAL_SPS};
+use crate::jitter::{JitterBuffer, JitterConfig, Released};
+use crate::media::{Frame, AUDIO_CODECS};
+use crate::rtp::rtcp::{
+    ntp_middle, write_fir, write_nack, write_pli, write_receiver_report, write_sdes_cname,
+};
+use crate::rtp::{is_rtcp, parse_rtcp_compound, ReportBlock, RtcpPacket, RtpPacket};
+use crate::sync::{ntp_to_us, TrackClock};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Audio or video: one track of each per call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MediaKind {
+    Audio,
+    Video,
+}
+
+impl MediaKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaKind::Audio => "audio",
+            MediaKind::Video => "video",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            MediaKind::Audio => 0,
+            MediaKind::Video => 1,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<MediaKind> {
+        match s {
+            "audio" => Some(MediaKind::Audio),
+            "video" => Some(MediaKind::Video),
+            _ => None,
+        }
+    }
+}
+
+/// One of the call's local sockets: audio RTP, audio RTCP, video RTP, video
+/// RTCP (index 0..=3, the order of the Python side's socket list).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LocalSocket {
+    pub kind: MediaKind,
+    pub rtcp: bool,
+}
+
+impl LocalSocket {
+    pub const AUDIO_RTP: LocalSocket = LocalSocket {
+        kind: MediaKind::Audio,
+        rtcp: false,
+    };
+
+    pub fn index(self) -> usize {
+        self.kind.index() * 2 + usize::from(self.rtcp)
+    }
+
+    pub fn from_index(i: usize) -> Option<LocalSocket> {
+        let kind = match i / 2 {
+            0 => MediaKind::Audio,
+            1 => MediaKind::Video,
+            _ => return None,
+        };
+        Some(LocalSocket {
+            kind,
+            rtcp: i % 2 == 1,
+        })
+    }
+}
+
+/// A negotiated payload type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PayloadType {
+    pub pt: u8,
+    /// Canonical spelling: `H264`, `PCMU`, `opus`, ...
+    pub codec: &'static str,
+    pub clock_rate: u32,
+    pub kind: MediaKind,
+}
+
+impl PayloadType {
+    /// `None` for codecs the receive path does not handle (VP8, ...).
+    pub fn new(pt: u8, name: &str, clock_rate: u32) -> Option<PayloadType> {
+        let (codec, kind) = if name.eq_ignore_ascii_case("H264") {
+            ("H264", MediaKind::Video)
+        } else {
+            let c = AUDIO_CODECS.iter().find(|c| c.eq_ignore_ascii_case(name))?;
+            (*c, MediaKind::Audio)
+        };
+        (pt < 128).then_some(PayloadType {
+            pt,
+            codec,
+            clock_rate: clock_rate.max(1),
+            kind,
+        })
+    }
+}
+
+/// RTCP feedback the far end negotiated (a=rtcp-fb).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Feedback {
+    /// `nack`: generic NACK.
+    pub nack: bool,
+    /// `nack pli`.
+    pub pli: bool,
+    /// `ccm fir`.
+    pub fir: bool,
+}
+
+impl Feedback {
+    /// From a=rtcp-fb values such as `"nack"`, `"nack pli"`, `"ccm fir"`.
+    pub fn from_rtcp_fb<I: IntoIterator<Item = S>, S: AsRef<str>>(values: I) -> Feedback {
+        let mut f = Feedback::default();
+        for v in values {
+            let v = v.as_ref().trim().to_ascii_lowercase();
+            let words: Vec<&str> = v.split_whitespace().collect();
+            match words.as_slice() {
+                ["nack"] => f.nack = true,
+                ["nack", "pli"] => f.pli = true,
+                ["ccm", "fir"] => f.fir = true,
+                _ => {}
+            }
+        }
+        f
+    }
+}
+
+/// Where one track's far end is and what it supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TrackConfig {
+    /// From SDP; replaced by the source of incoming RTP (symmetric RTP).
+    pub remote_rtp: Option<SocketAddr>,
+    /// From a=rtcp (else RTP port + 1, or the RTP address with rtcp-mux).
+    pub remote_rtcp: Option<SocketAddr>,
+    pub rtcp_mux: bool,
+    pub feedback: Feedback,
+}
+
+/// Everything a session needs from the offer/answer and the settings.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub payload_types: Vec<PayloadType>,
+    pub audio: TrackConfig,
+    pub video: TrackConfig,
+    pub jitter: JitterConfig,
+    /// `None`: no placeholder media.
+    pub generator: Option<GeneratorConfig>,
+    /// Our SSRC in RTCP.
+    pub local_ssrc: u32,
+    pub cname: String,
+    /// Mean RTCP report interval (randomized ×0.5..1.5, RFC 3550 §6.3.1).
+    pub rtcp_interval: Duration,
+    /// Minimum time between automatic keyframe requests.
+    pub keyframe_interval: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            payload_types: Vec::new(),
+            audio: TrackConfig::default(),
+            video: TrackConfig::default(),
+            jitter: JitterConfig::default(),
+            generator: None,
+            local_ssrc: 0x5195_7ea3,
+            cname: "sipstream".to_string(),
+            rtcp_interval: Duration::from_secs(5),
+            keyframe_interval: Duration::from_millis(1000),
+        }
+    }
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The local socket to send from.
+    pub from: LocalSocket,
+    pub to: SocketAddr,
+    pub data: Vec<u8>,
+}
+
+/// Something Python should know about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Video needs a keyframe and the far end negotiated neither PLI nor
+    /// FIR: ask with SIP INFO (picture_fast_update).
+    KeyframeNeeded { ssrc: u32 },
+    /// A new SSRC replaced the previous one on a track.
+    SsrcChanged { kind: MediaKind, old: u32, new: u32 },
+    /// The far end sent RTCP BYE.
+    Bye {
+        kind: Option<MediaKind>,
+        ssrc: u32,
+        reason: Option<String>,
+    },
+}
+
+/// What `poll_output` returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Frame(Frame),
+    Transmit(Transmit),
+    Event(Event),
+    /// Nothing more now: call `handle_timeout` at this instant.
+    Timeout(Instant),
+}
+
+/// Per-track counters (RTCP and stats API).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TrackStats {
+    pub ssrc: Option<u32>,
+    pub codec: Option<&'static str>,
+    pub packets: u64,
+    pub bytes: u64,
+    pub frames: u64,
+    pub keyframes: u64,
+    /// Packets given up as lost by the jitter buffer.
+    pub lost: u64,
+    pub late: u64,
+    pub duplicates: u64,
+    /// Frames not emitted: incomplete, or waiting for a keyframe.
+    pub dropped_frames: u64,
+    /// Interarrival jitter (RFC 3550 A.8) in milliseconds.
+    pub jitter_ms: f64,
+    pub rtt_ms: Option<f64>,
+    /// Over the last full second.
+    pub bitrate_bps: f64,
+    pub fps: f64,
+    pub width: u32,
+    pub height: u32,
+    pub keyframe_requests: u64,
+    pub nacks_sent: u64,
+    pub generated_frames: u64,
+    pub ssrc_changes: u64,
+    pub sender_reports: u64,
+}
+
+/// Session-wide counters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SessionStats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub rtcp_packets: u64,
+    pub malformed: u64,
+    pub unknown_payload_type: u64,
+    /// Packets from an SSRC that was already replaced.
+    pub stale_ssrc: u64,
+    /// Packets from a new SSRC not (yet) confirmed by a sequential one.
+    pub probation: u64,
+    pub audio: Option<TrackStats>,
+    pub video: Option<TrackStats>,
+}
+
+/// RFC 3550 A.3 / A.8 reception statistics of one source.
+#[derive(Debug, Clone)]
+struct Reception {
+    clock_rate: f64,
+    base_seq: Option<i64>,
+    max_ext: i64,
+    last_seq: u16,
+    received: u64,
+    expected_prior: i64,
+    received_prior: u64,
+    jitter: f64,
+    last_transit: Option<i64>,
+    last_sr: Option<(u32, Instant)>,
+}
+
+impl Reception {
+    fn new(clock_rate: u32) -> Self {
+        Reception {
+            clock_rate: f64::from(clock_rate.max(1)),
+            base_seq: None,
+            max_ext: 0,
+            last_seq: 0,
+            received: 0,
+            expected_prior: 0,
+            received_prior: 0,
+            jitter: 0.0,
+            last_transit: None,
+            last_sr: None,
+        }
+    }
+
+    fn update(&mut self, seq: u16, ts: u32, arrival_us: f64) {
+        self.received += 1;
+        if self.base_seq.is_none() {
+            self.base_seq = Some(i64::from(seq));
+            self.max_ext = i64::from(seq);
+            self.last_seq = seq;
+        } else {
+            // signed wrapped difference to the highest so far
+            let ext = self.max_ext + i64::from(seq.wrapping_sub(self.last_seq) as i16);
+            if ext > self.max_ext {
+                self.max_ext = ext;
+                self.last_seq = seq;
+            }
+        }
+        let arrival_ts = (arrival_us * self.clock_rate / 1e6) as i64;
+        let transit = arrival_ts - i64::from(ts);
+        if let Some(last) = self.last_transit {
+            // timestamps wrap at 2^32: compare modulo that
+            let d = (transit - last) as i32;
+            self.jitter += (f64::from(d.unsigned_abs()) - self.jitter) / 16.0;
+        }
+        self.last_transit = Some(transit);
+    }
+
+    fn expected(&self) -> i64 {
+        self.base_seq.map_or(0, |b| self.max_ext - b + 1)
+    }
+
+    fn report_block(&mut self, ssrc: u32, now: Instant) -> ReportBlock {
+        let expected = self.expected();
+        let lost = expected - self.received as i64;
+        let expected_interval = expected - self.expected_prior;
+        let received_interval = self.received as i64 - self.received_prior as i64;
+        self.expected_prior = expected;
+        self.received_prior = self.received;
+        let lost_interval = expected_interval - received_interval;
+        let fraction_lost = if expected_interval <= 0 || lost_interval <= 0 {
+            0
+        } else {
+            ((lost_interval << 8) / expected_interval).min(255) as u8
+        };
+        let (last_sr, delay_since_last_sr) = match self.last_sr {
+            Some((lsr, at)) => {
+                let d = now.saturating_duration_since(at);
+                (lsr, (d.as_secs_f64() * 65536.0) as u32)
+            }
+            None => (0, 0),
+        };
+        ReportBlock {
+            ssrc,
+            fraction_lost,
+            cumulative_lost: lost.clamp(-0x80_0000, 0x7f_ffff) as i32,
+            // extended highest: cycles in the high 16 bits
+            extended_highest_seq: (self.max_ext + (1 << 16)) as u32,
+            jitter: self.jitter as u32,
+            last_sr,
+            delay_since_last_sr,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Source {
+    ssrc: u32,
+    jitter: JitterBuffer,
+    depacketizer: H264Depacketizer,
+    reception: Reception,
+}
+
+/// Rolling per-second rates.
+#[derive(Debug, Default)]
+struct RateWindow {
+    start: Option<Instant>,
+    bytes: u64,
+    frames: u64,
+}
+
+#[derive(Debug)]
+struct Track {
+    kind: MediaKind,
+    config: TrackConfig,
+    rtp_to: Option<SocketAddr>,
+    rtcp_to: Option<SocketAddr>,
+    source: Option<Source>,
+    /// A new SSRC on probation (RFC 3550 A.1): its first packet, kept until
+    /// a sequential second one confirms the switch.
+    candidate: Option<RtpPacket>,
+    replaced: Vec<u32>,
+    clock: TrackClock,
+    clock_rate: u32,
+    stats: TrackStats,
+    waiting_keyframe: bool,
+    keyframe_wanted: bool,
+    last_keyframe_request: Option<Instant>,
+    fir_seq: u8,
+    next_report: Option<Instant>,
+    last_media: Option<Instant>,
+    generating: bool,
+    next_generated: Option<Instant>,
+    rate: RateWindow,
+}
+
+fn default_rtcp(config: &TrackConfig) -> Option<SocketAddr> {
+    if config.rtcp_mux {
+        return config.remote_rtp;
+    }
+    config.remote_rtcp.or_else(|| {
+        config.remote_rtp.map(|mut a| {
+            a.set_port(a.port().wrapping_add(1));
+            a
+        })
+    })
+}
+
+impl Track {
+    fn new(kind: MediaKind, config: TrackConfig) -> Self {
+        Track {
+            kind,
+            config,
+            rtp_to: config.remote_rtp,
+            rtcp_to: default_rtcp(&config),
+            source: None,
+            candidate: None,
+            replaced: Vec::new(),
+            clock: TrackClock::new(if kind == MediaKind::Video {
+                90_000
+            } else {
+                8_000
+            }),
+            clock_rate: 0,
+            stats: TrackStats::default(),
+            waiting_keyframe: kind == MediaKind::Video,
+            keyframe_wanted: false,
+            last_keyframe_request: None,
+            fir_seq: 0,
+            next_report: None,
+            last_media: None,
+            generating: false,
+            next_generated: None,
+            rate: RateWindow::default(),
+        }
+    }
+
+    fn send_socket(&self) -> LocalSocket {
+        LocalSocket {
+            kind: self.kind,
+            rtcp: !self.config.rtcp_mux,
+        }
+    }
+
+    fn nack_active(&self, jitter: &JitterConfig) -> bool {
+        self.config.feedback.nack && jitter.enabled
+    }
+}
+
+/// Small deterministic PRNG for RTCP interval randomization.
+#[derive(Debug)]
+struct XorShift(u64);
+
+impl XorShift {
+    fn next_f64(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// The receive side of one call.
+#[derive(Debug)]
+pub struct MediaSession {
+    config: SessionConfig,
+    by_pt: [Option<PayloadType>; 128],
+    tracks: [Option<Track>; 2],
+    epoch: Instant,
+    last_now: Instant,
+    /// Sender NTP µs → session µs, fixed by the first SR (common to tracks).
+    ntp_offset_us: Option<f64>,
+    outputs: VecDeque<Output>,
+    stats: SessionStats,
+    rng: XorShift,
+}
+
+fn us_since(epoch: Instant, t: Instant) -> f64 {
+    // whole microseconds, so equal spacing stays exactly equal
+    t.saturating_duration_since(epoch).as_micros() as f64
+}
+
+impl MediaSession {
+    /// `now` is the session's time zero: every `pts_us` counts from it.
+    pub fn new(now: Instant, config: SessionConfig) -> Self {
+        let seed = u64::from(config.local_ssrc) | 0x9e37_79b9_0000_0000;
+        let mut s = MediaSession {
+            config: SessionConfig::default(),
+            by_pt: [None; 128],
+            tracks: [None, None],
+            epoch: now,
+            last_now: now,
+            ntp_offset_us: None,
+            outputs: VecDeque::new(),
+            stats: SessionStats::default(),
+            rng: XorShift(seed),
+        };
+        s.reconfigure(now, config);
+        s
+    }
+
+    /// New offer/answer (re-INVITE): codecs, addresses, feedback. Running
+    /// sources keep their state; a removed kind drops its track.
+    pub fn reconfigure(&mut self, now: Instant, config: SessionConfig) {
+        self.by_pt = [None; 128];
+        for pt in &config.payload_types {
+            if let Some(slot) = self.by_pt.get_mut(usize::from(pt.pt)) {
+                *slot = Some(*pt);
+            }
+        }
+        for kind in [MediaKind::Audio, MediaKind::Video] {
+            let wanted = config.payload_types.iter().any(|p| p.kind == kind);
+            let tc = match kind {
+                MediaKind::Audio => config.audio,
+                MediaKind::Video => config.video,
+            };
+            let slot = &mut self.tracks[kind.index()];
+            match (wanted, slot.as_mut()) {
+                (false, _) => *slot = None,
+                (true, None) => *slot = Some(Track::new(kind, tc)),
+                (true, Some(t)) => {
+                    if t.config.remote_rtp != tc.remote_rtp && tc.remote_rtp.is_some() {
+                        t.rtp_to = tc.remote_rtp;
+                    }
+                    if default_rtcp(&t.config) != default_rtcp(&tc) && default_rtcp(&tc).is_some() {
+                        t.rtcp_to = default_rtcp(&tc);
+                    }
+                    t.config = tc;
+                }
+            }
+        }
+        self.config = config;
+        self.last_now = self.last_now.max(now);
+    }
+
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    /// Time zero of `pts_us`.
+    pub fn epoch(&self) -> Instant {
+        self.epoch
+    }
+
+    /// Session clock in microseconds at `t`.
+    pub fn clock_us(&self, t: Instant) -> i64 {
+        us_since(self.epoch, t) as i64
+    }
+
+    /// One datagram arrived on `local` from `from`. Never fails: malformed
+    /// and unexpected packets are counted.
+    pub fn handle_receive(
+        &mut self,
+        now: Instant,
+        local: LocalSocket,
+        from: SocketAddr,
+        data: &[u8],
+    ) {
+        self.last_now = self.last_now.max(now);
+        self.stats.packets += 1;
+        self.stats.bytes += data.len() as u64;
+        if is_rtcp(data) {
+            self.handle_rtcp(now, local, from, data);
+            return;
+        }
+        let Ok(packet) = RtpPacket::parse(data) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let Some(pt) = self
+            .by_pt
+            .get(usize::from(packet.payload_type))
+            .copied()
+            .flatten()
+        else {
+            self.stats.unknown_payload_type += 1;
+            return;
+        };
+        let jitter_config = self.config.jitter;
+        let arrival_us = us_since(self.epoch, now);
+        let Some(track) = self.tracks[pt.kind.index()].as_mut() else {
+            self.stats.unknown_payload_type += 1;
+            return;
+        };
+        // symmetric RTP: answer where the far end sends from
+        track.rtp_to = Some(from);
+        if track.config.rtcp_mux {
+            track.rtcp_to = Some(from);
+        }
+        let ssrc = packet.ssrc;
+        match track.source.as_ref().map(|s| s.ssrc) {
+            Some(current) if current == ssrc => {}
+            Some(_) if track.replaced.contains(&ssrc) => {
+                self.stats.stale_ssrc += 1;
+                return;
+            }
+            Some(_)
+                if !track.candidate.as_ref().is_some_and(|c| {
+                    c.ssrc == ssrc && c.sequence.wrapping_add(1) == packet.sequence
+                }) =>
+            {
+                // one stray packet must not take the track over
+                track.candidate = Some(packet);
+                self.stats.probation += 1;
+                return;
+            }
+            current => {
+                if let Some(old) = current {
+                    track.replaced.push(old);
+                    if track.replaced.len() > 8 {
+                        track.replaced.remove(0);
+                    }
+                    track.stats.ssrc_changes += 1;
+                    self.outputs.push_back(Output::Event(Event::SsrcChanged {
+                        kind: track.kind,
+                        old,
+                        new: ssrc,
+                    }));
+                }
+                let mut jb = JitterBuffer::new(jitter_config);
+                if track.nack_active(&jitter_config) {
+                    jb.set_nack_wait(Some(nack_wait(track.stats.rtt_ms)));
+                }
+                track.source = Some(Source {
+                    ssrc,
+                    jitter: jb,
+                    depacketizer: H264Depacketizer::new(),
+                    reception: Reception::new(pt.clock_rate),
+                });
+                track.clock.restart(pt.clock_rate);
+                track.clock_rate = pt.clock_rate;
+                track.waiting_keyframe = track.kind == MediaKind::Video;
+                track.stats.ssrc = Some(ssrc);
+                if track.next_report.is_none() {
+                    let r = self.rng.next_f64();
+                    track.next_report = Some(now + self.config.rtcp_interval.mul_f64(0.5 + r));
+                }
+            }
+        }
+        if track.clock_rate != pt.clock_rate && pt.codec != "telephone-event" {
+            track.clock.restart(pt.clock_rate);
+            track.clock_rate = pt.clock_rate;
+        }
+        // real media: the generator stops at once (not after the jitter wait)
+        track.last_media = Some(now);
+        track.generating = false;
+        track.next_generated = None;
+        track.stats.packets += 1;
+        track.stats.bytes += data.len() as u64;
+        track.rate.bytes += data.len() as u64;
+        let Some(source) = track.source.as_mut() else {
+            return;
+        };
+        if let Some(first) = track.candidate.take().filter(|c| c.ssrc == ssrc) {
+            source
+                .reception
+                .update(first.sequence, first.timestamp, arrival_us);
+            source.jitter.insert(now, first);
+        }
+        source
+            .reception
+            .update(packet.sequence, packet.timestamp, arrival_us);
+        source.jitter.insert(now, packet);
+        let mut ctx = Ctx {
+            out: &mut self.outputs,
+            config: &self.config,
+            by_pt: &self.by_pt,
+            epoch: self.epoch,
+            ntp_offset_us: self.ntp_offset_us,
+        };
+        ctx.service_track(track, now);
+    }
+
+    fn handle_rtcp(&mut self, now: Instant, local: LocalSocket, from: SocketAddr, data: &[u8]) {
+        self.stats.rtcp_packets += 1;
+        let Ok(packets) = parse_rtcp_compound(data) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let mut latched = false;
+        for p in packets {
+            match p {
+                RtcpPacket::SenderReport { ssrc, info, .. } => {
+                    let arrival_us = us_since(self.epoch, now);
+                    let Some(track) = self
+                        .tracks
+                        .iter_mut()
+                        .flatten()
+                        .find(|t| t.source.as_ref().is_some_and(|s| s.ssrc == ssrc))
+                    else {
+                        continue;
+                    };
+                    if !track.config.rtcp_mux {
+                        track.rtcp_to = Some(from);
+                    }
+                    latched = true;
+                    let offset = *self
+                        .ntp_offset_us
+                        .get_or_insert(arrival_us - ntp_to_us(info.ntp));
+                    track.stats.sender_reports += 1;
+                    if let Some(src) = track.source.as_mut() {
+                        src.reception.last_sr = Some((ntp_middle(info.ntp), now));
+                    }
+                    track
+                        .clock
+                        .on_sender_report(info.ntp, info.rtp_timestamp, Some(offset));
+                }
+                RtcpPacket::Bye { ssrcs, reason } => {
+                    for ssrc in ssrcs {
+                        let kind = self
+                            .tracks
+                            .iter()
+                            .flatten()
+                            .find(|t| t.source.as_ref().is_some_and(|s| s.ssrc == ssrc))
+                            .map(|t| t.kind);
+                        self.outputs.push_back(Output::Event(Event::Bye {
+                            kind,
+                            ssrc,
+                            reason: reason.clone(),
+                        }));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !latched {
+            if let Some(t) = self.tracks[local.kind.index()].as_mut() {
+                if !t.config.rtcp_mux && local.rtcp {
+                    t.rtcp_to = Some(from);
+                }
+            }
+        }
+    }
+
+    /// Timers: jitter-buffer holes, NACK retries, RTCP reports, keyframe
+    /// request retries, the generator, and the stats windows.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = self.last_now.max(now);
+        for track in self.tracks.iter_mut().flatten() {
+            let mut ctx = Ctx {
+                out: &mut self.outputs,
+                config: &self.config,
+                by_pt: &self.by_pt,
+                epoch: self.epoch,
+                ntp_offset_us: self.ntp_offset_us,
+            };
+            ctx.service_track(track, now);
+            if track.next_report.is_some_and(|t| t <= now) {
+                ctx.send_report(track, now, None);
+                let r = self.rng.next_f64();
+                track.next_report = Some(now + self.config.rtcp_interval.mul_f64(0.5 + r));
+            }
+            if track.keyframe_wanted
+                && track
+                    .last_keyframe_request
+                    .is_none_or(|t| t + self.config.keyframe_interval <= now)
+            {
+                ctx.request_keyframe(track, now);
+            }
+            ctx.generate(track, now);
+            update_rates(track, now);
+        }
+    }
+
+    /// Ask for a keyframe now (new viewer, recorder start): PLI or FIR
+    /// when negotiated, else an `Event::KeyframeNeeded`.
+    pub fn request_keyframe(&mut self, now: Instant) {
+        self.last_now = self.last_now.max(now);
+        if let Some(track) = self.tracks[MediaKind::Video.index()].as_mut() {
+            let mut ctx = Ctx {
+                out: &mut self.outputs,
+                config: &self.config,
+                by_pt: &self.by_pt,
+                epoch: self.epoch,
+                ntp_offset_us: self.ntp_offset_us,
+            };
+            ctx.request_keyframe(track, now);
+        }
+    }
+
+    /// Next output; `Output::Timeout` when there is nothing more to do now.
+    pub fn poll_output(&mut self) -> Output {
+        if let Some(o) = self.outputs.pop_front() {
+            return o;
+        }
+        Output::Timeout(self.next_timeout())
+    }
+
+    /// Next output that is not a timeout (convenience for batch drivers).
+    pub fn poll_event(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    fn next_timeout(&self) -> Instant {
+        let mut next = self.last_now + Duration::from_secs(3600);
+        for track in self.tracks.iter().flatten() {
+            let mut candidates = vec![track.next_report];
+            if let Some(src) = &track.source {
+                candidates.push(src.jitter.next_timeout());
+                if track.nack_active(&self.config.jitter) {
+                    candidates.push(src.jitter.next_nack());
+                }
+            }
+            if track.keyframe_wanted {
+                candidates.push(Some(
+                    track
+                        .last_keyframe_request
+                        .map_or(self.last_now, |t| t + self.config.keyframe_interval),
+                ));
+            }
+            if let Some(g) = &self.config.generator {
+                candidates.push(Some(generator_due(track, g, self.epoch)));
+            }
+            candidates.push(track.rate.start.map(|s| s + Duration::from_secs(1)));
+            for c in candidates.into_iter().flatten() {
+                next = next.min(c);
+            }
+        }
+        next
+    }
+
+    pub fn stats(&self) -> SessionStats {
+        let mut s = self.stats.clone();
+        for t in self.tracks.iter().flatten() {
+            let mut ts = t.stats.clone();
+            if let Some(src) = &t.source {
+                ts.late += src.jitter.late;
+                ts.duplicates += src.jitter.duplicates;
+                ts.lost += src.jitter.lost;
+                ts.jitter_ms = src.reception.jitter / src.reception.clock_rate * 1000.0;
+            }
+            match t.kind {
+                MediaKind::Audio => s.audio = Some(ts),
+                MediaKind::Video => s.video = Some(ts),
+            }
+        }
+        s
+    }
+
+    /// Current send target of a track's RTP (configured or latched).
+    pub fn remote_rtp(&self, kind: MediaKind) -> Option<SocketAddr> {
+        self.tracks[kind.index()].as_ref().and_then(|t| t.rtp_to)
+    }
+
+    /// Current send target of a track's RTCP.
+    pub fn remote_rtcp(&self, kind: MediaKind) -> Option<SocketAddr> {
+        self.tracks[kind.index()].as_ref().and_then(|t| t.rtcp_to)
+    }
+}
+
+fn nack_wait(rtt_ms: Option<f64>) -> Duration {
+    match rtt_ms {
+        Some(rtt) => Duration::from_secs_f64((rtt * 2.0 + 40.0) / 1000.0),
+        None => Duration::from_millis(150),
+    }
+}
+
+fn nack_interval(rtt_ms: Option<f64>) -> Duration {
+    match rtt_ms {
+        Some(rtt) => Duration::from_secs_f64((rtt * 1.2).max(20.0) / 1000.0),
+        None => Duration::from_millis(50),
+    }
+}
+
+fn generator_due(track: &Track, g: &GeneratorConfig, epoch: Instant) -> Instant {
+    if let (true, Some(n)) = (track.generating, track.next_generated) {
+        return n;
+    }
+    track.last_media.unwrap_or(epoch) + g.start_delay
+}
+
+fn update_rates(track: &mut Track, now: Instant) {
+    let start = *track.rate.start.get_or_insert(now);
+    let elapsed = now.saturating_duration_since(start).as_secs_f64();
+    if elapsed >= 1.0 {
+        track.stats.bitrate_bps = track.rate.bytes as f64 * 8.0 / elapsed;
+        track.stats.fps = track.rate.frames as f64 / elapsed;
+        track.rate = RateWindow {
+            start: Some(now),
+            bytes: 0,
+            frames: 0,
+        };
+    }
+}
+
+/// Borrowed session state the per-track work needs.
+struct Ctx<'a> {
+    out: &'a mut VecDeque<Output>,
+    config: &'a SessionConfig,
+    by_pt: &'a [Option<PayloadType>; 128],
+    epoch: Instant,
+    ntp_offset_us: Option<f64>,
+}
+
+impl Ctx<'_> {
+    /// Send due NACKs, release what the jitter buffer has due.
+    fn service_track(&mut self, track: &mut Track, now: Instant) {
+        self.send_nacks(track, now);
+        self.emit_released(track, now);
+    }
+
+    fn emit_released(&mut self, track: &mut Track, now: Instant) {
+        loop {
+            let Some(src) = track.source.as_mut() else {
+                return;
+            };
+            let Some(released) = src.jitter.pop(now) else {
+                return;
+            };
+            let Released::Packet(p, arrival) = released else {
+                continue;
+            };
+            let arrival_us = us_since(self.epoch, arrival);
+            let Some(pt) = self
+                .by_pt
+                .get(usize::from(p.payload_type))
+                .copied()
+                .flatten()
+            else {
+                continue;
+            };
+            let ssrc = src.ssrc;
+            match track.kind {
+                MediaKind::Audio => {
+                    let pts_us = track.clock.pts(p.timestamp, arrival_us, self.ntp_offset_us);
+                    self.real_media(track, now);
+                    self.out.push_back(Output::Frame(Frame {
+                        kind: "audio",
+                        codec: pt.codec,
+                        payload_type: pt.pt,
+                        clock_rate: pt.clock_rate,
+                        data: p.payload,
+                        timestamp: p.timestamp,
+                        keyframe: true,
+                        ssrc,
+                        pts_us,
+                        generated: false,
+                    }));
+                    track.stats.frames += 1;
+                    track.rate.frames += 1;
+                }
+                MediaKind::Video => {
+                    let dropped_before = src.depacketizer.dropped;
+                    let aus = src
+                        .depacketizer
+                        .push(&p.payload, p.sequence, p.timestamp, p.marker);
+                    let dropped = src.depacketizer.dropped - dropped_before;
+                    if dropped > 0 {
+                        track.stats.dropped_frames += dropped;
+                        track.waiting_keyframe = true;
+                        self.want_keyframe(track, now);
+                    }
+                    for au in aus {
+                        if track.waiting_keyframe && !au.keyframe {
+                            // it references what was lost: undecodable
+                            track.stats.dropped_frames += 1;
+                            self.want_keyframe(track, now);
+                            continue;
+                        }
+                        if au.keyframe {
+                            track.waiting_keyframe = false;
+                            track.keyframe_wanted = false;
+                            track.stats.keyframes += 1;
+                            if let Some(sps) = split_annex_b(&au.data)
+                                .into_iter()
+                                .find(|n| n.first().is_some_and(|b| b & 0x1f == NAL_SPS))
+                            {
+                                if let Some((w, h)) = h264_sps_resolution(sps) {
+                                    track.stats.width = w;
+                                    track.stats.height = h;
+                                }
+                            }
+                        }
+                        let pts_us = track
+                            .clock
+                            .pts(au.timestamp, arrival_us, self.ntp_offset_us);
+                        self.real_media(track, now);
+                        self.out.push_back(Output::Frame(Frame {
+                            kind: "video",
+                            codec: pt.codec,
+                            payload_type: pt.pt,
+                            clock_rate: pt.clock_rate,
+                            data: au.data,
+                            timestamp: au.timestamp,
+                            keyframe: au.keyframe,
+                            ssrc,
+                            pts_us,
+                            generated: false,
+                        }));
+                        track.stats.frames += 1;
+                        track.rate.frames += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    fn real_media(&mut self, track: &mut Track, now: Instant) {
+        track.last_media = Some(now);
+        track.generating = false;
+        track.next_generated = None;
+    }
+
+    fn send_nacks(&mut self, track: &mut Track, now: Instant) {
+        if !track.nack_active(&self.config.jitter) {
+            return;
+        }
+        let interval = nack_interval(track.stats.rtt_ms);
+        let Some(src) = track.source.as_mut() else {
+            return;
+        };
+        let lost = src.jitter.nacks_due(now, interval);
+        if lost.is_empty() {
+            return;
+        }
+        let media_ssrc = src.ssrc;
+        track.stats.nacks_sent += 1;
+        let mut extra = Vec::new();
+        write_nack(&mut extra, self.config.local_ssrc, media_ssrc, &lost);
+        self.send_report(track, now, Some(extra));
+    }
+
+    /// RR (+ SDES CNAME) compound, with feedback appended.
+    fn send_report(&mut self, track: &mut Track, now: Instant, feedback: Option<Vec<u8>>) {
+        let Some(to) = track.rtcp_to else {
+            return;
+        };
+        let mut data = Vec::with_capacity(96);
+        let blocks: Vec<ReportBlock> = track
+            .source
+            .as_mut()
+            .map(|s| vec![s.reception.report_block(s.ssrc, now)])
+            .unwrap_or_default();
+        write_receiver_report(&mut data, self.config.local_ssrc, &blocks);
+        write_sdes_cname(&mut data, self.config.local_ssrc, &self.config.cname);
+        if let Some(fb) = feedback {
+            data.extend_from_slice(&fb);
+        }
+        self.out.push_back(Output::Transmit(Transmit {
+            from: track.send_socket(),
+            to,
+            data,
+        }));
+    }
+
+    fn want_keyframe(&mut self, track: &mut Track, now: Instant) {
+        track.keyframe_wanted = true;
+        if track
+            .last_keyframe_request
+            .is_none_or(|t| t + self.config.keyframe_interval <= now)
+        {
+            self.request_keyframe(track, now);
+        }
+    }
+
+    fn request_keyframe(&mut self, track: &mut Track, now: Instant) {
+        track.last_keyframe_request = Some(now);
+        track.stats.keyframe_requests += 1;
+        let media_ssrc = track.source.as_ref().map_or(0, |s| s.ssrc);
+        let fb = track.config.feedback;
+        if (fb.pli || fb.fir) && track.rtcp_to.is_some() {
+            let mut extra = Vec::new();
+            if fb.pli {
+                write_pli(&mut extra, self.config.local_ssrc, media_ssrc);
+            } else {
+                track.fir_seq = track.fir_seq.wrapping_add(1);
+                write_fir(
+                    &mut extra,
+                    self.config.local_ssrc,
+                    media_ssrc,
+                    track.fir_seq,
+                );
+            }
+            self.send_report(track, now, Some(extra));
+        } else {
+            self.out
+                .push_back(Output::Event(Event::KeyframeNeeded { ssrc: media_ssrc }));
+        }
+    }
+
+    fn generate(&mut self, track: &mut Track, now: Instant) {
+        let Some(g) = self.config.generator else {
+            return;
+        };
+        let due = generator_due(track, &g, self.epoch);
+        if now < due {
+            return;
+        }
+        let pt = self
+            .config
+            .payload_types
+            .iter()
+            .find(|p| {
+                p.kind == track.kind
+                    && (p.kind == MediaKind::Video
+                        || silence_frame(p.codec, p.clock_rate).is_some())
+            })
+            .copied();
+        let Some(pt) = pt else {
+            return;
+        };
+        let period = match track.kind {
+            MediaKind::Audio => AUDIO_PERIOD,
+            MediaKind::Video => g.video_interval.max(Duration::from_millis(10)),
+        };
+        let mut at = due;
+        // a late timer does not produce a burst longer than one second
+        if now.saturating_duration_since(at) > Duration::from_secs(1) {
+            at = now;
+        }
+        track.generating = true;
+        while at <= now {
+            let at_us = i64::try_from(at.saturating_duration_since(self.epoch).as_micros())
+                .unwrap_or(i64::MAX);
+            let pts = at_us.max(track.clock.last_pts().map_or(0, |p| p + 1));
+            track.clock.note_generated(pts);
+            let data = match track.kind {
+                MediaKind::Audio => silence_frame(pt.codec, pt.clock_rate).unwrap_or_default(),
+                MediaKind::Video => BLACK_IDR_320X240.to_vec(),
+            };
+            let rtp_ts = (pts as f64 * f64::from(pt.clock_rate) / 1e6) as u64;
+            self.out.push_back(Output::Frame(Frame {
+                kind: track.kind.as_str(),
+                codec: pt.codec,
+                payload_type: pt.pt,
+                clock_rate: pt.clock_rate,
+                data,
+                // the RTP clock wraps at 2^32
+                timestamp: rtp_ts as u32,
+                keyframe: true,
+                ssrc: 0,
+                pts_us: pts,
+                generated: true,
+            }));
+            track.stats.generated_frames += 1;
+            at += period;
+        }
+        track.next_generated = Some(at);
+    }
+}
