@@ -98,6 +98,10 @@ async def test_no_rtp_ends_the_call_failed_by_rtp_activity(quiet_server: Server,
             leg.task.cancel()
         call = await rest.wait_status("q1", {"FAILED"}, timeout=10)
         assert call["info"] == "Failed by RTP activity"
+        for _ in range(50):  # FAILED is shown as the BYE goes out
+            if "BYE" in callee.received:
+                break
+            await asyncio.sleep(0.02)
         assert "BYE" in callee.received
 
 

@@ -41,6 +41,10 @@ async def test_terminate_sends_bye_then_finish_then_404(server: Server, rest: Re
     assert (await rest.post("/rest-api/call/terminate", {"callId": "c2"}))[0] == 200
     call = await rest.wait_status("c2", {"FINISH"})
     assert call["info"] == "Normal call clearing"
+    for _ in range(50):  # FINISH is shown as the BYE goes out
+        if "BYE" in callee.received:
+            break
+        await asyncio.sleep(0.02)
     assert "BYE" in callee.received
     code, streams = await rest.post("/rest-api/stream/find", {"name": "s2"})
     assert code == 200 and streams[0]["status"] == "UNPUBLISHED"

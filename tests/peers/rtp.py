@@ -1,8 +1,9 @@
 """RTP helpers: receive RTP/RTCP on a loopback UDP port.
 
 bob's media is sent by sipp itself (see tests/peers/sipp.py); sipp binds no
-RTCP ports, so :class:`RtcpSinks` records what the caller sends to bob's
-RTCP ports (RTP port + 1), e.g. PLI/FIR.
+RTCP ports, so :class:`MediaSinks` records what the caller sends to bob's
+RTCP ports (RTP port + 1), e.g. PLI/FIR, and with ``media="sink"`` also
+bob's RTP ports (what the caller sends: RFC 4733 events, ...).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from typing import Callable, List, Tuple
+from collections.abc import Callable
 
 from .media import rtp_parse
 from .util import LOOPBACK
@@ -25,7 +26,7 @@ class RtpSink:
         self.sock.bind((host, port))
         self.port = self.sock.getsockname()[1]
         self.sock.settimeout(0.1)
-        self.packets: List[Tuple[float, Tuple[str, int], bytes]] = []
+        self.packets: list[tuple[float, tuple[str, int], bytes]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"rtp-sink-{self.port}", daemon=True)
         self._thread.start()
@@ -34,7 +35,7 @@ class RtpSink:
         while not self._stop.is_set():
             try:
                 data, addr = self.sock.recvfrom(65535)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 if self._stop.is_set():
@@ -42,7 +43,7 @@ class RtpSink:
                 continue
             self.packets.append((time.monotonic(), addr, data))
 
-    def payloads(self) -> List[bytes]:
+    def payloads(self) -> list[bytes]:
         return [d for _, _, d in list(self.packets)]
 
     def rtp(self):
@@ -53,10 +54,10 @@ class RtpSink:
                 out.append(rtp_parse(d))
         return out
 
-    def rtcp(self) -> List[bytes]:
+    def rtcp(self) -> list[bytes]:
         return [d for d in self.payloads() if len(d) >= 8 and d[0] >> 6 == 2 and 200 <= d[1] <= 206]
 
-    def wait_for(self, pred: Callable[["RtpSink"], bool], timeout: float) -> bool:
+    def wait_for(self, pred: Callable[[RtpSink], bool], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if pred(self):
@@ -76,18 +77,45 @@ class RtpSink:
         self.close()
 
 
-class RtcpSinks:
+class MediaSinks:
+    """The test's sockets at a callee's advertised media ports.
+
+    ``audio_rtcp_sink`` on ``audio_port + 1`` and ``video_rtcp_sink`` on
+    ``video_port + 1`` always; with ``rtp=True`` also ``audio_sink`` on
+    ``audio_port`` and ``video_sink`` on ``video_port`` (else None: sipp owns
+    those ports and sends bob's media from them).  ``changed`` is a second
+    MediaSinks (rtp=True) where bob moves its media to (scenario
+    ``uas_media_change``), else None."""
+
+    def __init__(self, audio_port: int, video_port: int, rtp: bool = False) -> None:
+        self.audio_port, self.video_port = audio_port, video_port
+        self.changed: MediaSinks | None = None
+        self._sinks: list[RtpSink] = []
+        try:
+            self.audio_sink = self._open(audio_port) if rtp else None
+            self.audio_rtcp_sink = self._open(audio_port + 1)
+            self.video_sink = self._open(video_port) if rtp else None
+            self.video_rtcp_sink = self._open(video_port + 1)
+        except BaseException:  # noqa: B036 - don't leak the sinks already bound
+            self.close()
+            raise
+
+    def _open(self, port: int) -> RtpSink:
+        s = RtpSink(port)
+        self._sinks.append(s)
+        return s
+
+    def close(self) -> None:
+        for s in self._sinks:
+            s.close()
+        self._sinks = []
+        if self.changed is not None:
+            self.changed.close()
+
+
+class RtcpSinks(MediaSinks):
     """What a caller sends to a callee's RTCP ports: ``audio_rtcp_sink`` on
     ``audio_port + 1`` and ``video_rtcp_sink`` on ``video_port + 1``."""
 
     def __init__(self, audio_port: int, video_port: int) -> None:
-        self.audio_rtcp_sink = RtpSink(audio_port + 1)
-        try:
-            self.video_rtcp_sink = RtpSink(video_port + 1)
-        except BaseException:  # noqa: B036 - don't leak the first sink
-            self.audio_rtcp_sink.close()
-            raise
-
-    def close(self) -> None:
-        self.audio_rtcp_sink.close()
-        self.video_rtcp_sink.close()
+        super().__init__(audio_port, video_port, rtp=False)

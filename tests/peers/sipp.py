@@ -37,15 +37,33 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Union
 
-from .rtp import RtcpSinks
+from .rtp import MediaSinks
 from .util import LOOPBACK, _port_free, free_port, free_udp_port_pair, terminate_process, which_or_none
 
 SCENARIOS_DIR = Path(__file__).resolve().parent / "scenarios"
 DOMAIN = "sipstream.test"
 
-UAS_SCENARIOS = ("uas_answer", "uas_answer_then_bye", "uas_ring_no_answer")
+UAS_SCENARIOS = (
+    "uas_answer", "uas_answer_then_bye", "uas_ring_no_answer", "uas_reject", "uas_early_media",
+    "uas_hold", "uas_media_change", "uas_update_session_timer", "uas_expect_refresh",
+    "uas_info_dtmf", "uas_no_rtp", "uas_options_in_dialog", "uas_challenge_bye",
+)
+UAC_SCENARIOS = (
+    "uac_call", "uac_call_wait_bye", "uac_cancel", "uac_call_expect_error", "uac_call_responder",
+    "uac_call_refresh_update", "uac_call_refresh_invite", "uac_call_info", "uac_call_bye_auth",
+)
+# scenarios without an SDP answer from bob (no media ports, no sinks)
+_NO_MEDIA = ("uas_ring_no_answer", "uas_reject")
+# scenarios whose media is "sink" unless told otherwise: sipp sends nothing in them
+_SINK_DEFAULT = ("uas_no_rtp",)
+
+REASONS = {
+    403: "Forbidden", 404: "Not Found", 408: "Request Timeout", 480: "Temporarily Unavailable",
+    486: "Busy Here", 487: "Request Terminated", 488: "Not Acceptable Here",
+    500: "Server Internal Error", 503: "Service Unavailable", 600: "Busy Everywhere",
+    603: "Decline", 604: "Does Not Exist Anywhere", 606: "Not Acceptable",
+}
 
 
 class SippError(RuntimeError):
@@ -56,7 +74,7 @@ def sipp_available() -> bool:
     return which_or_none("sipp") is not None
 
 
-def render_scenario(name: str, dest_dir: Union[str, os.PathLike], values: Dict[str, object]) -> Path:
+def render_scenario(name: str, dest_dir: str | os.PathLike, values: dict[str, object]) -> Path:
     """Fill ``%%KEY%%`` placeholders of scenarios/<name>.xml into dest_dir/<name>.xml."""
     src = SCENARIOS_DIR / (name if name.endswith(".xml") else name + ".xml")
     text = src.read_text()
@@ -86,8 +104,8 @@ def _proxy_addr(proxy) -> tuple[str, int]:
 # ---------------------------------------------------------------------------
 # default media, generated once per process
 # ---------------------------------------------------------------------------
-_media_cache: Dict[float, tuple[Path, Path]] = {}
-_media_dirs: List[str] = []
+_media_cache: dict[float, tuple[Path, Path]] = {}
+_media_dirs: list[str] = []
 
 
 def _rm_media_dirs() -> None:
@@ -129,8 +147,8 @@ def pcmu_pcap_to_raw(pcap: str | os.PathLike, dest: str | os.PathLike) -> Path:
 class SippProcess:
     """A sipp run in the foreground under subprocess, logs in ``workdir``."""
 
-    def __init__(self, name: str, scenario: Path, args: List[str], workdir: Path,
-                 remote: Optional[str] = None, sip_port: Optional[int] = None) -> None:
+    def __init__(self, name: str, scenario: Path, args: list[str], workdir: Path,
+                 remote: str | None = None, sip_port: int | None = None) -> None:
         self.name = name
         self.scenario = scenario
         self.workdir = workdir
@@ -156,10 +174,10 @@ class SippProcess:
             "-trace_err", "-error_file", str(self.error_file),
             "-trace_screen", "-screen_file", str(self.screen_file),
         ] + args
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: subprocess.Popen | None = None
         self._out = None
 
-    def start(self) -> "SippProcess":
+    def start(self) -> SippProcess:
         self._out = open(self.output_file, "wb")
         self.proc = subprocess.Popen(
             self.cmd, stdin=subprocess.DEVNULL, stdout=self._out, stderr=subprocess.STDOUT,
@@ -177,16 +195,16 @@ class SippProcess:
             time.sleep(0.02)
         raise SippError(f"sipp {self.name} did not bind 127.0.0.1:{self.sip_port}:\n{self.diagnostics()}")
 
-    def wait(self, timeout: Optional[float] = None) -> int:
+    def wait(self, timeout: float | None = None) -> int:
         """Wait for exit; returns the exit code. Raises subprocess.TimeoutExpired."""
         rc = self.proc.wait(timeout=timeout)
         self._close()
         return rc
 
-    def poll(self) -> Optional[int]:
+    def poll(self) -> int | None:
         return self.proc.poll() if self.proc else None
 
-    def stop(self) -> Optional[int]:
+    def stop(self) -> int | None:
         rc = None
         if self.proc is not None:
             # SIGUSR1 would make sipp stop gracefully; SIGTERM is enough here.
@@ -244,17 +262,30 @@ class _SippPeer:
 class SippUas(_SippPeer):
     """sipp as the registered callee (default ``bob``).
 
-    scenario: "uas_answer" | "uas_answer_then_bye" | "uas_ring_no_answer".
-    Media, sent by sipp (``-mp media_port``) after the ACK to the addresses in
-    the caller's SDP offer until the call ends: PCMU (rtp_stream) from
-    127.0.0.1:``media_port`` and H.264 (play_pcap_video) from ``media_port + 2``;
-    the SDP answer advertises those ports.  The audio is a raw µ-law file
-    (from ``audio_pcap``'s payloads, or a ``media_seconds`` 440 Hz tone),
-    looped while ``loop_media``; the video pcap is played once (sipp cannot
-    loop pcaps), so it must outlast the call (``media_seconds`` = 30 by default).
-    sipp binds no RTCP ports: what the caller sends to port + 1 is recorded in
-    ``uas.media.audio_rtcp_sink`` / ``video_rtcp_sink``
-    (:class:`tests.peers.rtp.RtpSink`).
+    scenario: one of ``UAS_SCENARIOS`` (see tests/peers/README.md for what
+    each does and which kwargs it uses).
+
+    ``media="sipp"`` (default): media sent by sipp (``-mp media_port``) to the
+    addresses in the caller's SDP offer until the call ends: PCMU
+    (rtp_stream) from 127.0.0.1:``media_port`` and H.264 (play_pcap_video)
+    from ``media_port + 2``; the SDP answer advertises those ports.  The audio
+    is a raw µ-law file (from ``audio_pcap``'s payloads, or a
+    ``media_seconds`` 440 Hz tone), looped while ``loop_media``; the video
+    pcap is played once (sipp cannot loop pcaps), so it must outlast the call
+    (``media_seconds`` = 30 by default).  sipp binds no RTCP ports: what the
+    caller sends to port + 1 is recorded in ``uas.media.audio_rtcp_sink`` /
+    ``video_rtcp_sink`` (:class:`tests.peers.rtp.RtpSink`).
+
+    ``media="sink"``: sipp sends no media; bob's SDP advertises ports where
+    the test's RtpSinks listen: ``uas.media.audio_sink`` / ``video_sink``
+    (RTP, what the caller sends, e.g. RFC 4733 events) and the two RTCP
+    sinks as above.  sipp's own ``-mp`` is then an unrelated free range.
+    ``uas_no_rtp`` defaults to "sink"; ``uas_ring_no_answer``/``uas_reject``
+    have no media (``uas.media`` is None).
+
+    ``telephone_event=101``: bob's audio answer also lists
+    ``101 telephone-event/8000`` (``a=fmtp:101 0-16``), so the caller may
+    send RFC 4733 DTMF.  Default None: PCMU only.
     """
 
     def __init__(
@@ -265,20 +296,44 @@ class SippUas(_SippPeer):
         user: str = "bob",
         password: str = "bob-secret",
         domain: str = DOMAIN,
-        sip_port: Optional[int] = None,
-        media_port: Optional[int] = None,
-        audio_pcap: Optional[Union[str, os.PathLike]] = None,
-        video_pcap: Optional[Union[str, os.PathLike]] = None,
+        sip_port: int | None = None,
+        media_port: int | None = None,
+        media: str | None = None,      # "sipp" | "sink"; None: per scenario
+        telephone_event: int | None = None,
+        audio_pcap: str | os.PathLike | None = None,
+        video_pcap: str | os.PathLike | None = None,
         media_seconds: float = 30,
         answer_delay_ms: int = 500,
         bye_timeout_s: float = 60,
         hangup_after_s: float = 5,
         cancel_timeout_s: float = 60,
+        # uas_reject
+        code: int = 486,
+        reason: str | None = None,
+        reject_delay_ms: int = 0,
+        ring: bool = False,
+        # uas_early_media
+        answer_after_ms: int = 2000,
+        # uas_hold / uas_media_change / uas_options_in_dialog / uas_update_session_timer
+        hold_after_ms: int = 1000,
+        resume_after_ms: int = 1000,
+        change_after_ms: int = 1000,
+        options_after_ms: int = 1000,
+        update_after_ms: int = 1000,
+        # uas_update_session_timer / uas_expect_refresh
+        session_expires: int = 90,
+        refresh_wait_ms: int = 60000,
+        # uas_challenge_bye
+        bye_auth_user: str = "alice",
+        bye_auth_password: str = "alice-secret",
+        bye_auth_realm: str = DOMAIN,
+        bye_auth_qop: bool = False,
         register: bool = True,
         register_expires: int = 3600,
         loop_media: bool = True,
-        extra_args: Optional[List[str]] = None,
-        workdir: Optional[Union[str, os.PathLike]] = None,
+        values: dict[str, object] | None = None,
+        extra_args: list[str] | None = None,
+        workdir: str | os.PathLike | None = None,
     ) -> None:
         super().__init__(workdir)
         if scenario.endswith(".xml"):
@@ -287,7 +342,22 @@ class SippUas(_SippPeer):
         self.scenario_name = scenario
         self.user, self.password, self.domain = user, password, domain
         self.sip_port = sip_port or free_port(udp=True, tcp=False)
-        self.media_port = media_port or free_udp_port_pair(4)
+        if media is None:
+            media = "sink" if scenario in _SINK_DEFAULT else "sipp"
+        if media not in ("sipp", "sink"):
+            raise ValueError(f"media must be 'sipp' or 'sink', not {media!r}")
+        self.media_mode = media
+        self.has_media = scenario not in _NO_MEDIA
+        if media == "sipp":
+            # sipp's -mp: audio from media_port, video from media_port + 2, both advertised
+            self.media_port = media_port or free_udp_port_pair(4)
+            self._audio_port, self._video_port = self.media_port, self.media_port + 2
+        else:
+            # advertised ports are the test's sinks (media_port = their base); sipp gets other ones
+            base = media_port or free_udp_port_pair(4)
+            self._audio_port, self._video_port = base, base + 2
+            self.media_port = free_udp_port_pair(4)
+        self.telephone_event = telephone_event
         self.audio_pcap = audio_pcap
         self.video_pcap = video_pcap
         self.media_seconds = media_seconds
@@ -295,13 +365,28 @@ class SippUas(_SippPeer):
         self.bye_timeout_s = bye_timeout_s
         self.hangup_after_s = hangup_after_s
         self.cancel_timeout_s = cancel_timeout_s
+        self.code = int(code)
+        self.reason = reason or REASONS.get(self.code, "Error")
+        self.reject_delay_ms = reject_delay_ms
+        self.ring = ring
+        self.answer_after_ms = answer_after_ms
+        self.hold_after_ms = hold_after_ms
+        self.resume_after_ms = resume_after_ms
+        self.change_after_ms = change_after_ms
+        self.options_after_ms = options_after_ms
+        self.update_after_ms = update_after_ms
+        self.session_expires = session_expires
+        self.refresh_wait_ms = refresh_wait_ms
+        self.bye_auth_user, self.bye_auth_password = bye_auth_user, bye_auth_password
+        self.bye_auth_realm, self.bye_auth_qop = bye_auth_realm, bye_auth_qop
         self.register = register
         self.register_expires = register_expires
         self.loop_media = loop_media
-        self.media: RtcpSinks | None = None  # once started (not for uas_ring_no_answer)
+        self.values = dict(values or {})
+        self.media: MediaSinks | None = None  # once started (None without SDP answer)
         self.extra_args = list(extra_args or [])
-        self.uas: Optional[SippProcess] = None
-        self.registrar: Optional[SippProcess] = None
+        self.uas: SippProcess | None = None
+        self.registrar: SippProcess | None = None
 
     # convenient facts for tests
     @property
@@ -311,14 +396,63 @@ class SippUas(_SippPeer):
 
     @property
     def audio_port(self) -> int:
-        return self.media_port
+        """bob's advertised audio RTP port (sipp's -mp, or the audio_sink's port)."""
+        return self._audio_port
 
     @property
     def video_port(self) -> int:
-        return self.media_port + 2
+        """bob's advertised video RTP port (sipp's -mp + 2, or the video_sink's port)."""
+        return self._video_port
 
-    def start(self, register_timeout: float = 10.0) -> "SippUas":
-        with_media = self.scenario_name != "uas_ring_no_answer"
+    def _render_values(self, audio_file, video_pcap) -> dict[str, object]:
+        sipp_media = self.media_mode == "sipp"
+        te = self.telephone_event
+        values: dict[str, object] = {
+            "USER": self.user,
+            "DOMAIN": self.domain,
+            "AUDIO_FILE": audio_file,
+            "AUDIO_LOOPS": -1 if self.loop_media else 1,
+            "VIDEO_PCAP": video_pcap,
+            # SDP: sipp's keywords (what sipp binds) or the sinks' port numbers
+            "AUDIO_PORT": "[rtpstream_audio_port]" if sipp_media else self._audio_port,
+            "VIDEO_PORT": "[media_port+2]" if sipp_media else self._video_port,
+            "TE_PT": f" {te}" if te is not None else "",
+            "TE_ATTRS": (f"\n      a=rtpmap:{te} telephone-event/8000\n      a=fmtp:{te} 0-16"
+                         if te is not None else ""),
+            # <exec rtp_stream/play_pcap_video> lines are commented out in sink mode
+            "MEDIA_BEGIN": "" if sipp_media else "<!-- media=sink: sipp sends nothing",
+            "MEDIA_END": "" if sipp_media else "-->",
+            "ANSWER_DELAY_MS": int(self.answer_delay_ms),
+            "BYE_TIMEOUT_MS": int(self.bye_timeout_s * 1000),
+            "HANGUP_MS": int(self.hangup_after_s * 1000),
+            "CANCEL_TIMEOUT_MS": int(self.cancel_timeout_s * 1000),
+            "CODE": self.code,
+            "REASON": self.reason,
+            "REJECT_DELAY_MS": int(self.reject_delay_ms),
+            "RING_BEGIN": "" if self.ring else "<!-- ring=False: no 180",
+            "RING_END": "" if self.ring else "-->",
+            "ANSWER_AFTER_MS": int(self.answer_after_ms),
+            "HOLD_AFTER_MS": int(self.hold_after_ms),
+            "RESUME_AFTER_MS": int(self.resume_after_ms),
+            "CHANGE_AFTER_MS": int(self.change_after_ms),
+            "OPTIONS_AFTER_MS": int(self.options_after_ms),
+            "UPDATE_AFTER_MS": int(self.update_after_ms),
+            "SE": int(self.session_expires),
+            "REFRESH_WAIT_MS": int(self.refresh_wait_ms),
+            "AUTH_USER": self.bye_auth_user,
+            "AUTH_PASSWORD": self.bye_auth_password,
+            "AUTH_REALM": self.bye_auth_realm,
+            "NONCE": f"{os.getpid():x}{time.monotonic_ns():x}",
+            "QOP": ', qop="auth"' if self.bye_auth_qop else "",
+        }
+        if self.scenario_name == "uas_media_change" and self.media is not None:
+            values["CHANGED_AUDIO_PORT"] = self.media.changed.audio_port
+            values["CHANGED_VIDEO_PORT"] = self.media.changed.video_port
+        values.update(self.values)
+        return values
+
+    def start(self, register_timeout: float = 10.0) -> SippUas:
+        with_media = self.has_media and self.media_mode == "sipp"
         audio_file = video_pcap = None
         if with_media:
             if self.audio_pcap is None or self.video_pcap is None:
@@ -326,29 +460,24 @@ class SippUas(_SippPeer):
             audio_file = (pcmu_pcap_to_raw(self.audio_pcap, self.workdir / "audio.ulaw")
                           if self.audio_pcap is not None else default_audio)
             video_pcap = self.video_pcap if self.video_pcap is not None else default_video
-        values = {
-            "USER": self.user,
-            "DOMAIN": self.domain,
-            "AUDIO_FILE": audio_file,
-            "AUDIO_LOOPS": -1 if self.loop_media else 1,
-            "VIDEO_PCAP": video_pcap,
-            "ANSWER_DELAY_MS": int(self.answer_delay_ms),
-            "BYE_TIMEOUT_MS": int(self.bye_timeout_s * 1000),
-            "HANGUP_MS": int(self.hangup_after_s * 1000),
-            "CANCEL_TIMEOUT_MS": int(self.cancel_timeout_s * 1000),
-        }
-        scen = render_scenario(self.scenario_name, self.workdir, values)
         # overall safety net so a forgotten sipp never lingers
-        limit = int(max(self.bye_timeout_s, self.cancel_timeout_s, self.hangup_after_s) + 120)
-        self.uas = SippProcess(
-            "uas", scen,
-            # sipp binds media_port (audio) and media_port + 2 (video), not the RTCP ports
-            ["-mp", str(self.media_port), "-aa", "-timeout", f"{limit}s"] + self.extra_args,
-            self.workdir, sip_port=self.sip_port,
-        )
+        limit = int(max(self.bye_timeout_s, self.cancel_timeout_s, self.hangup_after_s,
+                        self.refresh_wait_ms / 1000) + 120)
         try:
-            if with_media:
-                self.media = RtcpSinks(self.audio_port, self.video_port)
+            if self.has_media:
+                self.media = MediaSinks(self._audio_port, self._video_port,
+                                        rtp=self.media_mode == "sink")
+                if self.scenario_name == "uas_media_change":
+                    base = free_udp_port_pair(4)
+                    self.media.changed = MediaSinks(base, base + 2, rtp=True)
+            scen = render_scenario(self.scenario_name, self.workdir,
+                                   self._render_values(audio_file, video_pcap))
+            self.uas = SippProcess(
+                "uas", scen,
+                # sipp binds media_port (audio) and media_port + 2 (video), not the RTCP ports
+                ["-mp", str(self.media_port), "-aa", "-timeout", f"{limit}s"] + self.extra_args,
+                self.workdir, sip_port=self.sip_port,
+            )
             self.uas.start()
             self.uas.wait_bound()
             if self.register:
@@ -358,7 +487,7 @@ class SippUas(_SippPeer):
             raise
         return self
 
-    def do_register(self, expires: Optional[int] = None, timeout: float = 10.0) -> None:
+    def do_register(self, expires: int | None = None, timeout: float = 10.0) -> None:
         """REGISTER user -> Contact sip:user@127.0.0.1:<sip_port> (expires 0 = unregister)."""
         scen = render_scenario("register", self.workdir, {
             "USER": self.user, "DOMAIN": self.domain, "CONTACT_PORT": self.sip_port,
@@ -374,16 +503,16 @@ class SippUas(_SippPeer):
             rc = reg.wait(timeout=timeout + 2)
         except subprocess.TimeoutExpired:
             reg.stop()
-            raise SippError(f"REGISTER of {self.user} timed out:\n{reg.diagnostics()}")
+            raise SippError(f"REGISTER of {self.user} timed out:\n{reg.diagnostics()}") from None
         if rc != 0 or not re.search(r"SIP/2.0 200", reg.messages()):
             raise SippError(f"REGISTER of {self.user} failed (sipp rc={rc}):\n{reg.diagnostics()}")
 
-    def wait(self, timeout: Optional[float] = None) -> int:
+    def wait(self, timeout: float | None = None) -> int:
         """Wait for the UAS sipp to end; returns its exit code (0 = scenario completed).
         Raises subprocess.TimeoutExpired after ``timeout`` seconds."""
         return self.uas.wait(timeout)
 
-    def poll(self) -> Optional[int]:
+    def poll(self) -> int | None:
         return self.uas.poll() if self.uas else None
 
     def messages(self) -> str:
@@ -401,6 +530,15 @@ class SippUas(_SippPeer):
             for blk in _received_messages(self.messages())
         )
 
+    def received_messages(self, method_or_code: str | None = None) -> list[str]:
+        """Full text of each SIP message the UAS received (in order), optionally only
+        requests of this method ("INFO") or responses with this code ("200")."""
+        return _received_messages(self.messages(), method_or_code, full=True)
+
+    def sent_messages(self, method_or_code: str | None = None) -> list[str]:
+        """Full text of each SIP message the UAS sent (retransmissions included)."""
+        return _logged_messages(self.messages(), method_or_code, full=True, direction="sent")
+
     def diagnostics(self) -> str:
         parts = []
         if self.registrar:
@@ -417,15 +555,43 @@ class SippUas(_SippPeer):
             self.media.close()
 
 
-def _received_messages(log: str) -> List[str]:
-    """First lines of the messages sipp logged as received ('... message received ...')."""
+def sip_header(msg: str, name: str) -> str | None:
+    """Value of the first header ``name`` (case-insensitive) in a logged message, or None."""
+    m = re.search(rf"^{re.escape(name)}\s*:\s*(.*?)\s*$", msg.split("\n\n", 1)[0].replace("\r", ""),
+                  flags=re.M | re.I)
+    return m.group(1) if m else None
+
+
+def sip_body(msg: str) -> str:
+    """The body of a logged message (after the blank line), CRLFs as LFs."""
+    parts = msg.replace("\r", "").split("\n\n", 1)
+    return parts[1].strip("\n") if len(parts) > 1 else ""
+
+
+def _logged_messages(log: str, method_or_code: str | None = None, full: bool = False,
+                     direction: str = "received") -> list[str]:
+    """The messages sipp logged (-trace_msg) as received ('... message received ...')
+    or sent ('... message sent ...'): their first lines, or (full=True) their
+    whole text; optionally only requests of this method / responses with this code."""
     out = []
     chunks = re.split(r"^-{10,}.*$", log, flags=re.M)
+    head = (r"(?:UDP|TCP) message received \[\d+\] bytes :" if direction == "received"
+            else r"(?:UDP|TCP) message sent \(\d+ bytes\):")
     for ch in chunks:
-        m = re.search(r"(?:UDP|TCP) message received \[\d+\] bytes :\s*\n+(.*)", ch)
-        if m:
-            out.append(m.group(1).strip())
+        m = re.search(head + r"\s*\n+(.*)", ch, flags=re.S)
+        if not m:
+            continue
+        text = m.group(1).strip("\r\n")
+        first = text.split("\n", 1)[0].strip()
+        if method_or_code is not None and not (
+                first.startswith(method_or_code + " ") or first.startswith("SIP/2.0 " + method_or_code + " ")):
+            continue
+        out.append(text if full else first)
     return out
+
+
+def _received_messages(log: str, method_or_code: str | None = None, full: bool = False) -> list[str]:
+    return _logged_messages(log, method_or_code, full, "received")
 
 
 # ---------------------------------------------------------------------------
@@ -434,12 +600,23 @@ def _received_messages(log: str) -> List[str]:
 class SippUac(_SippPeer):
     """sipp as caller ``alice``: INVITE (407 -> auth) callee via the proxy,
     ACK, stay ``call_ms``, BYE.  Its SDP offers rtp_ip:audio_port/video_port
-    (sockets of the test, not sipp's)."""
+    (sockets of the test, not sipp's).
+
+    scenario: one of ``UAC_SCENARIOS`` (tests/peers/README.md).  Extra knobs:
+    ``expect_code`` (uac_call_expect_error: the final response it expects),
+    ``session_expires`` (the Session-Expires of its refresh in
+    uac_call_refresh_*), ``reinvite_direction`` (the a= direction of its SDP
+    answers to re-INVITEs in uac_call_responder), ``values`` (any other
+    placeholder, e.g. ``{"UPDATE_200_HEADER": "X-Foo: 1"}``: uac_call_responder's
+    200 to an UPDATE without the echoed Session-Expires)."""
 
     def __init__(self, proxy=None, callee: str = "bob", *, user: str = "alice",
                  password: str = "alice-secret", domain: str = DOMAIN, call_ms: int = 2000,
-                 audio_port: Optional[int] = None, video_port: Optional[int] = None,
-                 rtp_ip: str = LOOPBACK, workdir=None, scenario: str = "uac_call") -> None:
+                 audio_port: int | None = None, video_port: int | None = None,
+                 rtp_ip: str = LOOPBACK, workdir=None, scenario: str = "uac_call",
+                 expect_code: int = 486, session_expires: int = 90,
+                 reinvite_direction: str = "recvonly",
+                 values: dict[str, object] | None = None) -> None:
         super().__init__(workdir)
         self.proxy_host, self.proxy_port = _proxy_addr(proxy)
         self.callee, self.user, self.password, self.domain = callee, user, password, domain
@@ -449,15 +626,25 @@ class SippUac(_SippPeer):
             audio_port = audio_port or base
             video_port = video_port or base + 2
         self.audio_port, self.video_port, self.rtp_ip = audio_port, video_port, rtp_ip
-        self.scenario_name = scenario
-        self.proc: Optional[SippProcess] = None
+        self.scenario_name = scenario[:-4] if scenario.endswith(".xml") else scenario
+        self.expect_code = int(expect_code)
+        self.session_expires = int(session_expires)
+        self.reinvite_direction = reinvite_direction
+        self.values = dict(values or {})
+        self.proc: SippProcess | None = None
 
-    def start(self) -> "SippUac":
-        scen = render_scenario(self.scenario_name, self.workdir, {
+    def start(self) -> SippUac:
+        values: dict[str, object] = {
             "USER": self.user, "DOMAIN": self.domain, "CALLEE": self.callee,
             "CALL_MS": int(self.call_ms), "RTP_IP": self.rtp_ip,
             "AUDIO_PORT": self.audio_port, "VIDEO_PORT": self.video_port,
-        })
+            "EXPECT_CODE": self.expect_code, "SE": self.session_expires,
+            "REINVITE_DIRECTION": self.reinvite_direction,
+            # uac_call_responder's extra header in its 200 to an UPDATE
+            "UPDATE_200_HEADER": "[last_Session-Expires:]",
+        }
+        values.update(self.values)
+        scen = render_scenario(self.scenario_name, self.workdir, values)
         self.proc = SippProcess(
             "uac", scen,
             ["-au", self.user, "-ap", self.password, "-mp", str(free_udp_port_pair(4)),
@@ -466,11 +653,22 @@ class SippUac(_SippPeer):
         ).start()
         return self
 
-    def wait(self, timeout: Optional[float] = None) -> int:
+    def wait(self, timeout: float | None = None) -> int:
         return self.proc.wait(timeout)
+
+    def poll(self) -> int | None:
+        return self.proc.poll() if self.proc else None
 
     def messages(self) -> str:
         return self.proc.messages() if self.proc else ""
+
+    def received_messages(self, method_or_code: str | None = None) -> list[str]:
+        """Full text of each SIP message the UAC received, optionally filtered."""
+        return _received_messages(self.messages(), method_or_code, full=True)
+
+    def sent_messages(self, method_or_code: str | None = None) -> list[str]:
+        """Full text of each SIP message the UAC sent (retransmissions included)."""
+        return _logged_messages(self.messages(), method_or_code, full=True, direction="sent")
 
     def diagnostics(self) -> str:
         return self.proc.diagnostics() if self.proc else ""
