@@ -1,0 +1,172 @@
+"""Every call situation a PBX or carrier produces, one sipp scenario each,
+through Kamailio: the SIP messages sipp saw, and the statuses and reasons
+sipstream reports over REST."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from typing import Any
+
+import aiohttp
+import pytest
+from sipstream.server import Server
+
+from .conftest import Rest, make_settings
+from .peers.fixtures import *  # noqa: F401,F403  (kamailio, sipp fixtures, failure logs)
+from .test_sip_kamailio import alice_call
+
+pytestmark = pytest.mark.peers
+
+
+async def _finish(rest: Rest, call_id: str, bob: Any) -> None:
+    assert (await rest.post("/rest-api/call/terminate", {"callId": call_id}))[0] == 200
+    await rest.wait_status(call_id, {"FINISH"})
+    assert await asyncio.to_thread(bob.wait, 20) == 0, bob.diagnostics()[-4000:]
+
+
+@pytest.mark.parametrize(("code", "status", "info"), [
+    (486, "BUSY", "486 Busy Here"),
+    (600, "BUSY", "600 Busy Everywhere"),
+    (403, "FAILED", "403 Forbidden"),
+    (480, "FAILED", "480 Temporarily Unavailable"),
+    (503, "FAILED", "503 Service Unavailable"),
+    (488, "FAILED", "No common codecs"),
+    (408, "FAILED", "Failed by request timeout"),
+])
+async def test_final_errors_map_to_wcs_statuses(
+    server: Server, rest: Rest, kamailio: Any, sipp_uas_factory: Any, code: int, status: str, info: str
+) -> None:
+    bob = sipp_uas_factory("uas_reject", code=code, ring=True)
+    await rest.post("/rest-api/call/startup", alice_call(kamailio, "e1", "es1"))
+    call = await rest.wait_status("e1", {"BUSY", "FAILED", "FINISH"}, timeout=20)
+    assert (call["status"], call["info"]) == (status, info)
+    assert call["sipStatus"] == code
+    assert await asyncio.to_thread(bob.wait, 15) == 0, bob.diagnostics()[-3000:]
+    assert bob.received("ACK")
+    assert server.gateway.ports.in_use == 0
+
+
+async def test_early_media_starts_the_stream_before_the_answer(
+    server: Server, rest: Rest, kamailio: Any, sipp_uas_factory: Any
+) -> None:
+    bob = sipp_uas_factory("uas_early_media", answer_after_ms=3000)
+    await rest.post("/rest-api/call/startup", alice_call(kamailio, "m1", "ms1"))
+    call = await rest.wait_status("m1", {"RING_MEDIA"}, timeout=20)
+    assert call["sipStatus"] == 183
+    stream = server.gateway.streams["ms1"]
+    for _ in range(40):
+        if stream.frames["video"] and stream.frames["audio"]:
+            break
+        await asyncio.sleep(0.05)
+    assert stream.status == "PUBLISHING" and stream.frames["audio"] > 0
+    code, calls = await rest.find_call("m1")
+    assert calls[0]["status"] == "RING_MEDIA"  # media flowed while still ringing
+    await rest.wait_status("m1", {"ESTABLISHED"}, timeout=10)
+    await _finish(rest, "m1", bob)
+
+
+async def test_far_end_hold_and_resume(server: Server, rest: Rest, kamailio: Any, sipp_uas_factory: Any) -> None:
+    bob = sipp_uas_factory("uas_hold", hold_after_ms=1000, resume_after_ms=1500)
+    await rest.post("/rest-api/call/startup", alice_call(kamailio, "o1", "os1"))
+    await rest.wait_status("o1", {"ESTABLISHED"}, timeout=20)
+    await rest.wait_status("o1", {"HOLD"}, timeout=10)
+    await rest.wait_status("o1", {"ESTABLISHED"}, timeout=10)
+    await _finish(rest, "o1", bob)
+    answers = bob.received_messages("200")
+    assert any("a=recvonly" in m or "a=inactive" in m for m in answers)
+
+
+async def test_media_follows_a_reinvite_to_new_ports(
+    server: Server, rest: Rest, kamailio: Any, sipp_uas_factory: Any
+) -> None:
+    bob = sipp_uas_factory("uas_media_change", change_after_ms=1000, telephone_event=101)
+    await rest.post("/rest-api/call/startup", alice_call(kamailio, "c1", "cs1"))
+    await rest.wait_status("c1", {"ESTABLISHED"}, timeout=20)
+    await asyncio.sleep(2.0)
+    # After the re-INVITE, what we send (here RFC 4733 DTMF) goes to the new ports.
+    assert (await rest.post("/rest-api/call/send_dtmf", {"callId": "c1", "dtmf": "4"}))[0] == 200
+    await asyncio.sleep(0.3)
+    moved = [p for p in bob.media.changed.audio_sink.rtp() if p.pt == 101]
+    assert moved and all(p.payload[0] == 4 for p in moved)
+    await _finish(rest, "c1", bob)
+
+
+async def test_session_refresh_by_update_is_answered_with_session_expires(
+    server: Server, rest: Rest, kamailio: Any, sipp_uas_factory: Any
+) -> None:
+    bob = sipp_uas_factory("uas_update_session_timer", session_expires=90, update_after_ms=1000)
+    await rest.post("/rest-api/call/startup", alice_call(kamailio, "u1", "us1"))
+    await rest.wait_status("u1", {"ESTABLISHED"}, timeout=20)
+    await asyncio.sleep(2.0)
+    call = (await rest.find_call("u1"))[1][0]
+    assert call["status"] == "ESTABLISHED"
+    await _finish(rest, "u1", bob)
+
+
+async def test_dtmf_info_and_keyframe_info_reach_the_callee(
+    server: Server, rest: Rest, kamailio: Any, sipp_uas_factory: Any
+) -> None:
+    bob = sipp_uas_factory("uas_info_dtmf")
+    await rest.post("/rest-api/call/startup", alice_call(kamailio, "i1", "is1"))
+    await rest.wait_status("i1", {"ESTABLISHED"}, timeout=20)
+    assert (await rest.post("/rest-api/call/send_dtmf", {"callId": "i1", "dtmf": "7#", "type": "INFO"}))[0] == 200
+    await _finish(rest, "i1", bob)
+    infos = bob.received_messages("INFO")
+    bodies = [m for m in infos if "application/dtmf-relay" in m]
+    assert len(bodies) == 2 and "Signal=7" in bodies[0] and "Signal=#" in bodies[1]
+
+
+async def test_rfc2833_dtmf_reaches_the_callee_as_telephone_events(
+    server: Server, rest: Rest, kamailio: Any, sipp_uas_factory: Any
+) -> None:
+    bob = sipp_uas_factory("uas_answer", media="sink", telephone_event=101)
+    await rest.post("/rest-api/call/startup", alice_call(kamailio, "f1", "fs1"))
+    await rest.wait_status("f1", {"ESTABLISHED"}, timeout=20)
+    assert (await rest.post("/rest-api/call/send_dtmf", {"callId": "f1", "dtmf": "9"}))[0] == 200
+    await asyncio.sleep(0.3)
+    packets = [p for p in bob.media.audio_sink.rtp() if p.pt == 101]
+    events = [struct.unpack("!BBH", p.payload[:4]) for p in packets]
+    assert events and all(e == 9 for e, _, _ in events)
+    assert sum(1 for _, flags, _ in events if flags & 0x80) == 3
+    # rtp_session_init_always: silent PCMU primed the far end right after the answer.
+    assert any(p.pt == 0 and p.payload == b"\xff" * 160 for p in bob.media.audio_sink.rtp())
+    await _finish(rest, "f1", bob)
+
+
+async def test_no_rtp_hangs_up_with_failed_by_rtp_activity(kamailio: Any, sipp_uas_factory: Any) -> None:
+    bob = sipp_uas_factory("uas_no_rtp")
+    srv = Server(make_settings(rtp_activity_timeout_s=2))
+    await srv.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            rest = Rest(srv.base_url, http)
+            await rest.post("/rest-api/call/startup", alice_call(kamailio, "n1", "ns1"))
+            await rest.wait_status("n1", {"ESTABLISHED"}, timeout=20)
+            call = await rest.wait_status("n1", {"FAILED"}, timeout=15)
+            assert call["info"] == "Failed by RTP activity"
+            assert await asyncio.to_thread(bob.wait, 15) == 0, bob.diagnostics()[-3000:]
+            assert bob.received("BYE")
+    finally:
+        await srv.stop()
+
+
+async def test_options_inside_the_dialog_is_answered(
+    server: Server, rest: Rest, kamailio: Any, sipp_uas_factory: Any
+) -> None:
+    bob = sipp_uas_factory("uas_options_in_dialog", options_after_ms=800)
+    await rest.post("/rest-api/call/startup", alice_call(kamailio, "p1", "ps1"))
+    await rest.wait_status("p1", {"ESTABLISHED"}, timeout=20)
+    await asyncio.sleep(1.5)
+    await _finish(rest, "p1", bob)
+
+
+async def test_challenged_bye_is_resent_with_credentials(
+    server: Server, rest: Rest, kamailio: Any, sipp_uas_factory: Any
+) -> None:
+    bob = sipp_uas_factory("uas_challenge_bye")
+    await rest.post("/rest-api/call/startup", alice_call(kamailio, "b1", "bs1"))
+    await rest.wait_status("b1", {"ESTABLISHED"}, timeout=20)
+    await _finish(rest, "b1", bob)
+    byes = bob.received_messages("BYE")
+    assert len(byes) == 2 and "Authorization: Digest" in byes[1]
