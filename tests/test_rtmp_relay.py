@@ -1,0 +1,123 @@
+"""RTMP relay to nginx-rtmp on loopback: what the server records is checked
+with ffprobe/ffmpeg (H.264 + AAC, duration, clean decode, A/V start), plus
+the /push/* contract and the fault cases (refusal, restart mid-relay)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from sipstream.server import Server
+from sipstream.testing import LoopbackCallee
+
+from .conftest import Rest, loopback_call
+from .peers import avcheck
+from .test_peers_rtmp_smoke import nginx_rtmp, nginx_rtmp_factory, require_ffmpeg  # noqa: F401
+
+pytestmark = pytest.mark.peers
+
+
+async def _established(rest: Rest, callee: LoopbackCallee, call_id: str, stream: str, **extra: Any) -> None:
+    assert (await rest.post("/rest-api/call/startup", loopback_call(callee, call_id, stream, **extra)))[0] == 200
+    await rest.wait_status(call_id, {"ESTABLISHED"})
+
+
+async def _relay_status(rest: Rest, name: str, statuses: set[str], timeout: float = 15) -> dict[str, Any]:
+    last = None
+    for _ in range(int(timeout / 0.1)):
+        code, relays = await rest.post("/rest-api/push/find", {"streamName": name})
+        if code == 200:
+            last = relays[0]
+            if last["status"] in statuses:
+                return last
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"relay {name} never reached {statuses}: {last}")
+
+
+async def test_relayed_call_records_h264_and_aac_in_sync(
+    server: Server, rest: Rest, callee: LoopbackCallee, nginx_rtmp: Any
+) -> None:
+    require_ffmpeg()
+    await _established(rest, callee, "r1", "rs1")
+    code, relay = await rest.post("/rest-api/push/startup", {"streamName": "rs1", "rtmpUrl": nginx_rtmp.url})
+    assert code == 200
+    assert relay["streamName"] == "rtmp_rs1" and relay["rtmpUrl"] == nginx_rtmp.url
+    assert {"mediaSessionId", "width", "height", "muted", "soundEnabled", "options"} <= relay.keys()
+    await _relay_status(rest, "rtmp_rs1", {"PUBLISHING"})
+    await asyncio.sleep(6)
+    assert (await rest.post("/rest-api/push/terminate", {"mediaSessionId": relay["mediaSessionId"]}))[0] == 200
+    path = await asyncio.to_thread(nginx_rtmp.wait_recording_stable, "rtmp_rs1", 10)
+    assert path is not None
+    info = await asyncio.to_thread(avcheck.probe, str(path))
+    assert info["video"]["codec_name"] == "h264" and info["audio"]["codec_name"] == "aac"
+    assert (info["video"]["width"], info["video"]["height"]) == (320, 240)
+    duration = float(info["format"]["duration"])
+    assert 4.5 < duration < 8.0, duration
+    assert await asyncio.to_thread(avcheck.decode_errors, str(path)) == ""
+    offset = await asyncio.to_thread(avcheck.av_start_offset_ms, str(path))
+    assert abs(offset) < 100, offset
+    assert (await rest.post("/rest-api/push/find", {"streamName": "rtmp_rs1"}))[0] == 404
+
+
+async def test_push_contract_errors(server: Server, rest: Rest, callee: LoopbackCallee, nginx_rtmp: Any) -> None:
+    await _established(rest, callee, "r2", "rs2")
+    code, body = await rest.post("/rest-api/push/startup", {"streamName": "rs2"})
+    assert code == 400 and "rtmpUrl" in body["error"]
+    code, body = await rest.post("/rest-api/push/startup", {"streamName": "rs2", "rtmpUrl": "http://x/live"})
+    assert code == 400 and "rtmpUrl" in body["error"]
+    code, body = await rest.post("/rest-api/push/startup", {"streamName": "nope", "rtmpUrl": nginx_rtmp.url})
+    assert code == 404
+    code, relay = await rest.post("/rest-api/push/startup", {"streamName": "rs2", "rtmpUrl": nginx_rtmp.url})
+    assert code == 200
+    code, body = await rest.post("/rest-api/push/startup", {"streamName": "rs2", "rtmpUrl": nginx_rtmp.url})
+    assert code == 409
+    assert (await rest.post("/rest-api/push/mute", {"mediaSessionId": relay["mediaSessionId"]}))[0] == 200
+    code, found = await rest.post("/rest-api/push/find_all")
+    assert code == 200 and found[0]["muted"] is True
+    assert (await rest.post("/rest-api/push/terminate", {"mediaSessionId": "nope"}))[0] == 404
+    # The call itself is untouched by all of this.
+    assert (await rest.find_call("r2"))[1][0]["status"] == "ESTABLISHED"
+
+
+async def test_refusing_server_is_reported_and_the_call_goes_on(
+    server: Server, rest: Rest, callee: LoopbackCallee, nginx_rtmp_factory: Any
+) -> None:
+    refusing = nginx_rtmp_factory(allow_publish=False)
+    await _established(rest, callee, "r3", "rs3")
+    await rest.post("/rest-api/push/startup", {"streamName": "rs3", "rtmpUrl": refusing.url})
+    relay = await _relay_status(rest, "rtmp_rs3", {"RECONNECTING", "FAILED"}, timeout=20)
+    assert relay["info"]
+    assert (await rest.find_call("r3"))[1][0]["status"] == "ESTABLISHED"
+    assert server.gateway.streams["rs3"].frames["video"] > 0
+
+
+async def test_relay_survives_an_rtmp_server_restart(
+    server: Server, rest: Rest, callee: LoopbackCallee, nginx_rtmp: Any
+) -> None:
+    await _established(rest, callee, "r4", "rs4")
+    await rest.post("/rest-api/push/startup", {"streamName": "rs4", "rtmpUrl": nginx_rtmp.url})
+    await _relay_status(rest, "rtmp_rs4", {"PUBLISHING"})
+    await asyncio.sleep(2)
+    await asyncio.to_thread(nginx_rtmp.restart, 1.5)
+    relay = await _relay_status(rest, "rtmp_rs4", {"PUBLISHING"}, timeout=30)
+    assert relay["attempts"] >= 2
+    await asyncio.sleep(2.5)
+    assert len(nginx_rtmp.recordings("rtmp_rs4")) >= 2
+
+
+async def test_sip_as_rtmp_pushes_the_call_and_reports_its_status(
+    server: Server, rest: Rest, callee: LoopbackCallee, nginx_rtmp: Any
+) -> None:
+    await _established(rest, callee, "r5", "rs5", rtmpUrl=nginx_rtmp.url, rtmpStream="direct5")
+    for _ in range(100):
+        call = (await rest.find_call("r5"))[1][0]
+        if call["rtmpStreamStatus"] == "PUBLISHING":
+            break
+        await asyncio.sleep(0.1)
+    assert call["rtmpStreamStatus"] == "PUBLISHING" and call["rtmpStream"] == "direct5"
+    await asyncio.sleep(2)
+    await rest.post("/rest-api/call/terminate", {"callId": "r5"})
+    path = await asyncio.to_thread(nginx_rtmp.wait_recording_stable, "direct5", 10)
+    assert path is not None
+    assert await asyncio.to_thread(avcheck.decode_errors, str(path)) == ""
