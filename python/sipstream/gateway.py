@@ -237,7 +237,7 @@ class Gateway:
             StreamEvent(changed.name, changed.status, changed.to_json(), request.app_key)
         )
         call.media = RtpSession(sockets, stream, self.settings.rtp_receive_buffer_size,
-                                self.settings.rtp_send_buffer_size)
+                                self.settings.rtp_send_buffer_size, jitter_buffer=self.settings.rtp_in_buffer)
         self.calls[call.call_id] = call
         self.streams[stream.name] = stream
         call.task = self._spawn(self._run_call(call))
@@ -249,13 +249,14 @@ class Gateway:
         media = call.media
         r = call.request
         try:
-            await media.start()
             offer = build_offer(self.settings.ip, media.audio_port if r.has_audio else None,
                                 media.video_port if r.has_video else None, self.settings.codecs)
-        except (NegotiationError, OSError) as exc:
+            offered = offered_payload_types(offer)
+            media.offered = offered
+            await media.start()
+        except (NegotiationError, OSError, ValueError) as exc:
             self._on_status(call, CallStatus.FAILED, None, f"Failed by session creation: {exc}")
             return
-        offered = offered_payload_types(offer)
 
         def on_remote_sdp(sdp: str, early: bool) -> None:
             try:

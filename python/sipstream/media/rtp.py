@@ -1,8 +1,8 @@
-"""The SIP leg's RTP/RTCP sockets for one call, feeding the Rust receive path
-(``MediaReceiver``) and publishing whole frames into the call's stream.
-
-Packets still cross into Python once each here; moving the socket loop
-into Rust is the media-core work (issue 4)."""
+"""The SIP leg's RTP/RTCP sockets for one call. Receiving is Rust's
+(``MediaIo``: recvmmsg on its own thread, jitter buffer, RTCP reports and
+feedback); Python gets whole frames in batches when the I/O object's fd is
+readable and publishes them into the call's stream. Python only sends the
+rare packets of call control: DTMF events and session priming."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from .._core import MediaReceiver, build_fir, build_pli, build_receiver_report, build_rtp, is_rtcp
+from .._core import MediaConfig, MediaIo, build_rtp
 from .negotiation import Negotiated
 from .stream import Stream
 
@@ -27,41 +27,21 @@ DTMF_DIGITS = frozenset(_DTMF_EVENTS)
 _SILENCE = {"PCMU": b"\xff" * 160, "PCMA": b"\xd5" * 160, "opus": b"\xf8\xff\xfe"}
 
 
-class _Socket(asyncio.DatagramProtocol):
-    def __init__(self, session: RtpSession, rtcp: bool) -> None:
-        self.session = session
-        self.rtcp = rtcp
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        if self.rtcp or is_rtcp(data):
-            self.session.rtcp_packets += 1
-            return
-        self.session.on_rtp(data)
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("RTP socket error: %s", exc)
-
-
 class RtpSession:
     """Owns four bound sockets: audio RTP/RTCP, video RTP/RTCP."""
 
-    def __init__(self, sockets: list[socket.socket], stream: Stream, receive_buffer: int, send_buffer: int) -> None:
+    def __init__(self, sockets: list[socket.socket], stream: Stream, receive_buffer: int, send_buffer: int,
+                 offered: dict[int, tuple[str, int]] | None = None, jitter_buffer: bool = False) -> None:
         self._sockets = sockets
         self.base_port = sockets[0].getsockname()[1]
         self.stream = stream
         self.receive_buffer = receive_buffer
         self.send_buffer = send_buffer
-        self.receiver: MediaReceiver | None = None
+        self.offered = offered or {}
+        self.jitter_buffer = jitter_buffer
         self.negotiated: Negotiated | None = None
         self.ssrc = random.getrandbits(32)
-        self.rtcp_packets = 0
-        self._fir_seq = 0
-        self._endpoints: list[_Socket] = []
-        self._pending: list[bytes] = []
+        self._io: MediaIo | None = None
         self._audio_seq = random.getrandbits(16)
         self._audio_ts = random.getrandbits(32)
         self.on_keyframe_info: Callable[[], None] | None = None
@@ -75,73 +55,68 @@ class RtpSession:
     def video_port(self) -> int:
         return self.base_port + 2
 
+    def _config(self, payload_types: dict[int, tuple[str, int]], negotiated: Negotiated | None) -> MediaConfig:
+        audio = negotiated.audio if negotiated else None
+        video = negotiated.video if negotiated else None
+        return MediaConfig(
+            payload_types,
+            audio_rtp=(audio.address, audio.port) if audio else None,
+            audio_rtcp=(audio.address, audio.rtcp_port) if audio else None,
+            audio_rtcp_fb=sorted(audio.rtcp_fb) if audio else [],
+            video_rtp=(video.address, video.port) if video else None,
+            video_rtcp=(video.address, video.rtcp_port) if video else None,
+            video_rtcp_fb=sorted(video.rtcp_fb) if video else [],
+            jitter_buffer=self.jitter_buffer,
+            ssrc=self.ssrc,
+        )
+
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        for index, sock in enumerate(self._sockets):
-            for option, size in ((socket.SO_RCVBUF, self.receive_buffer), (socket.SO_SNDBUF, self.send_buffer)):
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, option, size)
-                except OSError as exc:
-                    log.warning("cannot set socket buffer to %d: %s", size, exc)
+        """Hand the sockets to the Rust I/O thread (it receives from now on,
+        early media included); Python keeps them only to send."""
+        for sock in self._sockets:
             sock.setblocking(False)
-            _, protocol = await loop.create_datagram_endpoint(
-                lambda rtcp=bool(index % 2): _Socket(self, rtcp), sock=sock
-            )
-            self._endpoints.append(protocol)
+        self._io = MediaIo([s.fileno() for s in self._sockets], self._config(self.offered, None),
+                           self.receive_buffer, self.send_buffer)
+        asyncio.get_running_loop().add_reader(self._io.fileno(), self._on_ready)
+
+    def _on_ready(self) -> None:
+        io = self._io
+        if io is None:
+            return
+        for frame in io.drain():
+            self.stream.publish(frame)
+        for event in io.drain_events():
+            if event.type == "keyframe_needed" and self.on_keyframe_info is not None:
+                self.on_keyframe_info()
+            elif event.type != "keyframe_needed":
+                log.info("stream %s: media event %s (%s)", self.stream.name, event.type, event.kind)
 
     def configure(self, negotiated: Negotiated, payload_types: dict[int, tuple[str, int]]) -> None:
-        """Apply the answer; packets that came before it (early media) are replayed."""
+        """Apply an answer (or a later re-INVITE): codecs, addresses, feedback."""
         self.negotiated = negotiated
-        self.receiver = MediaReceiver(payload_types)
-        pending, self._pending = self._pending, []
-        for packet in pending:
-            self.on_rtp(packet)
-
-    def on_rtp(self, data: bytes) -> None:
-        receiver = self.receiver
-        if receiver is None:
-            if len(self._pending) < 500:
-                self._pending.append(data)
-            return
-        for frame in receiver.push(data):
-            self.stream.publish(frame)
-        if receiver.needs_keyframe():
-            self.stream.request_keyframe("loss")
+        if self._io is not None:
+            self._io.reconfigure(self._config(payload_types, negotiated))
 
     def request_keyframe(self) -> None:
-        """RTCP PLI or FIR toward the far end's video RTCP port; SIP INFO
-        picture_fast_update when the far end negotiated no RTCP feedback."""
-        negotiated = self.negotiated
-        receiver = self.receiver
-        if negotiated is None or negotiated.video is None or receiver is None or len(self._endpoints) < 4:
-            return
-        video = negotiated.video
-        if not video.rtcp_fb & {"nack pli", "ccm fir"} and self.on_keyframe_info is not None:
-            self.on_keyframe_info()
-            return
-        media_ssrc = receiver.video_ssrc or 0
-        packet = build_receiver_report(self.ssrc)
-        if "ccm fir" in video.rtcp_fb and "nack pli" not in video.rtcp_fb:
-            self._fir_seq = (self._fir_seq + 1) & 0xFF
-            packet += build_fir(self.ssrc, media_ssrc, self._fir_seq)
-        else:
-            packet += build_pli(self.ssrc, media_ssrc)
-        transport = self._endpoints[3].transport
-        if transport is not None:
-            transport.sendto(packet, (video.address, video.rtcp_port))
+        """RTCP PLI or FIR from the I/O thread, or a keyframe_needed event
+        (SIP INFO picture_fast_update) when the far end has no RTCP feedback."""
+        if self._io is not None and self.negotiated is not None and self.negotiated.video is not None:
+            self._io.request_keyframe()
 
     @property
     def packets_received(self) -> int:
-        return self.receiver.packets if self.receiver is not None else len(self._pending)
+        return int(self._io.stats()["packets"]) if self._io is not None else 0
 
     def _send_audio(self, payload_type: int, marker: bool, timestamp: int, payload: bytes) -> None:
         audio = self.negotiated.audio if self.negotiated else None
-        transport = self._endpoints[0].transport if self._endpoints else None
-        if audio is None or transport is None:
+        if audio is None or self._io is None:
             return
         packet = build_rtp(payload_type, self._audio_seq, timestamp & 0xFFFFFFFF, self.ssrc, marker, payload)
         self._audio_seq = (self._audio_seq + 1) & 0xFFFF
-        transport.sendto(packet, (audio.address, audio.port))
+        try:
+            self._sockets[0].sendto(packet, (audio.address, audio.port))
+        except OSError as exc:
+            log.debug("RTP send to %s:%d failed: %s", audio.address, audio.port, exc)
 
     def send_initial_packets(self, count: int = 3) -> None:
         """rtp_session_init_always: a few silent audio packets toward the far
@@ -184,18 +159,17 @@ class RtpSession:
             self._audio_ts = start + duration + gap_ms * rate // 1000
             await asyncio.sleep(gap_ms / 1000)
 
-    def stats(self) -> dict[str, int]:
-        r = self.receiver
-        if r is None:
-            return {"packets": 0, "bytes": 0, "lost": 0, "malformed": 0, "rtcpPackets": self.rtcp_packets}
-        return {"packets": r.packets, "bytes": r.bytes, "lost": r.lost, "malformed": r.malformed,
-                "unknownPayloadType": r.unknown_payload_type, "rtcpPackets": self.rtcp_packets}
+    def stats(self) -> dict[str, Any]:
+        return self._io.stats() if self._io is not None else {}
 
     def close(self) -> None:
-        for endpoint in self._endpoints:
-            if endpoint.transport is not None:
-                endpoint.transport.close()
+        io, self._io = self._io, None
+        if io is not None:
+            try:
+                asyncio.get_running_loop().remove_reader(io.fileno())
+            except RuntimeError:
+                pass  # no running loop: nothing was registered on it
+            io.close()
         for sock in self._sockets:
             sock.close()
-        self._endpoints.clear()
         self.stream.on_keyframe_request = None
