@@ -9,6 +9,7 @@ import os
 import random
 import socket
 
+import pytest
 from sipstream._core import SipMessage
 from sipstream.server import Server
 from sipstream.testing import LoopbackCallee
@@ -126,3 +127,50 @@ async def test_garbage_flood_does_not_disturb_a_live_call(
     assert code == 200 and calls[0]["status"] == "ESTABLISHED"
     assert stream.frames["video"] > frames_before  # media still flows
     assert server.gateway.ua is not None and server.gateway.ua.transport.stats.malformed > 0
+
+
+async def test_our_2xx_to_a_reinvite_is_retransmitted_until_acked(
+    server: Server, rest: Rest, callee: LoopbackCallee
+) -> None:
+    await rest.post("/rest-api/call/startup", loopback_call(callee, "x1", "xs1"))
+    await rest.wait_status("x1", {"ESTABLISHED"})
+    sip = server.gateway.calls["x1"].sip
+    assert sip is not None
+    sdp = ("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+           "m=audio 9 RTP/AVP 0\r\na=sendonly\r\n")
+    reinvite = (
+        f"INVITE sip:caller@127.0.0.1:{_sip_port(server)} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKreinv1\r\n"
+        f"From: <sip:demo@127.0.0.1>;tag={sip.remote_tag}\r\nTo: <sip:caller@127.0.0.1>;tag={sip.local_tag}\r\n"
+        f"Call-ID: {sip.sip_call_id}\r\nCSeq: 77 INVITE\r\nContact: <sip:demo@127.0.0.1:9>\r\n"
+        f"Content-Type: application/sdp\r\nContent-Length: {len(sdp)}\r\n\r\n{sdp}"
+    ).encode()
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    sock.bind(("127.0.0.1", 0))
+    try:
+        await loop.sock_sendto(sock, reinvite, ("127.0.0.1", _sip_port(server)))
+        answers = []
+        deadline = loop.time() + 1.0  # T1 is 100 ms in tests: several resends within a second
+        while loop.time() < deadline:
+            try:
+                answers.append(SipMessage.parse(await asyncio.wait_for(loop.sock_recv(sock, 65535), 0.5)))
+            except asyncio.TimeoutError:
+                break
+        assert len(answers) >= 3 and all(a.status == 200 for a in answers)
+        assert b"a=recvonly" in answers[0].body  # sendonly offered: hold answered recvonly
+        await rest.wait_status("x1", {"HOLD"})
+        ack = reinvite.replace(b"INVITE sip:", b"ACK sip:", 1).replace(b"CSeq: 77 INVITE", b"CSeq: 77 ACK")
+        await loop.sock_sendto(sock, ack, ("127.0.0.1", _sip_port(server)))
+        await asyncio.sleep(0.1)
+        while True:  # drop what was already in flight
+            try:
+                sock.recv(65535)
+            except BlockingIOError:
+                break
+        await asyncio.sleep(0.6)
+        with pytest.raises(BlockingIOError):
+            sock.recv(65535)  # no more resends after the ACK
+    finally:
+        sock.close()

@@ -128,6 +128,7 @@ class OutgoingCall:
         self._we_refresh = False
         self._dialog_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._unacked: dict[int, asyncio.Task[None]] = {}  # our 2xx to re-INVITEs awaiting ACK
 
     # ----------------------------------------------------------- statuses
     def _set_status(self, status: CallStatus, info: str = "") -> None:
@@ -509,7 +510,21 @@ class OutgoingCall:
 
     # ------------------------------------------------- incoming in-dialog
     def handle_ack(self, request: SipMessage) -> None:
-        """ACKs to our 2xx answers of re-INVITEs need nothing more."""
+        """The ACK to our 2xx of a re-INVITE stops its retransmissions."""
+        cseq = request.cseq
+        if cseq is not None and cseq[0] in self._unacked:
+            self._unacked.pop(cseq[0]).cancel()
+
+    async def _retransmit_2xx(self, response: SipMessage, destination: Endpoint) -> None:
+        """RFC 3261 §13.3.1.4: over UDP, resend a 2xx to INVITE (T1 doubling
+        up to T2) until its ACK arrives or 64*T1 passed."""
+        transport = self.ua.transport
+        interval, waited = transport.t1, 0.0
+        while waited < 64 * transport.t1:
+            await asyncio.sleep(interval)
+            waited += interval
+            transport.send(response, destination)
+            interval = min(interval * 2, transport.t2)
 
     async def handle_request(self, request: SipMessage, source: Endpoint) -> None:
         method = request.method or ""
@@ -559,7 +574,12 @@ class OutgoingCall:
             # An offerless re-INVITE: we offer, they answer in the ACK.
             body = self.local_sdp.to_string().encode()
             extra.append(("Content-Type", "application/sdp"))
-        self.ua.respond(request, source, 200, "OK", extra, body, to_tag=self.local_tag)
+        response = self.ua.respond(request, source, 200, "OK", extra, body, to_tag=self.local_tag)
+        cseq = request.cseq
+        if request.method == "INVITE" and source.transport == "UDP" and cseq is not None:
+            task = asyncio.ensure_future(self._retransmit_2xx(response, source))
+            self._unacked[cseq[0]] = task
+            task.add_done_callback(lambda _t, n=cseq[0]: self._unacked.pop(n, None))
         if session_expires:
             # The far end sent the refresh; restart the watch (we are its UAS).
             self._start_session_timer(request, we_are_uac=False)
@@ -567,6 +587,8 @@ class OutgoingCall:
 
     async def _cleanup(self) -> None:
         self._stop_session_timer()
+        for task in list(self._unacked.values()):
+            task.cancel()
         self.ua.forget_call(self)
         if self._registered:
             self._registered = False

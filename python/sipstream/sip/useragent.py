@@ -202,7 +202,7 @@ class UserAgent:
     # ---------------------------------------------------------- responses
     def respond(self, request: SipMessage, source: Endpoint, status: int, reason: str,
                 extra: list[tuple[str, str]] | None = None, body: bytes = b"",
-                to_tag: str | None = None) -> None:
+                to_tag: str | None = None) -> SipMessage:
         headers: list[tuple[str, str]] = [("Via", v) for v in request.header_all("Via")]
         for name in ("From", "To", "Call-ID", "CSeq"):
             value = request.header(name)
@@ -214,7 +214,9 @@ class UserAgent:
         headers.append(("Server", USER_AGENT))
         headers.extend(extra or [])
         # RFC 3581 (rport) and TCP alike: answer where the request came from.
-        self.transport.send(SipMessage.response(status, reason, headers, body), source)
+        response = SipMessage.response(status, reason, headers, body)
+        self.transport.send(response, source)
+        return response
 
     # ----------------------------------------------------------- requests
     async def _on_request(self, request: SipMessage, source: Endpoint) -> None:
