@@ -121,3 +121,20 @@ async def test_sip_as_rtmp_pushes_the_call_and_reports_its_status(
     path = await asyncio.to_thread(nginx_rtmp.wait_recording_stable, "direct5", 10)
     assert path is not None
     assert await asyncio.to_thread(avcheck.decode_errors, str(path)) == ""
+
+
+async def test_audio_only_call_is_relayed_with_a_generated_video_track(
+    server: Server, rest: Rest, callee: LoopbackCallee, nginx_rtmp: Any
+) -> None:
+    require_ffmpeg()
+    await _established(rest, callee, "r6", "rs6", hasVideo="false")
+    await rest.post("/rest-api/push/startup", {"streamName": "rs6", "rtmpUrl": nginx_rtmp.url})
+    await _relay_status(rest, "rtmp_rs6", {"PUBLISHING"})
+    await asyncio.sleep(4)
+    await rest.post("/rest-api/call/terminate", {"callId": "r6"})
+    path = await asyncio.to_thread(nginx_rtmp.wait_recording_stable, "rtmp_rs6", 10)
+    assert path is not None
+    info = await asyncio.to_thread(avcheck.probe, str(path))
+    assert info["video"]["codec_name"] == "h264" and info["audio"]["codec_name"] == "aac"
+    assert await asyncio.to_thread(avcheck.decode_errors, str(path)) == ""
+    assert float(info["format"]["duration"]) > 3

@@ -19,6 +19,7 @@ from typing import Any
 import av
 import numpy as np
 
+from .._core import black_keyframe
 from ..media.stream import MediaFrame, Stream, Subscription
 
 log = logging.getLogger(__name__)
@@ -228,7 +229,7 @@ class RtmpRelay:
 
     async def _relay_once(self, loop: asyncio.AbstractEventLoop) -> None:
         stream = self.stream
-        muxer = _Muxer(self.target, stream.has_audio, stream.has_video, self.open_timeout)
+        muxer = _Muxer(self.target, stream.has_audio, True, self.open_timeout)
         video = stream.subscribe("video") if stream.has_video else None
         audio = stream.subscribe("audio") if stream.has_audio else None
         try:
@@ -241,6 +242,12 @@ class RtmpRelay:
                 audio_first = await audio.get()
             if (video is not None and first is None) or (audio is not None and audio_first is None):
                 return  # the stream ended before it had media
+            black = None
+            if video is None and audio_first is not None:
+                # RTMP players expect video: an audio-only call gets a black
+                # picture, one keyframe per second (the media core's generator frame).
+                black = black_keyframe()
+                first = MediaFrame("video", "H264", black, 0, 90000, True, audio_first.arrival)
             await loop.run_in_executor(
                 self._executor, muxer.start, first.data if first else None,
                 audio_first.codec if audio_first and audio_first.codec in _DECODERS else None,
@@ -249,9 +256,13 @@ class RtmpRelay:
             t0 = min(f.arrival for f in (first, audio_first) if f is not None)
             clock = _TrackClock(t0)
             pending: list[MediaFrame] = [f for f in (first, audio_first) if f is not None]
+            next_black_ms = 1000
             while True:
                 for frame in pending:
                     ms = clock.ms(frame)
+                    if black is not None and frame.kind == "audio" and ms >= next_black_ms:
+                        await loop.run_in_executor(self._executor, muxer.write_video, black, next_black_ms, True)
+                        next_black_ms += 1000
                     if frame.kind == "video":
                         await loop.run_in_executor(self._executor, muxer.write_video, frame.data, ms, frame.keyframe)
                     else:
