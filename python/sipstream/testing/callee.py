@@ -85,6 +85,32 @@ def encode_tone(codec: str, seconds: float, freq: float = 440.0) -> tuple[list[b
 
 
 @dataclass
+class Impairment:
+    """A bad network on the callee's sending side: loss, reordering, jitter
+    (seeded, so a test run is repeatable)."""
+
+    loss: float = 0.01
+    reorder: float = 0.02
+    jitter_ms: float = 30.0
+    seed: int = 1
+    lost: int = 0
+    _rng: random.Random = field(default_factory=random.Random)
+
+    def __post_init__(self) -> None:
+        self._rng.seed(self.seed)
+
+    def delay(self) -> float | None:
+        """Seconds to hold a packet, or None to drop it."""
+        if self._rng.random() < self.loss:
+            self.lost += 1
+            return None
+        delay = self._rng.uniform(0, self.jitter_ms / 1000)
+        if self._rng.random() < self.reorder:
+            delay += self.jitter_ms / 1000
+        return delay
+
+
+@dataclass
 class _Leg:
     """One answered call: where to send, with which payload types."""
 
@@ -100,8 +126,9 @@ class _Leg:
 
 class LoopbackCallee(asyncio.DatagramProtocol):
     def __init__(self, host: str = "127.0.0.1", port: int = 0, width: int = 640, height: int = 360,
-                 fps: int = 25, loop_seconds: float = 4.0) -> None:
+                 fps: int = 25, loop_seconds: float = 4.0, impairment: Impairment | None = None) -> None:
         self.host = host
+        self.impairment = impairment
         self.port = port
         self.width, self.height, self.fps = width, height, fps
         self.loop_seconds = loop_seconds
@@ -284,8 +311,21 @@ class LoopbackCallee(asyncio.DatagramProtocol):
                 next_video += 1 / self.fps
             await asyncio.sleep(max(0.0, min(next_audio, next_video) - loop.time()))
 
+    def _sendto(self, sock: socket.socket, packet: bytes, dest: tuple[str, int]) -> None:
+        impairment = self.impairment
+        if impairment is not None:
+            delay = impairment.delay()
+            if delay is None:
+                return  # lost
+            if delay > 0:
+                asyncio.get_running_loop().call_later(delay, self._send_now, sock, packet, dest)
+                return
+        self._send_now(sock, packet, dest)
+
     @staticmethod
-    def _sendto(sock: socket.socket, packet: bytes, dest: tuple[str, int]) -> None:
+    def _send_now(sock: socket.socket, packet: bytes, dest: tuple[str, int]) -> None:
+        if sock.fileno() < 0:
+            return  # the call ended while the packet was delayed
         try:
             sock.sendto(packet, dest)
         except OSError as exc:
