@@ -16,6 +16,7 @@ lint:
 	.venv/bin/ruff check python tests benches
 
 bench:
+	.venv/bin/pip install -q ".[bench]"
 	.venv/bin/python -m pytest benches --benchmark-only --benchmark-columns=min,median,ops -q
 
 demo:
