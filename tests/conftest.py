@@ -86,6 +86,25 @@ async def server() -> AsyncIterator[Server]:
 
 
 @pytest.fixture
+async def server_with() -> AsyncIterator[Any]:
+    """``await server_with(**settings)`` -> (Server, Rest) for a test that
+    needs settings of its own; everything is stopped at teardown."""
+    made: list[tuple[Server, aiohttp.ClientSession]] = []
+
+    async def make(**overrides: Any) -> tuple[Server, Rest]:
+        srv = Server(make_settings(**overrides))
+        await srv.start()
+        http = aiohttp.ClientSession()
+        made.append((srv, http))
+        return srv, Rest(srv.base_url, http)
+
+    yield make
+    for srv, http in made:
+        await http.close()
+        await srv.stop()
+
+
+@pytest.fixture
 async def rest(server: Server) -> AsyncIterator[Rest]:
     async with aiohttp.ClientSession() as http:
         yield Rest(server.base_url, http)

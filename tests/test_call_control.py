@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from typing import Any
 
-import pytest
-from sipstream.server import Server
 from sipstream.testing import LoopbackCallee
 
-from .conftest import Rest, loopback_call, make_settings
+from .conftest import Rest, loopback_call
 
 
 async def _established(rest: Rest, callee: LoopbackCallee, call_id: str) -> None:
@@ -78,31 +77,20 @@ async def test_session_is_primed_with_silence_after_the_answer(rest: Rest, calle
     assert len(silence) >= 3 and all(p.payload == b"\xff" * 160 for p in silence)
 
 
-@pytest.fixture
-async def quiet_server() -> Server:
-    srv = Server(make_settings(rtp_activity_timeout_s=1.5))
-    await srv.start()
-    yield srv  # type: ignore[misc]
-    await srv.stop()
-
-
-async def test_no_rtp_ends_the_call_failed_by_rtp_activity(quiet_server: Server, callee: LoopbackCallee) -> None:
-    import aiohttp
-
-    async with aiohttp.ClientSession() as http:
-        rest = Rest(quiet_server.base_url, http)
-        await _established(rest, callee, "q1")
-        # The callee goes silent: stop its media task without hanging up.
-        for leg in callee.calls.values():
-            assert leg.task is not None
-            leg.task.cancel()
-        call = await rest.wait_status("q1", {"FAILED"}, timeout=10)
-        assert call["info"] == "Failed by RTP activity"
-        for _ in range(50):  # FAILED is shown as the BYE goes out
-            if "BYE" in callee.received:
-                break
-            await asyncio.sleep(0.02)
-        assert "BYE" in callee.received
+async def test_no_rtp_ends_the_call_failed_by_rtp_activity(server_with: Any, callee: LoopbackCallee) -> None:
+    _, rest = await server_with(rtp_activity_timeout_s=1.5)
+    await _established(rest, callee, "q1")
+    # The callee goes silent: stop its media task without hanging up.
+    for leg in callee.calls.values():
+        assert leg.task is not None
+        leg.task.cancel()
+    call = await rest.wait_status("q1", {"FAILED"}, timeout=10)
+    assert call["info"] == "Failed by RTP activity"
+    for _ in range(50):  # FAILED is shown as the BYE goes out
+        if "BYE" in callee.received:
+            break
+        await asyncio.sleep(0.02)
+    assert "BYE" in callee.received
 
 
 async def test_calls_of_one_account_share_its_registration_and_unregister_after_the_last(

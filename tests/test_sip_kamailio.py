@@ -149,22 +149,14 @@ async def test_call_over_tcp_to_the_proxy(server: Server, rest: Rest, kamailio: 
 
 
 
-async def test_no_answer_within_invite_timeout_cancels_and_fails(kamailio: Any, sipp_uas_factory: Any) -> None:
-    import aiohttp
-
-    from .conftest import make_settings
-
+async def test_no_answer_within_invite_timeout_cancels_and_fails(
+    kamailio: Any, sipp_uas_factory: Any, server_with: Any
+) -> None:
     bob = sipp_uas_factory("uas_ring_no_answer")
-    srv = Server(make_settings(sip_invite_timeout_s=2))
-    await srv.start()
-    try:
-        async with aiohttp.ClientSession() as http:
-            rest = Rest(srv.base_url, http)
-            await rest.post("/rest-api/call/startup", alice_call(kamailio, "n1", "ns1"))
-            await rest.wait_status("n1", {"RING"}, timeout=10)
-            call = await rest.wait_status("n1", {"FAILED", "FINISH"}, timeout=10)
-            assert call["status"] == "FAILED" and call["info"] == "Failed by request timeout"
-            assert await asyncio.to_thread(bob.wait, 15) == 0, bob.diagnostics()[-3000:]
-            assert bob.received("CANCEL")
-    finally:
-        await srv.stop()
+    _, rest = await server_with(sip_invite_timeout_s=2)
+    await rest.post("/rest-api/call/startup", alice_call(kamailio, "n1", "ns1"))
+    await rest.wait_status("n1", {"RING"}, timeout=10)
+    call = await rest.wait_status("n1", {"FAILED", "FINISH"}, timeout=10)
+    assert call["status"] == "FAILED" and call["info"] == "Failed by request timeout"
+    assert await asyncio.to_thread(bob.wait, 15) == 0, bob.diagnostics()[-3000:]
+    assert bob.received("CANCEL")

@@ -8,11 +8,10 @@ import asyncio
 import struct
 from typing import Any
 
-import aiohttp
 import pytest
 from sipstream.server import Server
 
-from .conftest import Rest, make_settings
+from .conftest import Rest
 from .peers.fixtures import *  # noqa: F401,F403  (kamailio, sipp fixtures, failure logs)
 from .test_sip_kamailio import alice_call
 
@@ -134,21 +133,17 @@ async def test_rfc2833_dtmf_reaches_the_callee_as_telephone_events(
     await _finish(rest, "f1", bob)
 
 
-async def test_no_rtp_hangs_up_with_failed_by_rtp_activity(kamailio: Any, sipp_uas_factory: Any) -> None:
+async def test_no_rtp_hangs_up_with_failed_by_rtp_activity(
+    kamailio: Any, sipp_uas_factory: Any, server_with: Any
+) -> None:
     bob = sipp_uas_factory("uas_no_rtp")
-    srv = Server(make_settings(rtp_activity_timeout_s=2))
-    await srv.start()
-    try:
-        async with aiohttp.ClientSession() as http:
-            rest = Rest(srv.base_url, http)
-            await rest.post("/rest-api/call/startup", alice_call(kamailio, "n1", "ns1"))
-            await rest.wait_status("n1", {"ESTABLISHED"}, timeout=20)
-            call = await rest.wait_status("n1", {"FAILED"}, timeout=15)
-            assert call["info"] == "Failed by RTP activity"
-            assert await asyncio.to_thread(bob.wait, 15) == 0, bob.diagnostics()[-3000:]
-            assert bob.received("BYE")
-    finally:
-        await srv.stop()
+    _, rest = await server_with(rtp_activity_timeout_s=2)
+    await rest.post("/rest-api/call/startup", alice_call(kamailio, "n1", "ns1"))
+    await rest.wait_status("n1", {"ESTABLISHED"}, timeout=20)
+    call = await rest.wait_status("n1", {"FAILED"}, timeout=15)
+    assert call["info"] == "Failed by RTP activity"
+    assert await asyncio.to_thread(bob.wait, 15) == 0, bob.diagnostics()[-3000:]
+    assert bob.received("BYE")
 
 
 async def test_options_inside_the_dialog_is_answered(
