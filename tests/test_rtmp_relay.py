@@ -138,3 +138,27 @@ async def test_audio_only_call_is_relayed_with_a_generated_video_track(
     assert info["video"]["codec_name"] == "h264" and info["audio"]["codec_name"] == "aac"
     assert await asyncio.to_thread(avcheck.decode_errors, str(path)) == ""
     assert float(info["format"]["duration"]) > 3
+
+
+async def test_relay_keeps_audio_and_video_in_sync(server_with: Any, nginx_rtmp: Any) -> None:
+    """White flash and 1 kHz beep leave the callee together every 2 s; in
+    what nginx-rtmp recorded they must still meet: |offset| and drift small."""
+    require_ffmpeg()
+    callee = LoopbackCallee(width=320, height=240, loop_seconds=2, sync_marks=True)
+    await callee.start()
+    try:
+        _, rest = await server_with()
+        await _established(rest, callee, "r7", "rs7")
+        await rest.post("/rest-api/push/startup", {"streamName": "rs7", "rtmpUrl": nginx_rtmp.url})
+        await _relay_status(rest, "rtmp_rs7", {"PUBLISHING"})
+        await asyncio.sleep(20)
+        await rest.post("/rest-api/call/terminate", {"callId": "r7"})
+        path = await asyncio.to_thread(nginx_rtmp.wait_recording_stable, "rtmp_rs7", 10)
+        assert path is not None
+        sync = await asyncio.to_thread(avcheck.measure_av_sync, str(path), 25, 1000.0, 2.0)
+        print("AVSYNC", {k: sync[k] for k in ("pairs", "mean_ms", "max_abs_ms", "drift_ms_per_min")})
+        assert sync["pairs"] >= 8, sync
+        assert sync["max_abs_ms"] <= 60, sync
+        assert abs(sync["drift_ms_per_min"]) < 40, sync
+    finally:
+        await callee.stop()

@@ -238,7 +238,7 @@ class RtmpRelay:
             audio_first = await audio.get() if audio is not None else None
             # Both tracks start together: audio from before the first keyframe is dropped.
             while first is not None and audio is not None and audio_first is not None \
-                    and audio_first.arrival < first.arrival - 0.01:
+                    and audio_first.pts_us < first.pts_us - 10_000:
                 audio_first = await audio.get()
             if (video is not None and first is None) or (audio is not None and audio_first is None):
                 return  # the stream ended before it had media
@@ -247,14 +247,13 @@ class RtmpRelay:
                 # RTMP players expect video: an audio-only call gets a black
                 # picture, one keyframe per second (the media core's generator frame).
                 black = black_keyframe()
-                first = MediaFrame("video", "H264", black, 0, 90000, True, audio_first.arrival)
+                first = MediaFrame("video", "H264", black, 0, 90000, True, audio_first.arrival, audio_first.pts_us)
             await loop.run_in_executor(
                 self._executor, muxer.start, first.data if first else None,
                 audio_first.codec if audio_first and audio_first.codec in _DECODERS else None,
             )
             self._set("PUBLISHING")
-            t0 = min(f.arrival for f in (first, audio_first) if f is not None)
-            clock = _TrackClock(t0)
+            clock = _TrackClock(min(f.pts_us for f in (first, audio_first) if f is not None))
             pending: list[MediaFrame] = [f for f in (first, audio_first) if f is not None]
             next_black_ms = 1000
             while True:
@@ -286,19 +285,14 @@ class RtmpRelay:
 
 
 class _TrackClock:
-    """Maps each track's RTP time onto one millisecond clock: a track starts
-    at its first frame's arrival (relative to the relay start) and then
-    follows its own RTP timestamps."""
+    """Relay milliseconds from the media core's common A/V clock (``pts_us``,
+    aligned by RTCP sender reports), starting at 0 with the relay."""
 
-    def __init__(self, t0: float) -> None:
-        self.t0 = t0
-        self._base: dict[str, tuple[int, float]] = {}
+    def __init__(self, t0_us: int) -> None:
+        self.t0_us = t0_us
 
     def ms(self, frame: MediaFrame) -> int:
-        base = self._base.get(frame.kind)
-        if base is None:
-            base = self._base[frame.kind] = (frame.pts, (frame.arrival - self.t0) * 1000)
-        return max(0, round(base[1] + (frame.pts - base[0]) * 1000 / frame.clock_rate))
+        return max(0, (frame.pts_us - self.t0_us) // 1000)
 
 
 async def _next_frames(video: Subscription | None, audio: Subscription | None) -> list[MediaFrame]:
@@ -318,7 +312,7 @@ async def _next_frames(video: Subscription | None, audio: Subscription | None) -
     if any(f is None for f in frames):
         return []
     result = [f for f in frames if f is not None]
-    result.sort(key=lambda f: f.arrival)
+    result.sort(key=lambda f: f.pts_us)
     return result
 
 

@@ -32,6 +32,7 @@ class MediaFrame:
     clock_rate: int
     keyframe: bool
     arrival: float = 0.0  # time.monotonic() when the frame was complete
+    pts_us: int = 0  # presentation time on the call's common A/V clock (RTCP SR based), µs
 
 
 class _Unwrapper:
@@ -137,7 +138,7 @@ class Stream:
         if kind == "audio" and frame.codec == "telephone-event":
             return
         media = MediaFrame(kind, frame.codec, frame.data, self._unwrap[kind](frame.timestamp),
-                           frame.clock_rate, frame.keyframe, time.monotonic())
+                           frame.clock_rate, frame.keyframe, time.monotonic(), frame.pts_us)
         self.frames[kind] += 1
         if kind == "video":
             self.video_codec = frame.codec

@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 _AUDIO_PREFERENCE = ("PCMU", "PCMA", "opus")
 
 
-def encode_test_pattern(width: int, height: int, fps: int, seconds: float) -> list[bytes]:
-    """Annex-B access units; the first of every ``fps`` frames is an IDR with SPS/PPS."""
+def encode_test_pattern(width: int, height: int, fps: int, seconds: float, flash: bool = False) -> list[bytes]:
+    """Annex-B access units; the first of every ``fps`` frames is an IDR with
+    SPS/PPS. With ``flash`` the first frame is white (an A/V sync mark)."""
     ctx = av.CodecContext.create("libx264", "w")
     ctx.width, ctx.height, ctx.pix_fmt = width, height, "yuv420p"
     ctx.time_base = fractions.Fraction(1, fps)
@@ -50,6 +51,8 @@ def encode_test_pattern(width: int, height: int, fps: int, seconds: float) -> li
         image[:, :, 2] = np.linspace(200, 40, height, dtype=np.uint8)[:, None]
         x = (index * width // count) % width
         image[:, x : x + max(4, width // 20)] = 255
+        if flash and index == 0:
+            image[:] = 255
         frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
         frame.pts = index
         units += [bytes(p) for p in ctx.encode(frame)]
@@ -57,8 +60,9 @@ def encode_test_pattern(width: int, height: int, fps: int, seconds: float) -> li
     return units
 
 
-def encode_tone(codec: str, seconds: float, freq: float = 440.0) -> tuple[list[bytes], int, int]:
-    """(20 ms payloads, clock rate, samples per payload) of a sine tone."""
+def encode_tone(codec: str, seconds: float, freq: float = 440.0, beep: bool = False) -> tuple[list[bytes], int, int]:
+    """(20 ms payloads, clock rate, samples per payload) of a sine tone; with
+    ``beep`` only its first 100 ms sound (an A/V sync mark), then silence."""
     if codec == "opus":
         rate, name = 48000, "libopus"
     else:
@@ -72,6 +76,8 @@ def encode_tone(codec: str, seconds: float, freq: float = 440.0) -> tuple[list[b
     step = rate // 50
     t = np.arange(int(seconds * rate)) / rate
     samples = (np.sin(2 * np.pi * freq * t) * 8000).astype(np.int16)
+    if beep:
+        samples[t >= 0.1] = 0
     payloads: list[bytes] = []
     channels = 2 if codec == "opus" else 1
     for start in range(0, len(samples) - step + 1, step):
@@ -126,8 +132,12 @@ class _Leg:
 
 class LoopbackCallee(asyncio.DatagramProtocol):
     def __init__(self, host: str = "127.0.0.1", port: int = 0, width: int = 640, height: int = 360,
-                 fps: int = 25, loop_seconds: float = 4.0, impairment: Impairment | None = None) -> None:
+                 fps: int = 25, loop_seconds: float = 4.0, impairment: Impairment | None = None,
+                 sync_marks: bool = False) -> None:
         self.host = host
+        # A white frame and a 1 kHz beep at the same instant once per loop; the
+        # loop then ignores PLIs so video never jumps ahead of audio.
+        self.sync_marks = sync_marks
         self.impairment = impairment
         self.port = port
         self.width, self.height, self.fps = width, height, fps
@@ -149,10 +159,12 @@ class LoopbackCallee(asyncio.DatagramProtocol):
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._video = await loop.run_in_executor(
-            None, encode_test_pattern, self.width, self.height, self.fps, self.loop_seconds
+            None, encode_test_pattern, self.width, self.height, self.fps, self.loop_seconds, self.sync_marks
         )
         for codec in _AUDIO_PREFERENCE:
-            self._audio[codec] = await loop.run_in_executor(None, encode_tone, codec, self.loop_seconds)
+            self._audio[codec] = await loop.run_in_executor(
+                None, encode_tone, codec, self.loop_seconds, 1000.0 if self.sync_marks else 440.0, self.sync_marks
+            )
         await loop.create_datagram_endpoint(lambda: self, local_addr=(self.host, self.port))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -298,7 +310,8 @@ class LoopbackCallee(asyncio.DatagramProtocol):
                 pt, dest = leg.video
                 if leg.keyframe_requested:
                     leg.keyframe_requested = False
-                    video_src = 0
+                    if not self.sync_marks:
+                        video_src = 0
                 au = self._video[video_src % len(self._video)]
                 ts = (ts_v0 + video_index * 90000 // self.fps) & 0xFFFFFFFF
                 payloads = h264_packetize(au, 1200)
