@@ -13,6 +13,7 @@ from sipstream.testing import LoopbackCallee
 
 from .conftest import Rest, loopback_call
 from .peers import avcheck
+from .peers.fixtures import *  # noqa: F401,F403  (kamailio, sipp fixtures)
 from .test_peers_rtmp_smoke import nginx_rtmp, nginx_rtmp_factory, require_ffmpeg  # noqa: F401
 
 pytestmark = pytest.mark.peers
@@ -162,3 +163,26 @@ async def test_relay_keeps_audio_and_video_in_sync(server_with: Any, nginx_rtmp:
         assert abs(sync["drift_ms_per_min"]) < 40, sync
     finally:
         await callee.stop()
+
+
+async def test_relay_started_before_the_answer_waits_for_the_media(
+    server: Server, rest: Rest, kamailio: Any, sipp_uas_factory: Any, nginx_rtmp: Any
+) -> None:
+    from .test_sip_kamailio import alice_call
+
+    require_ffmpeg()
+    bob = sipp_uas_factory("uas_answer", answer_delay_ms=2000)
+    await rest.post("/rest-api/call/startup", alice_call(kamailio, "r8", "rs8"))
+    code, relay = await rest.post("/rest-api/push/startup", {"streamName": "rs8", "rtmpUrl": nginx_rtmp.url})
+    assert code == 200  # the stream name is reserved by the call before it is answered
+    assert (await rest.find_call("r8"))[1][0]["status"] in ("PENDING", "TRYING", "RING")
+    await rest.wait_status("r8", {"ESTABLISHED"}, timeout=20)
+    await _relay_status(rest, "rtmp_rs8", {"PUBLISHING"})
+    await asyncio.sleep(4)
+    await rest.post("/rest-api/call/terminate", {"callId": "r8"})
+    path = await asyncio.to_thread(nginx_rtmp.wait_recording_stable, "rtmp_rs8", 10)
+    assert path is not None
+    info = await asyncio.to_thread(avcheck.probe, str(path))
+    assert info["video"]["codec_name"] == "h264" and info["audio"]["codec_name"] == "aac"
+    assert await asyncio.to_thread(avcheck.decode_errors, str(path)) == ""
+    assert await asyncio.to_thread(bob.wait, 15) == 0
