@@ -237,7 +237,8 @@ class Gateway:
             StreamEvent(changed.name, changed.status, changed.to_json(), request.app_key)
         )
         call.media = RtpSession(sockets, stream, self.settings.rtp_receive_buffer_size,
-                                self.settings.rtp_send_buffer_size, jitter_buffer=self.settings.rtp_in_buffer)
+                                self.settings.rtp_send_buffer_size, jitter_buffer=self.settings.rtp_in_buffer,
+                                generate_after_ms=self.settings.generate_av_start_delay or None)
         self.calls[call.call_id] = call
         self.streams[stream.name] = stream
         call.task = self._spawn(self._run_call(call))

@@ -31,7 +31,8 @@ class RtpSession:
     """Owns four bound sockets: audio RTP/RTCP, video RTP/RTCP."""
 
     def __init__(self, sockets: list[socket.socket], stream: Stream, receive_buffer: int, send_buffer: int,
-                 offered: dict[int, tuple[str, int]] | None = None, jitter_buffer: bool = False) -> None:
+                 offered: dict[int, tuple[str, int]] | None = None, jitter_buffer: bool = False,
+                 generate_after_ms: int | None = None) -> None:
         self._sockets = sockets
         self.base_port = sockets[0].getsockname()[1]
         self.stream = stream
@@ -39,6 +40,9 @@ class RtpSession:
         self.send_buffer = send_buffer
         self.offered = offered or {}
         self.jitter_buffer = jitter_buffer
+        # generate_av_start_delay: silence / black frames for a negotiated
+        # track that has not started or stopped (None: off).
+        self.generate_after_ms = generate_after_ms
         self.negotiated: Negotiated | None = None
         self.ssrc = random.getrandbits(32)
         self._io: MediaIo | None = None
@@ -67,6 +71,7 @@ class RtpSession:
             video_rtcp=(video.address, video.rtcp_port) if video else None,
             video_rtcp_fb=sorted(video.rtcp_fb) if video else [],
             jitter_buffer=self.jitter_buffer,
+            generate_av_start_delay_ms=self.generate_after_ms if negotiated else None,
             ssrc=self.ssrc,
         )
 

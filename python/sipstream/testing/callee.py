@@ -133,8 +133,9 @@ class _Leg:
 class LoopbackCallee(asyncio.DatagramProtocol):
     def __init__(self, host: str = "127.0.0.1", port: int = 0, width: int = 640, height: int = 360,
                  fps: int = 25, loop_seconds: float = 4.0, impairment: Impairment | None = None,
-                 sync_marks: bool = False) -> None:
+                 sync_marks: bool = False, send_audio: bool = True) -> None:
         self.host = host
+        self.send_audio = send_audio  # False: negotiate audio but never send it
         # A white frame and a 1 kHz beep at the same instant once per loop; the
         # loop then ignores PLIs so video never jumps ahead of audio.
         self.sync_marks = sync_marks
@@ -297,7 +298,9 @@ class LoopbackCallee(asyncio.DatagramProtocol):
             now = loop.time()
             self._read_rtcp(leg, rtcp_sock)
             self._read_audio(leg.sockets[0])
-            if leg.audio is not None and now >= next_audio:
+            if leg.audio is not None and now >= next_audio and not self.send_audio:
+                next_audio += 0.02
+            elif leg.audio is not None and now >= next_audio:
                 codec, pt, dest = leg.audio
                 payloads, rate, step = self._audio[codec]
                 payload = payloads[audio_index % len(payloads)]
