@@ -10,8 +10,12 @@ use std::time::{Duration, Instant};
 /// How the buffer trades latency for completeness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JitterConfig {
-    /// Off: a hole is given up as soon as a later packet is released, so
-    /// frames flow with minimum delay (a reordered packet becomes a loss).
+    /// Off: holes are not waited for, so frames flow with minimum delay: a
+    /// hole is given up as soon as a later packet is released, or, with
+    /// [`JitterBuffer::set_frame_hold`] (video), as soon as a packet of a
+    /// later frame is in hand. A frame reordered among its own packets is
+    /// released the moment its last packet arrives; a frame with a missing
+    /// packet is given up when the next one starts (at most `target_delay`).
     pub enabled: bool,
     /// How long a hole is waited for, measured from the arrival of the first
     /// packet after it. In-order packets are never delayed.
@@ -84,6 +88,8 @@ pub struct JitterBuffer {
     /// still accepted (the stream's head may arrive reordered too).
     first_arrival: Option<Instant>,
     released_any: bool,
+    /// Buffer off: hold packets after a hole while they are all of one frame.
+    frame_hold: bool,
     pub late: u64,
     pub duplicates: u64,
     pub lost: u64,
@@ -103,6 +109,7 @@ impl JitterBuffer {
             nack_wait: None,
             first_arrival: None,
             released_any: false,
+            frame_hold: false,
             late: 0,
             duplicates: 0,
             lost: 0,
@@ -123,6 +130,16 @@ impl JitterBuffer {
                 self.config.max_delay.max(self.config.target_delay),
             )
         });
+    }
+
+    /// With the buffer off, keep the packets after a hole while they all
+    /// belong to one frame (one RTP timestamp): the hole may be a packet of
+    /// that frame that was merely reordered (video, where a frame spans many
+    /// packets sent back-to-back). The hole is given up once a packet of
+    /// another frame is in hand, or `target_delay` after the first packet
+    /// after it. No effect with the buffer on (holes are waited for anyway).
+    pub fn set_frame_hold(&mut self, on: bool) {
+        self.frame_hold = on;
     }
 
     /// Extended highest sequence number received (RFC 3550 A.3).
@@ -265,6 +282,24 @@ impl JitterBuffer {
         self.slots.iter().flatten().next().map(|s| s.arrival)
     }
 
+    /// Whether the hole at the front is given up at `now`.
+    fn hole_due(&self, now: Instant) -> bool {
+        let Some(arrival) = self.first_after_hole() else {
+            return false;
+        };
+        if self.config.enabled || !self.frame_hold {
+            return now >= arrival + self.hole_wait();
+        }
+        now >= arrival + self.config.target_delay || self.later_frame_in_hand()
+    }
+
+    /// The buffered packets (those after the front hole) span more than one frame.
+    fn later_frame_in_hand(&self) -> bool {
+        let mut held = self.slots.iter().flatten().map(|s| s.packet.timestamp);
+        let first = held.next();
+        held.any(|ts| Some(ts) != first)
+    }
+
     /// Next packet (or given-up hole) in order, if it is due at `now`.
     pub fn pop(&mut self, now: Instant) -> Option<Released> {
         if !self.released_any {
@@ -272,6 +307,17 @@ impl JitterBuffer {
             if self
                 .first_arrival
                 .is_some_and(|t| now < t + self.hole_wait())
+            {
+                return None;
+            }
+            // buffer off, video: the first frame's head may arrive after
+            // its other packets too; wait for it as for any hole
+            if !self.config.enabled
+                && self.frame_hold
+                && self
+                    .first_arrival
+                    .is_some_and(|t| now < t + self.config.target_delay)
+                && !self.later_frame_in_hand()
             {
                 return None;
             }
@@ -288,8 +334,7 @@ impl JitterBuffer {
                 Some(Released::Packet(slot.packet, slot.arrival))
             }
             Some(None) => {
-                let arrival = self.first_after_hole()?;
-                if now < arrival + self.hole_wait() {
+                if !self.hole_due(now) {
                     return None;
                 }
                 let mut n = 0;
@@ -308,9 +353,17 @@ impl JitterBuffer {
     /// When `pop` may next release something without new input.
     pub fn next_timeout(&self) -> Option<Instant> {
         if !self.released_any {
-            return self.first_arrival.map(|t| t + self.hole_wait());
+            let wait = if !self.config.enabled && self.frame_hold {
+                self.config.target_delay
+            } else {
+                self.hole_wait()
+            };
+            return self.first_arrival.map(|t| t + wait);
         }
         match self.slots.front() {
+            Some(None) if !self.config.enabled && self.frame_hold => self
+                .first_after_hole()
+                .map(|a| a + self.config.target_delay),
             Some(None) => self.first_after_hole().map(|a| a + self.hole_wait()),
             _ => None,
         }
@@ -413,6 +466,38 @@ mod tests {
         jb.insert(t0, pkt(10));
         jb.insert(t0, pkt(12));
         assert_eq!(seqs(&drain(&mut jb, t0)), vec![10, -1, 12]);
+    }
+
+    #[test]
+    fn disabled_buffer_with_frame_hold_takes_a_frame_reordered_within_itself() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(JitterConfig {
+            enabled: false,
+            ..JitterConfig::default()
+        });
+        jb.set_frame_hold(true);
+        let frame = |seq: u16, ts: u32| RtpPacket {
+            timestamp: ts,
+            ..pkt(seq)
+        };
+        jb.insert(t0, frame(10, 1));
+        jb.insert(t0, frame(11, 1));
+        // startup: waits for the next frame (or the target delay)
+        assert!(drain(&mut jb, t0).is_empty());
+        jb.insert(t0, frame(12, 2));
+        assert_eq!(seqs(&drain(&mut jb, t0)), vec![10, 11, 12]);
+        // 14 before 13, same frame: held, then released at once
+        jb.insert(t0, frame(14, 3));
+        assert!(drain(&mut jb, t0).is_empty());
+        assert_eq!(jb.next_timeout(), Some(t0 + Duration::from_millis(80)));
+        jb.insert(t0, frame(13, 3));
+        assert_eq!(seqs(&drain(&mut jb, t0)), vec![13, 14]);
+        // 15 lost: given up when the next frame begins
+        jb.insert(t0, frame(16, 4));
+        assert!(drain(&mut jb, t0).is_empty());
+        jb.insert(t0, frame(17, 5));
+        assert_eq!(seqs(&drain(&mut jb, t0)), vec![-1, 16, 17]);
+        assert_eq!((jb.lost, jb.late), (1, 0));
     }
 
     #[test]

@@ -619,6 +619,9 @@ impl MediaSession {
                     }));
                 }
                 let mut jb = JitterBuffer::new(jitter_config);
+                // a video frame spans packets sent back-to-back: with the
+                // buffer off, still take them reordered among themselves
+                jb.set_frame_hold(track.kind == MediaKind::Video);
                 if track.nack_active(&jitter_config) {
                     jb.set_nack_wait(Some(nack_wait(track.stats.rtt_ms)));
                 }
