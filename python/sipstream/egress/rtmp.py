@@ -289,9 +289,11 @@ class RtmpRelay:
 
     @staticmethod
     async def _first_keyframe(video: Subscription) -> MediaFrame | None:
-        while True:  # subscriptions start at a keyframe already
+        """The first real keyframe: a generated black one that fills in before
+        the video starts would sit a few ms before it and confuse players."""
+        while True:
             frame = await video.get()
-            if frame is None or frame.keyframe:
+            if frame is None or (frame.keyframe and not frame.generated):
                 return frame
 
 

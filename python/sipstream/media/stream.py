@@ -33,6 +33,7 @@ class MediaFrame:
     keyframe: bool
     arrival: float = 0.0  # time.monotonic() when the frame was complete
     pts_us: int = 0  # presentation time on the call's common A/V clock (RTCP SR based), µs
+    generated: bool = False  # placeholder from the media core's generator (silence, black frame)
 
 
 class _Unwrapper:
@@ -138,7 +139,8 @@ class Stream:
         if kind == "audio" and frame.codec == "telephone-event":
             return
         media = MediaFrame(kind, frame.codec, frame.data, self._unwrap[kind](frame.timestamp),
-                           frame.clock_rate, frame.keyframe, time.monotonic(), frame.pts_us)
+                           frame.clock_rate, frame.keyframe, time.monotonic(), frame.pts_us,
+                           frame.generated)
         self.frames[kind] += 1
         if kind == "video":
             self.video_codec = frame.codec
