@@ -6,6 +6,9 @@
 * :func:`make_pcmu_pcap` -- a sine tone, G.711 µ-law, 20 ms packets, PT 0.
 * :func:`make_pcmu_raw` -- the same tone as raw µ-law bytes (no header): the
   file sipp's ``<exec rtp_stream="FILE,LOOPS,0"/>`` streams as PCMU.
+* :func:`make_flash_beep_pcaps` -- A/V sync material: H.264 pcap of avcheck's
+  flash pattern + PCMU pcap with a beep at every flash, aligned in pcap and RTP
+  time (:func:`pcap_flash_beep_times` checks it).
 
 The pcaps are classic pcap (linktype 1 = Ethernet, IPv4, UDP).  The readers
 (:func:`read_pcap`, :func:`rtp_parse`, :func:`h264_depacketize`,
@@ -331,8 +334,10 @@ def read_frame_counter(luma: np.ndarray) -> int:
 
 
 def encode_h264_access_units(seconds: float = 10, width: int = 320, height: int = 240,
-                             fps: int = 25, gop: int = 25, bitrate: int = 600_000) -> List[bytes]:
-    """Encode the test pattern; returns one Annex-B access unit per frame."""
+                             fps: int = 25, gop: int = 25, bitrate: int = 600_000,
+                             frame_fn=None) -> List[bytes]:
+    """Encode the test pattern (or ``frame_fn(i)`` -> yuv420p ndarray, shape (h*3/2, w));
+    returns one Annex-B access unit per frame."""
     import av  # PyAV
 
     ctx = av.CodecContext.create("libx264", "w")
@@ -355,7 +360,8 @@ def encode_h264_access_units(seconds: float = 10, width: int = 320, height: int 
     aus: List[bytes] = []
     nframes = int(round(seconds * fps))
     for i in range(nframes):
-        frame = av.VideoFrame.from_ndarray(pattern_frame(i, width, height), format="yuv420p")
+        yuv = frame_fn(i) if frame_fn is not None else pattern_frame(i, width, height)
+        frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
         frame.pts = i
         for pkt in ctx.encode(frame):
             aus.append(bytes(pkt))
@@ -367,10 +373,11 @@ def encode_h264_access_units(seconds: float = 10, width: int = 320, height: int 
 def make_h264_pcap(path: os.PathLike | str, seconds: float = 10, width: int = 320, height: int = 240,
                    fps: int = 25, gop: int = 25, *, ssrc: int = 0x5EED0001, pt: int = H264_PT,
                    mtu: int = RTP_MTU_PAYLOAD, start_time: float = 1_700_000_000.0,
-                   seq0: int = 1000, ts0: int = 90_000) -> dict:
-    """Write an RTP/H.264 pcap of the moving test pattern; returns stats
+                   seq0: int = 1000, ts0: int = 90_000, frame_fn=None) -> dict:
+    """Write an RTP/H.264 pcap of the moving test pattern (or of ``frame_fn(i)``, a yuv420p
+    ndarray per frame, see :func:`encode_h264_access_units`); returns stats
     ``{"frames", "packets", "keyframes", "max_payload", "path"}``."""
-    aus = encode_h264_access_units(seconds, width, height, fps, gop)
+    aus = encode_h264_access_units(seconds, width, height, fps, gop, frame_fn=frame_fn)
     seq = seq0
     npk = 0
     nkey = 0
@@ -486,3 +493,93 @@ def dominant_frequency(pcm: np.ndarray, rate: int = AUDIO_CLOCK) -> float:
     x = x - x.mean()
     spec = np.abs(np.fft.rfft(x * np.hanning(len(x))))
     return float(np.argmax(spec) * rate / len(x))
+
+
+# --------------------------------------------------------------------------
+# A/V sync material: flash + beep (see tests/peers/avcheck.py)
+# --------------------------------------------------------------------------
+
+def flash_beep_yuv_frame(i: int, width: int, height: int, fps: int, period_s: float = 2.0) -> np.ndarray:
+    """Frame ``i`` of avcheck's flash/beep video (white at every ``period_s``, else dark with
+    a moving bar and the frame counter) as a yuv420p ndarray (shape (h*3/2, w))."""
+    import av
+
+    from .avcheck import flash_beep_frame
+
+    rgb = flash_beep_frame(i, width, height, fps, period_s)
+    return av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p").to_ndarray()
+
+
+def make_flash_beep_pcaps(video_path: os.PathLike | str, audio_path: os.PathLike | str, seconds: float = 65,
+                          width: int = 320, height: int = 240, fps: int = 25, gop: int = 25, *,
+                          period_s: float = 2.0, beep_ms: float = 100.0, freq: float = 1000.0,
+                          amplitude: float = 0.5, start_time: float = 1_700_000_000.0,
+                          video_ts0: int = 90_000, audio_ts0: int = 8000) -> dict:
+    """A/V sync source for sipp: an RTP/H.264 pcap of avcheck's flash pattern (one white
+    frame every ``period_s``, frame 0 included; IDR every ``gop`` frames, so with the
+    defaults every flash is an IDR) and an RTP/PCMU pcap (20 ms packets) of silence with a
+    ``beep_ms`` ``freq`` Hz burst at the same instants (avcheck.flash_beep_audio at 8 kHz).
+
+    Both pcaps share ``start_time``: frame ``i`` is at ``start_time + i / fps`` (RTP ts
+    ``video_ts0 + i * 90000 / fps``), audio packet ``k`` at ``start_time + k * 0.020`` (RTP ts
+    ``audio_ts0 + 160 k``), so the n-th flash and the n-th beep onset have the same pcap time
+    (``start_time + n * period_s``) and the same RTP time in seconds from each stream's first
+    packet: they coincide exactly in the source (``period_s`` must be a multiple of 20 ms and
+    of one frame).  The audio pcap's payloads are what SippUas(audio_pcap=...) gives sipp's
+    rtp_stream.  Returns ``{"video": make_h264_pcap stats, "audio": make_pcmu_pcap-like
+    stats, "flash_times_s": [...], "beep_times_s": [...]}`` (times from the start)."""
+    from .avcheck import flash_beep_audio, flash_frame_indices
+
+    if abs(period_s / 0.020 - round(period_s / 0.020)) > 1e-9:
+        raise ValueError("period_s must be a whole number of 20 ms packets")
+    video = make_h264_pcap(video_path, seconds, width, height, fps, gop, start_time=start_time, ts0=video_ts0,
+                           frame_fn=lambda i: flash_beep_yuv_frame(i, width, height, fps, period_s))
+    pcm = flash_beep_audio(AUDIO_CLOCK, seconds, period_s, beep_ms, freq, amplitude)
+    ulaw = pcm16_to_ulaw(pcm).tobytes()
+    npk = len(ulaw) // 160
+    with PcapWriter(audio_path, src=PCAP_SRC, dst=PCAP_DST_AUDIO) as w:
+        for k in range(npk):
+            w.write(start_time + k * 0.020,
+                    rtp_build(PCMU_PT, k == 0, 2000 + k, audio_ts0 + 160 * k, 0x5EED0002,
+                              ulaw[160 * k:160 * (k + 1)]))
+    beeps = [k * period_s for k in range(int(seconds / period_s) + 1)
+             if int(round((k * period_s + beep_ms / 1000) * AUDIO_CLOCK)) <= npk * 160]
+    return {"video": video, "audio": {"packets": npk, "samples": npk * 160, "path": str(audio_path)},
+            "flash_times_s": [i / fps for i in flash_frame_indices(fps, seconds, period_s)],
+            "beep_times_s": beeps}
+
+
+def pcap_flash_beep_times(video_pcap: os.PathLike | str, audio_pcap: os.PathLike | str, seconds: float = 10,
+                          tone_hz: float = 1000.0) -> dict:
+    """Check the source itself: decode the first ``seconds`` of the two pcaps and find the
+    flashes (pcap time of the first packet of each white frame) and beep onsets (pcap time of
+    the packet + sample offset), both relative to the earliest packet of the two pcaps.
+    Returns ``{"flashes": [...], "beeps": [...], "rtp_flashes": [...], "rtp_beeps": [...]}``
+    (the ``rtp_*`` lists: RTP time in seconds from each stream's first packet)."""
+    from .avcheck import detect_beeps, detect_flashes
+
+    vpk = read_pcap(video_pcap)
+    apk = read_pcap(audio_pcap)
+    t0 = min(vpk[0].ts, apk[0].ts)
+    rtps = [rtp_parse(p.payload) for p in vpk]
+    first_ts: dict[int, float] = {}
+    for p, r in zip(vpk, rtps, strict=True):
+        first_ts.setdefault(r.ts, p.ts - t0)
+    aus = [au for au in h264_depacketize(rtps) if first_ts[au[0]] <= seconds]
+    _, errors, frames = decode_h264_access_units([annexb(n) for _, n in aus], with_frames=True)
+    if errors:
+        raise ValueError(f"video pcap does not decode: {errors[:3]}")
+    height = frames[0].shape[0] * 2 // 3
+    luma = np.array([float(f[COUNTER_BLOCK:height].mean()) for f in frames])
+    vtimes = np.array([first_ts[ts] for ts, _ in aus[:len(frames)]])
+    rtp_v = np.array([(ts - aus[0][0]) / VIDEO_CLOCK for ts, _ in aus[:len(frames)]])
+    a_parsed = [(p.ts - t0, rtp_parse(p.payload)) for p in apk if p.ts - t0 <= seconds]
+    pcm = ulaw_to_pcm16(np.frombuffer(b"".join(r.payload for _, r in a_parsed), np.uint8)).astype(np.float64)
+    atimes = np.concatenate([t + np.arange(len(r.payload)) / AUDIO_CLOCK for t, r in a_parsed])
+    ats0 = a_parsed[0][1].ts
+    rtp_a = np.concatenate([(r.ts - ats0 + np.arange(len(r.payload))) / AUDIO_CLOCK for _, r in a_parsed])
+    x = pcm / 32768.0
+    return {
+        "flashes": detect_flashes(vtimes, luma), "beeps": detect_beeps(atimes, x, AUDIO_CLOCK, tone_hz),
+        "rtp_flashes": detect_flashes(rtp_v, luma), "rtp_beeps": detect_beeps(rtp_a, x, AUDIO_CLOCK, tone_hz),
+    }

@@ -132,6 +132,29 @@ def default_media(seconds: float = 30) -> tuple[Path, Path]:
     return _media_cache[seconds]
 
 
+_flash_beep_cache: dict[float, tuple[Path, Path]] = {}
+
+
+def flash_beep_media(seconds: float = 65) -> tuple[Path, Path]:
+    """(pcmu_pcap, h264_pcap) of ``seconds`` of A/V sync material (media.make_flash_beep_pcaps:
+    320x240 @ 25 fps, a white frame and a 100 ms 1 kHz beep together every 2 s, aligned in
+    pcap time and RTP time), generated once per process into a temp dir removed at exit.
+    Use as ``SippUas(..., audio_pcap=a, video_pcap=v)`` (the audio pcap's payloads become
+    rtp_stream's raw µ-law file); the call must end before ``seconds``."""
+    if seconds not in _flash_beep_cache:
+        from .media import make_flash_beep_pcaps
+
+        if not _media_dirs:
+            atexit.register(_rm_media_dirs)
+        d = tempfile.mkdtemp(prefix="sipstream-flashbeep-")
+        _media_dirs.append(d)
+        a = Path(d) / "flash_beep_pcmu.pcap"
+        v = Path(d) / "flash_beep_h264.pcap"
+        make_flash_beep_pcaps(v, a, seconds=seconds)
+        _flash_beep_cache[seconds] = (a, v)
+    return _flash_beep_cache[seconds]
+
+
 def pcmu_pcap_to_raw(pcap: str | os.PathLike, dest: str | os.PathLike) -> Path:
     """The RTP payloads of a PCMU pcap, concatenated: a raw µ-law file for rtp_stream."""
     from .media import read_pcap, rtp_parse

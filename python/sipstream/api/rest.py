@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..egress.rtmp import DuplicateRelay, RtmpRelays, validate_rtmp_url
+from ..egress.rtmp import DuplicateRelay, RtmpRelays, safe_url, validate_rtmp_url
 from ..egress.whep import WhepEndpoint
 from ..gateway import CallRequest, Conflict, Gateway, GatewayError, InvalidRequest, NotFound
 from ..settings import SettingsError, parse_bool, parse_int
@@ -136,7 +136,7 @@ async def call_startup(request: web.Request) -> web.Response:
         target = f"{call.rtmp_url.rstrip('/')}/{call.rtmp_stream}"
         if any(c.request.rtmp_url and f"{c.request.rtmp_url.rstrip('/')}/{c.request.rtmp_stream}" == target
                and not c.status.is_final for c in gateway.calls.values()):
-            raise Conflict(f"a call already pushes to {call.rtmp_url} as {call.rtmp_stream!r}")
+            raise Conflict(f"a call already pushes to {safe_url(call.rtmp_url)} as {call.rtmp_stream!r}")
     started = await gateway.start_call(call)
     if call.rtmp_url:
         started.rtmp_relay = request.app[RELAYS].start(
