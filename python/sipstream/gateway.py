@@ -16,6 +16,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from .egress.recorder import Recorders
+from .egress.rtmp import safe_url
 from .media.negotiation import NegotiationError, build_offer, offered_payload_types, parse_answer
 from .media.ports import PortAllocator, PortRangeExhausted
 from .media.rtp import DTMF_DIGITS, RtpSession
@@ -150,7 +152,7 @@ class Call:
             "hasAudio": r.has_audio,
             "hasVideo": r.has_video,
             "appKey": r.app_key or None,
-            "rtmpUrl": r.rtmp_url or None,
+            "rtmpUrl": safe_url(r.rtmp_url) if r.rtmp_url else None,
             "rtmpStream": r.rtmp_stream or None,
             "rtmpStreamStatus": self.rtmp_relay.status if self.rtmp_relay is not None else None,
             "custom": {},
@@ -179,6 +181,9 @@ class Gateway:
         self.ua: UserAgent | None = None
         self.ports = PortAllocator(self.settings.media_port_from, self.settings.media_port_to,
                                    self.settings.bind_ip)
+        s = self.settings
+        self.recorders = Recorders(s.record_dir, s.stream_record_policy_template, s.record_rotation,
+                                   s.record_audio_codec, s.on_record_hook_script)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._listeners: list[asyncio.Queue[Event]] = []
         self._closing = False
@@ -197,6 +202,7 @@ class Gateway:
         await asyncio.gather(*(self._hangup(c) for c in live), return_exceptions=True)
         for call in list(self.calls.values()):
             self._end_media(call)
+        await self.recorders.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -241,6 +247,8 @@ class Gateway:
                                 generate_after_ms=self.settings.generate_av_start_delay or None)
         self.calls[call.call_id] = call
         self.streams[stream.name] = stream
+        if self.settings.sip_record_stream:
+            await self.recorders.start(stream, self.recorders.config(login=request.sip_login))
         call.task = self._spawn(self._run_call(call))
         log.info("call %s: %s -> %s as stream %s", call.call_id, request.sip_login, request.callee, stream.name)
         return call

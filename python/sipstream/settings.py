@@ -81,6 +81,8 @@ class Settings:
     codecs: str = "opus,ulaw,alaw,telephone-event,h264"
     record_dir: str = "records"
     stream_record_policy_template: str = "{streamName}-{startTimeMillis}"
+    record_rotation: str = ""  # "" (off), a duration (30s, 5min, 1h) or a size (20M)
+    record_audio_codec: str = "aac"  # or "opus": keep an opus call's audio as it came
     on_record_hook_script: str = ""
     call_keep_finished_s: float = 10.0
     rest_auth_token: str = ""
@@ -125,6 +127,15 @@ class Settings:
                 f"media_port_from/media_port_to: need 1024 <= from < to < 65536, "
                 f"got {self.media_port_from}..{self.media_port_to}"
             )
+        from .egress.recorder import RecordingError, Rotation, check_template
+
+        try:
+            check_template(self.stream_record_policy_template)
+            Rotation.parse(self.record_rotation)
+        except RecordingError as exc:
+            raise SettingsError(f"stream_record_policy_template/record_rotation: {exc}") from None
+        if self.record_audio_codec not in ("aac", "opus"):
+            raise SettingsError(f"record_audio_codec: expected aac or opus, got {self.record_audio_codec!r}")
         if self.media_port_to - self.media_port_from < 3:
             raise SettingsError("media_port_from/media_port_to: the range holds no call (4 ports)")
 

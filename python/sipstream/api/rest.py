@@ -7,6 +7,8 @@ booleans and numbers accepted; CORS on every answer; 400/404/409 with
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -15,7 +17,9 @@ from typing import Any
 
 from aiohttp import web
 
+from ..egress.recorder import RecordingError
 from ..egress.rtmp import DuplicateRelay, RtmpRelays, safe_url, validate_rtmp_url
+from ..egress.snapshot import SnapshotError, snapshot_png
 from ..egress.whep import WhepEndpoint
 from ..gateway import CallRequest, Conflict, Gateway, GatewayError, InvalidRequest, NotFound
 from ..settings import SettingsError, parse_bool, parse_int
@@ -228,6 +232,72 @@ async def stream_terminate(request: web.Request) -> web.Response:
     return ok_empty()
 
 
+async def stream_snapshot(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    name = text_field(body, "streamName") or text_field(body, "name")
+    if not name:
+        raise InvalidRequest("missing field 'streamName'")
+    stream = request.app[GATEWAY].live_stream(name)
+    gop = stream.gop
+    if not gop:
+        raise Conflict(f"stream {name!r} has no picture yet")
+    try:
+        png, _, _ = await asyncio.get_running_loop().run_in_executor(None, snapshot_png, gop)
+    except SnapshotError as exc:
+        return error(500, str(exc))
+    return web.json_response({"data": base64.b64encode(png).decode("ascii")})
+
+
+# --------------------------------------------------------------- recorder
+def _recorded_stream(request: web.Request, body: dict[str, Any]) -> Any:
+    msid = text_field(body, "mediaSessionId") or None
+    name = text_field(body, "streamName") or text_field(body, "name") or None
+    if msid is None and name is None:
+        raise InvalidRequest("give 'mediaSessionId' or 'streamName'")
+    streams = [s for s in request.app[GATEWAY].find_streams(name, msid) if not s.ended]
+    if not streams:
+        raise NotFound("Stream not found")
+    return streams[0]
+
+
+async def recorder_startup(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    stream = _recorded_stream(request, body)
+    raw = body.get("config")
+    if raw is not None and not isinstance(raw, dict):
+        raise InvalidRequest("'config' must be an object")
+    config = raw or {}
+    recorders = request.app[GATEWAY].recorders
+    try:
+        template = text_field(config, "fileTemplate") or text_field(body, "fileName") or None
+        rotation = text_field(config, "rotation") if "rotation" in config else None
+        record_config = recorders.config(template, rotation)
+    except RecordingError as exc:
+        raise InvalidRequest(str(exc)) from None
+    await recorders.start(stream, record_config)
+    return ok_empty()
+
+
+async def recorder_terminate(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    recorders = request.app[GATEWAY].recorders
+    msid = text_field(body, "mediaSessionId")
+    if not msid:
+        msid = _recorded_stream(request, body).media_session_id
+    if not await recorders.stop(msid):
+        raise NotFound(f"no recording of mediaSessionId {msid!r}")
+    return ok_empty()
+
+
+async def recorder_find_all(request: web.Request) -> web.Response:
+    if request.method == "POST":
+        await read_json(request)
+    recordings = request.app[GATEWAY].recorders.find_all()
+    if not recordings:
+        raise NotFound("Not found any recorder")
+    return web.json_response([r.to_json() for r in recordings])
+
+
 # ------------------------------------------------------------------- push
 async def push_startup(request: web.Request) -> web.Response:
     body = await read_json(request)
@@ -361,6 +431,12 @@ def create_app(gateway: Gateway, whep: WhepEndpoint | None = None,
     app.router.add_post(f"{api}/stream/find", stream_find)
     app.router.add_route("*", f"{api}/stream/find_all", stream_find_all)
     app.router.add_post(f"{api}/stream/terminate", stream_terminate)
+    app.router.add_post(f"{api}/stream/snapshot", stream_snapshot)
+    app.router.add_post(f"{api}/recorder/startup", recorder_startup)
+    app.router.add_post(f"{api}/stream/startRecording", recorder_startup)
+    app.router.add_post(f"{api}/recorder/terminate", recorder_terminate)
+    app.router.add_post(f"{api}/stream/stopRecording", recorder_terminate)
+    app.router.add_route("*", f"{api}/recorder/find_all", recorder_find_all)
     app.router.add_post(f"{api}/push/startup", push_startup)
     app.router.add_post(f"{api}/push/find", push_find)
     app.router.add_route("*", f"{api}/push/find_all", push_find_all)

@@ -21,6 +21,9 @@ from .._core import Frame, h264_sps_resolution
 log = logging.getLogger(__name__)
 
 QUEUE_FRAMES = {"audio": 200, "video": 120}
+# The latest group of pictures kept for snapshots: frames from the last
+# keyframe on, at most this many (a longer GOP keeps its keyframe only).
+GOP_FRAMES = 300
 
 
 @dataclass(slots=True)
@@ -126,6 +129,8 @@ class Stream:
         self.keyframe_requests = 0
         self.on_keyframe_request: Callable[[], None] | None = None
         self.on_change: Callable[[Stream], None] | None = None
+        self.recording: Any = None  # egress.recorder.Recording, while one is attached
+        self._gop: list[bytes] = []
         self._keyframe_interval = keyframe_interval_s
         self._last_keyframe_request = -1e9
         self._subscribers: dict[str, list[Subscription]] = {"audio": [], "video": []}
@@ -147,6 +152,9 @@ class Stream:
             if frame.keyframe:
                 self.keyframes += 1
                 self._update_resolution(frame.data)
+                self._gop = [frame.data]
+            elif self._gop and len(self._gop) < GOP_FRAMES:
+                self._gop.append(frame.data)
         else:
             self.audio_codec = frame.codec
         if self.status == "PENDING":
@@ -170,6 +178,15 @@ class Stream:
         self.info = info
         self._changed()
 
+    @property
+    def gop(self) -> list[bytes]:
+        """The access units from the latest keyframe on (empty before the first)."""
+        return list(self._gop)
+
+    def changed(self) -> None:
+        """Tell the listener that something shown in ``to_json`` changed."""
+        self._changed()
+
     def _changed(self) -> None:
         if self.on_change is not None:
             try:
@@ -178,6 +195,7 @@ class Stream:
                 log.exception("stream %s: change listener failed", self.name)
 
     def close(self, status: str = "UNPUBLISHED", info: str = "") -> None:
+        self._gop = []
         self.set_status(status, info)
         for subs in self._subscribers.values():
             for sub in list(subs):
@@ -232,8 +250,8 @@ class Stream:
             "videoCodec": self.video_codec,
             "width": self.width,
             "height": self.height,
-            "record": False,
-            "recordName": None,
+            "record": self.recording is not None and self.recording.active,
+            "recordName": self.recording.file_name if self.recording is not None else None,
             "mediaProvider": "SIP",
             "viewers": self.viewers,
             "stats": {
