@@ -231,6 +231,10 @@ class Recording:
                 if sub is not None:
                     sub.close()
             await asyncio.shield(self._finish(loop))
+            # The writer thread has nothing left to do: let it go now, not
+            # when the gateway closes (a server with many calls would keep
+            # one idle thread per recording that ever ran).
+            self._executor.shutdown(wait=False)
 
     async def _write_file(self, loop: asyncio.AbstractEventLoop, pending: list[MediaFrame],
                           video: Any, audio: Any) -> list[MediaFrame]:
