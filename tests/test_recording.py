@@ -326,3 +326,19 @@ async def test_recording_keeps_audio_and_video_in_sync(server_with: Any, tmp_pat
     print("RECORD AVSYNC", {k: sync[k] for k in ("pairs", "mean_ms", "max_abs_ms", "drift_ms_per_min")})
     assert sync["pairs"] >= 6, sync
     assert sync["max_abs_ms"] <= 40, sync
+
+
+async def test_rotation_by_size(server_with: Any, callee: LoopbackCallee, tmp_path: Path) -> None:
+    require_ffmpeg()
+    server, rest = await server_with(sip_record_stream=True, record_dir=str(tmp_path), record_rotation="64K")
+    await _call(rest, callee, "rec9", "recs9")
+    recording = await _recording_status(server, "recs9", {"RECORDING"})
+    await asyncio.sleep(6)
+    await rest.post("/rest-api/call/terminate", {"callId": "rec9"})
+    files = await _finished_files(recording)
+    sizes = [f.stat().st_size for f in files]
+    assert len(files) >= 2, sizes
+    # cut at the first keyframe after 64 KiB: not much beyond it
+    assert all(size >= 64 * 1024 for size in sizes[:-1]), sizes
+    for path in files:
+        await asyncio.to_thread(_check_file, path)

@@ -35,6 +35,10 @@ AUDIO_DECODERS = {
     "opus": ("libopus", 48000, "stereo"),
 }
 _US = 1_000_000
+_STATELESS = ("PCMU", "PCMA")  # one byte a sample, no decoder state
+# A writer is fed once per this window: RTMP and files need no lower latency,
+# and fewer, larger batches cost less CPU than one wake-up per frame.
+BATCH_WINDOW_S = 0.1
 # (kind, codec, data, µs from the writer's start, keyframe for video / muted for audio)
 BatchItem = tuple[str, str, bytes, int, bool]
 
@@ -158,17 +162,31 @@ class AvWriter:
 
     def write_batch(self, batch: list[BatchItem]) -> None:
         """Frames in order. Audio in another codec than the track's (after a
-        re-INVITE changed it) cannot go into this track and is skipped."""
+        re-INVITE changed it) cannot go into this track and is skipped.
+        Consecutive G.711 frames are decoded as one: the codec has no state,
+        and one decode/resample/encode round per batch is far cheaper than
+        one per 20 ms frame."""
+        run: list[bytes] = []
+        run_us, run_muted = 0, False
         for kind, codec, data, us, flag in batch:
             if kind == "video":
                 self.write_video(data, us, flag)
-            elif codec == self.audio_codec:
-                self.write_audio(data, us, flag)
-            else:
+            elif codec != self.audio_codec:
                 self.skipped += 1
                 continue
+            elif codec in _STATELESS and not self.audio_copy:
+                if run and flag != run_muted:
+                    self.write_audio(b"".join(run), run_us, run_muted)
+                    run = []
+                if not run:
+                    run_us, run_muted = us, flag
+                run.append(data)
+            else:
+                self.write_audio(data, us, flag)
             self.frames += 1
             self.last_us = max(self.last_us, us)
+        if run:
+            self.write_audio(b"".join(run), run_us, run_muted)
 
     def close(self) -> None:
         """Flush the audio encoder and write the trailer; never raises."""

@@ -28,7 +28,7 @@ from typing import Any
 import av
 
 from ..media.stream import MediaFrame, Stream
-from .mux import AvWriter, BatchItem, TrackClock, first_frames, next_frames
+from .mux import BATCH_WINDOW_S, AvWriter, BatchItem, TrackClock, first_frames, next_frames
 
 log = logging.getLogger(__name__)
 
@@ -244,35 +244,43 @@ class Recording:
         assert self.current is not None and self.current.writer is not None
         writer = self.current.writer
         clock = TrackClock(pending[0].pts_us)
+        seconds = self.config.rotation.seconds
+        limit_us = seconds * 1_000_000 if seconds is not None else None
         rotate = False
         while pending:
             batch: list[BatchItem] = []
             for i, frame in enumerate(pending):
+                us = clock.us(frame)
+                if not rotate and limit_us is not None and us >= limit_us:
+                    rotate = self._rotation_starts(video)
                 if rotate and (video is None or frame.kind == "video" and frame.keyframe):
                     # the next file starts here, at a keyframe
                     if batch:
                         await loop.run_in_executor(self._executor, writer.write_batch, batch)
                     return pending[i:]
                 flag = frame.keyframe if frame.kind == "video" else False
-                batch.append((frame.kind, frame.codec, frame.data, clock.us(frame), flag))
+                batch.append((frame.kind, frame.codec, frame.data, us, flag))
             await loop.run_in_executor(self._executor, writer.write_batch, batch)
-            if not rotate and self._rotation_due(writer):
-                rotate = True
-                if video is not None:
-                    self.stream.request_keyframe("recording rotation")
+            if not rotate and self._size_reached():
+                rotate = self._rotation_starts(video)
+            await asyncio.sleep(BATCH_WINDOW_S)
             pending = await next_frames(video, audio)
         return []
 
-    def _rotation_due(self, writer: AvWriter) -> bool:
-        rotation = self.config.rotation
-        if rotation.seconds is not None and writer.last_us >= rotation.seconds * 1_000_000:
-            return True
-        if rotation.size is not None and self.current is not None:
-            try:
-                return self.current.path.stat().st_size >= rotation.size
-            except OSError:
-                return False
-        return False
+    def _rotation_starts(self, video: Any) -> bool:
+        """The file is due: cut at the next keyframe, and ask for one."""
+        if video is not None:
+            self.stream.request_keyframe("recording rotation")
+        return True
+
+    def _size_reached(self) -> bool:
+        size = self.config.rotation.size
+        if size is None or self.current is None:
+            return False
+        try:
+            return self.current.path.stat().st_size >= size
+        except OSError:
+            return False
 
     async def _open(self, loop: asyncio.AbstractEventLoop, keyframe: bytes | None, audio_codec: str | None) -> None:
         config = self.config

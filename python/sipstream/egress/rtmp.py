@@ -18,7 +18,7 @@ from typing import Any
 import av
 
 from ..media.stream import MediaFrame, Stream
-from .mux import AUDIO_DECODERS, AvWriter, BatchItem, TrackClock, first_frames, next_frames
+from .mux import AUDIO_DECODERS, BATCH_WINDOW_S, AvWriter, BatchItem, TrackClock, first_frames, next_frames
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +162,7 @@ class RtmpRelay:
                 # One hop to the relay's thread per batch, not per frame.
                 await loop.run_in_executor(self._executor, writer.write_batch, batch)
                 self.frames_sent += len(batch)
+                await asyncio.sleep(BATCH_WINDOW_S)
                 pending = await next_frames(video, audio)
                 if not pending:
                     return  # stream ended
