@@ -288,6 +288,7 @@ class Gateway:
             on_remote_sdp=on_remote_sdp,
             invite_timeout=self.settings.sip_invite_timeout_s,
             session_expires=self.settings.sip_session_expires_s,
+            min_se=self.settings.sip_min_se_s,
         )
         media.on_keyframe_info = call.sip.request_picture_fast_update
         await call.sip.run()

@@ -92,6 +92,7 @@ class Settings:
     sip_invite_timeout_s: float = 60.0
     sip_register_expires: int = 3600
     sip_session_expires_s: int = 1800  # RFC 4028 interval we ask for
+    sip_min_se_s: int = 90  # RFC 4028 Min-SE (90 s); shorter only to test refreshes quickly
     rtp_activity_timeout_s: float = 60.0  # no RTP this long while ESTABLISHED: BYE + FAILED; 0: off
     keyframe_request_interval_ms: int = 1000
     max_calls: int = 500
@@ -134,6 +135,9 @@ class Settings:
             Rotation.parse(self.record_rotation)
         except RecordingError as exc:
             raise SettingsError(f"stream_record_policy_template/record_rotation: {exc}") from None
+        if not 2 <= self.sip_min_se_s <= self.sip_session_expires_s:
+            raise SettingsError(f"sip_min_se_s: need 2 <= sip_min_se_s <= sip_session_expires_s "
+                                f"({self.sip_session_expires_s}), got {self.sip_min_se_s}")
         if self.record_audio_codec not in ("aac", "opus"):
             raise SettingsError(f"record_audio_codec: expected aac or opus, got {self.record_audio_codec!r}")
         if self.media_port_to - self.media_port_from < 3:

@@ -92,6 +92,7 @@ class OutgoingCall:
         on_remote_sdp: Callable[[str, bool], None],
         invite_timeout: float = 60.0,
         session_expires: int = _DEFAULT_SESSION_EXPIRES,
+        min_se: int = _MIN_SE,
     ) -> None:
         self.ua = ua
         self.account = account
@@ -101,6 +102,7 @@ class OutgoingCall:
         self.on_remote_sdp = on_remote_sdp
         self.invite_timeout = invite_timeout
         self.session_expires = session_expires
+        self.min_se = min_se  # RFC 4028 Min-SE: 90 s; lower only in tests
         self.sip_call_id = secrets.token_hex(12) + "@sipstream"
         self.local_tag = new_tag()
         self.remote_tag: str | None = None
@@ -227,7 +229,7 @@ class OutgoingCall:
             ("Allow", ALLOW),
             ("Supported", "replaces, timer"),
             ("Session-Expires", str(self.session_expires)),
-            ("Min-SE", str(_MIN_SE)),
+            ("Min-SE", str(self.min_se)),
             ("User-Agent", USER_AGENT),
             ("Content-Type", "application/sdp"),
             *extra,
@@ -465,7 +467,7 @@ class OutgoingCall:
             return
         value, _, params = header.partition(";")
         try:
-            interval = max(_MIN_SE, int(value.strip()))
+            interval = max(self.min_se, int(value.strip()))
         except ValueError:
             return
         refresher = "uac"
