@@ -59,6 +59,16 @@ class SipMessage:
     @property
     def cseq(self) -> tuple[int, str] | None:
         """(number, METHOD) from CSeq."""
+    @property
+    def from_tag(self) -> str | None:
+        """The tag parameter of the first From header, read in Rust: what
+        ``NameAddr.parse(m.header("From")).tag()`` gives without building the
+        NameAddr. None when there is no From or it has no tag; raises
+        SipParseError when From is not a name-addr."""
+    @property
+    def to_tag(self) -> str | None:
+        """The tag parameter of the first To header (None before the UAS has
+        set one); like ``from_tag``."""
     def to_bytes(self) -> bytes:
         """Serialize; Content-Length is (re)written from the body."""
 

@@ -174,12 +174,24 @@ impl PySipMessage {
 
     #[getter]
     fn call_id(&self) -> Option<&str> {
-        self.headers.get("Call-ID")
+        self.headers.call_id()
     }
 
     #[getter]
-    fn cseq(&self) -> Option<(u32, String)> {
-        self.headers.get("CSeq").and_then(sip::parse_cseq)
+    fn cseq(&self) -> Option<(u32, &str)> {
+        self.headers.cseq()
+    }
+
+    /// The From tag, parsed in Rust without building a `NameAddr`.
+    #[getter(from_tag)]
+    fn get_from_tag(&self) -> PyResult<Option<&str>> {
+        self.headers.from_tag().map_err(sip_err)
+    }
+
+    /// The To tag, parsed in Rust without building a `NameAddr`.
+    #[getter(to_tag)]
+    fn get_to_tag(&self) -> PyResult<Option<&str>> {
+        self.headers.to_tag().map_err(sip_err)
     }
 
     fn to_bytes(&self) -> PyResult<Vec<u8>> {

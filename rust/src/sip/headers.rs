@@ -5,117 +5,277 @@
 //! instead of two per header. Known names are `&'static str` and take no
 //! space in the buffer.
 
+use crate::error::SipError;
 use std::fmt;
 use std::ops::Range;
 
-/// Compact form (RFC 3261 §7.3.3 and extensions) → canonical long name.
-fn compact_form(c: u8) -> Option<&'static str> {
-    Some(match c.to_ascii_lowercase() {
-        b'v' => "Via",
-        b'f' => "From",
-        b't' => "To",
-        b'i' => "Call-ID",
-        b'm' => "Contact",
-        b'c' => "Content-Type",
-        b'l' => "Content-Length",
-        b's' => "Subject",
-        b'k' => "Supported",
-        b'o' => "Event",
-        b'x' => "Session-Expires",
-        b'e' => "Content-Encoding",
-        b'r' => "Refer-To",
-        b'b' => "Referred-By",
-        b'u' => "Allow-Events",
-        _ => return None,
-    })
+/// Known header names in canonical capitalization; a name's index is its
+/// [`KnownId`]. No two differ only in case.
+const KNOWN: [&str; 66] = [
+    "Allow",
+    "Accept",
+    "Authorization",
+    "Allow-Events",
+    "Accept-Contact",
+    "Accept-Encoding",
+    "Accept-Language",
+    "Alert-Info",
+    "Authentication-Info",
+    "Call-ID",
+    "CSeq",
+    "Contact",
+    "Content-Length",
+    "Content-Type",
+    "Call-Info",
+    "Content-Disposition",
+    "Content-Encoding",
+    "Content-Language",
+    "Date",
+    "Expires",
+    "Event",
+    "Error-Info",
+    "From",
+    "History-Info",
+    "Identity",
+    "In-Reply-To",
+    "Max-Forwards",
+    "MIME-Version",
+    "Min-Expires",
+    "Min-SE",
+    "Organization",
+    "Proxy-Authenticate",
+    "Proxy-Authorization",
+    "P-Asserted-Identity",
+    "P-Preferred-Identity",
+    "Path",
+    "Priority",
+    "Privacy",
+    "Proxy-Require",
+    "Record-Route",
+    "Route",
+    "Require",
+    "Reason",
+    "RAck",
+    "RSeq",
+    "Refer-To",
+    "Referred-By",
+    "Remote-Party-ID",
+    "Replaces",
+    "Reply-To",
+    "Retry-After",
+    "Supported",
+    "Server",
+    "Session-Expires",
+    "Subject",
+    "Subscription-State",
+    "Service-Route",
+    "SIP-ETag",
+    "SIP-If-Match",
+    "To",
+    "Timestamp",
+    "User-Agent",
+    "Unsupported",
+    "Via",
+    "WWW-Authenticate",
+    "Warning",
+];
+
+/// Headers whose comma-joined values are split into separate entries.
+const LIST_HEADERS: [&str; 8] = [
+    "Via",
+    "Route",
+    "Record-Route",
+    "Contact",
+    "Allow",
+    "Supported",
+    "Require",
+    "Accept",
+];
+
+/// A header name we know, as a small index into [`KNOWN`]: comparing ids is
+/// what makes lookups and the parser's per-header checks cheap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct KnownId(u8);
+
+impl KnownId {
+    pub(crate) const FROM: KnownId = KnownId::of("From");
+    pub(crate) const TO: KnownId = KnownId::of("To");
+    pub(crate) const CALL_ID: KnownId = KnownId::of("Call-ID");
+    pub(crate) const CSEQ: KnownId = KnownId::of("CSeq");
+    pub(crate) const CONTENT_LENGTH: KnownId = KnownId::of("Content-Length");
+
+    /// The id of a canonical name; a compile error when used in a const
+    /// with a name that is not in [`KNOWN`].
+    const fn of(name: &str) -> KnownId {
+        let mut i = 0;
+        while i < KNOWN.len() {
+            if const_eq(KNOWN[i].as_bytes(), name.as_bytes()) {
+                return KnownId(i as u8);
+            }
+            i += 1;
+        }
+        panic!("not a known header name");
+    }
+
+    /// The canonical name.
+    pub(crate) fn name(self) -> &'static str {
+        KNOWN.get(usize::from(self.0)).copied().unwrap_or("")
+    }
+
+    /// Whether comma-joined values are split into one entry each.
+    pub(crate) fn is_list(self) -> bool {
+        IS_LIST.get(usize::from(self.0)).copied().unwrap_or(false)
+    }
 }
 
-/// Known header names in canonical capitalization, grouped by lower-cased
-/// first letter so that a lookup compares against a handful of names.
-fn known_by_first_letter(c: u8) -> &'static [&'static str] {
-    match c.to_ascii_lowercase() {
-        b'a' => &[
-            "Allow",
-            "Accept",
-            "Authorization",
-            "Allow-Events",
-            "Accept-Contact",
-            "Accept-Encoding",
-            "Accept-Language",
-            "Alert-Info",
-            "Authentication-Info",
-        ],
-        b'c' => &[
-            "Call-ID",
-            "CSeq",
-            "Contact",
-            "Content-Length",
-            "Content-Type",
-            "Call-Info",
-            "Content-Disposition",
-            "Content-Encoding",
-            "Content-Language",
-        ],
-        b'd' => &["Date"],
-        b'e' => &["Expires", "Event", "Error-Info"],
-        b'f' => &["From"],
-        b'h' => &["History-Info"],
-        b'i' => &["Identity", "In-Reply-To"],
-        b'm' => &["Max-Forwards", "MIME-Version", "Min-Expires", "Min-SE"],
-        b'o' => &["Organization"],
-        b'p' => &[
-            "Proxy-Authenticate",
-            "Proxy-Authorization",
-            "P-Asserted-Identity",
-            "P-Preferred-Identity",
-            "Path",
-            "Priority",
-            "Privacy",
-            "Proxy-Require",
-        ],
-        b'r' => &[
-            "Record-Route",
-            "Route",
-            "Require",
-            "Reason",
-            "RAck",
-            "RSeq",
-            "Refer-To",
-            "Referred-By",
-            "Remote-Party-ID",
-            "Replaces",
-            "Reply-To",
-            "Retry-After",
-        ],
-        b's' => &[
-            "Supported",
-            "Server",
-            "Session-Expires",
-            "Subject",
-            "Subscription-State",
-            "Service-Route",
-            "SIP-ETag",
-            "SIP-If-Match",
-        ],
-        b't' => &["To", "Timestamp"],
-        b'u' => &["User-Agent", "Unsupported"],
-        b'v' => &["Via"],
-        b'w' => &["WWW-Authenticate", "Warning"],
-        _ => &[],
+const fn const_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// `IS_LIST[id]`: whether [`KNOWN`]`[id]` is in [`LIST_HEADERS`].
+const IS_LIST: [bool; KNOWN.len()] = {
+    let mut t = [false; KNOWN.len()];
+    let mut i = 0;
+    while i < LIST_HEADERS.len() {
+        t[KnownId::of(LIST_HEADERS[i]).0 as usize] = true;
+        i += 1;
+    }
+    t
+};
+
+/// Hash of a header name from its length and three lower-cased bytes
+/// (first, middle, last). The constants were searched for to give every
+/// name in [`KNOWN`] its own slot (checked when `NAME_SLOTS` is built), so
+/// a lookup compares against at most one name. `name` is not empty.
+const fn name_hash(name: &[u8]) -> usize {
+    let n = name.len();
+    let (first, last) = match name {
+        [first, .., last] => (*first, *last),
+        [only] => (*only, *only),
+        [] => return 0,
+    };
+    // n / 2 < n: the name is not empty here
+    let mid = name[n / 2];
+    (n + 18 * first.to_ascii_lowercase() as usize
+        + 7 * mid.to_ascii_lowercase() as usize
+        + 20 * last.to_ascii_lowercase() as usize)
+        & 0xff
+}
+
+/// `NAME_SLOTS[name_hash(name)]` is the id + 1 of the known name with that
+/// hash, 0 for none. Building it fails to compile on a collision.
+const NAME_SLOTS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < KNOWN.len() {
+        let h = name_hash(KNOWN[i].as_bytes());
+        assert!(t[h] == 0, "two known header names share a hash slot");
+        t[h] = i as u8 + 1;
+        i += 1;
+    }
+    t
+};
+
+/// Compact form (RFC 3261 §7.3.3 and extensions) → canonical long name.
+fn compact_form(c: u8) -> Option<KnownId> {
+    COMPACT
+        .get(usize::from(c.to_ascii_lowercase().wrapping_sub(b'a')))
+        .copied()
+        .flatten()
+}
+
+/// `COMPACT[c - b'a']`: the header compact form `c` stands for.
+const COMPACT: [Option<KnownId>; 26] = {
+    const FORMS: [(u8, &str); 15] = [
+        (b'v', "Via"),
+        (b'f', "From"),
+        (b't', "To"),
+        (b'i', "Call-ID"),
+        (b'm', "Contact"),
+        (b'c', "Content-Type"),
+        (b'l', "Content-Length"),
+        (b's', "Subject"),
+        (b'k', "Supported"),
+        (b'o', "Event"),
+        (b'x', "Session-Expires"),
+        (b'e', "Content-Encoding"),
+        (b'r', "Refer-To"),
+        (b'b', "Referred-By"),
+        (b'u', "Allow-Events"),
+    ];
+    let mut t = [None; 26];
+    let mut i = 0;
+    while i < FORMS.len() {
+        t[(FORMS[i].0 - b'a') as usize] = Some(KnownId::of(FORMS[i].1));
+        i += 1;
+    }
+    t
+};
+
+/// Longest name in [`KNOWN`] and then some.
+const MAX_KNOWN_LEN: usize = 24;
+
+/// `FOLDED[id]`: the name lower-cased and zero-padded, and for each byte the
+/// bit that ASCII case folding sets (0x20 for letters, 0 otherwise): `b`
+/// equals name byte `l` ignoring case exactly when `b | mask == l`.
+const FOLDED: [([u8; MAX_KNOWN_LEN], [u8; MAX_KNOWN_LEN]); KNOWN.len()] = {
+    let mut t = [([0u8; MAX_KNOWN_LEN], [0u8; MAX_KNOWN_LEN]); KNOWN.len()];
+    let mut i = 0;
+    while i < KNOWN.len() {
+        let name = KNOWN[i].as_bytes();
+        assert!(name.len() <= MAX_KNOWN_LEN);
+        let mut j = 0;
+        while j < name.len() {
+            t[i].0[j] = name[j].to_ascii_lowercase();
+            t[i].1[j] = if name[j].is_ascii_alphabetic() {
+                0x20
+            } else {
+                0
+            };
+            j += 1;
+        }
+        i += 1;
+    }
+    t
+};
+
+/// The known header a name (compact form or any case) stands for.
+#[inline]
+pub(crate) fn known_id(name: &[u8]) -> Option<KnownId> {
+    match name {
+        [] => None,
+        [c] => compact_form(*c),
+        _ => {
+            let slot = NAME_SLOTS.get(name_hash(name)).copied().unwrap_or(0);
+            let id = KnownId(slot.checked_sub(1)?);
+            let (lower, mask) = FOLDED.get(usize::from(id.0))?;
+            if name.len() != id.name().len() {
+                return None;
+            }
+            // Branch-free over the whole name: names are short.
+            let diff = name
+                .iter()
+                .zip(lower.iter().zip(mask))
+                .fold(0, |acc, (b, (l, m))| acc | ((b | m) ^ l));
+            (diff == 0).then_some(id)
+        }
     }
 }
 
 /// The canonical name for a header name (compact form or any case), if it
 /// is one we know.
 pub(crate) fn known_name(name: &[u8]) -> Option<&'static str> {
-    match name {
-        [] => None,
-        [c] => compact_form(*c),
-        [c, ..] => known_by_first_letter(*c)
-            .iter()
-            .find(|k| k.as_bytes().eq_ignore_ascii_case(name))
-            .copied(),
-    }
+    known_id(name).map(KnownId::name)
 }
 
 /// Canonical form of a header name, without allocating: compact forms
@@ -131,28 +291,30 @@ pub fn canonical_header_name(name: &str) -> String {
     canonical_name(name).to_string()
 }
 
-/// Headers whose comma-joined values are split into separate entries.
-pub(crate) fn is_list_header(canonical: &str) -> bool {
-    matches!(
-        canonical,
-        "Via" | "Route" | "Record-Route" | "Contact" | "Allow" | "Supported" | "Require" | "Accept"
-    )
-}
+/// An offset into [`Headers`]' buffer. Parsed messages are at most 64 KiB;
+/// a hand-built header list past 4 GiB reads back empty names and values
+/// there (the offsets saturate) rather than costing every entry twice the
+/// space.
+type Offset = u32;
 
-#[derive(Debug, Clone, Copy)]
-enum Name {
-    /// A canonical known name.
-    Known(&'static str),
-    /// Bytes `start..end` of the buffer.
-    Other(usize, usize),
+fn offset(n: usize) -> Offset {
+    Offset::try_from(n).unwrap_or(Offset::MAX)
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    name: Name,
+    /// The name, when it is a known one in canonical form; otherwise the
+    /// name is bytes `name_start..name_end` of the buffer.
+    known: Option<KnownId>,
+    /// The known header this entry answers lookups for: the name's id when
+    /// the name equals a known name ignoring case (never for a compact form
+    /// pushed as written, see [`Headers::push`]).
+    key: Option<KnownId>,
+    name_start: Offset,
+    name_end: Offset,
     /// Value bytes `start..end` of the buffer.
-    start: usize,
-    end: usize,
+    start: Offset,
+    end: Offset,
 }
 
 /// The ordered `(name, value)` header entries of a message.
@@ -186,28 +348,48 @@ impl Headers {
     /// Append an entry with `name` exactly as given (see
     /// [`SipMessage::request`](super::SipMessage::request) for canonical names).
     pub fn push(&mut self, name: &str, value: &str) {
-        match known_name(name.as_bytes()).filter(|k| *k == name) {
+        let known = known_id(name.as_bytes());
+        match known.filter(|k| k.name() == name) {
             Some(known) => self.push_known(known, value),
             None => {
-                let start = self.buf.len();
-                self.buf.push_str(name);
-                let name = Name::Other(start, self.buf.len());
-                self.push_value(name, value);
+                let key = known.filter(|k| k.name().eq_ignore_ascii_case(name));
+                self.push_named(name, key, value);
             }
         }
     }
 
-    pub(crate) fn push_known(&mut self, name: &'static str, value: &str) {
-        self.push_value(Name::Known(name), value);
-    }
-
-    fn push_value(&mut self, name: Name, value: &str) {
-        let start = self.buf.len();
+    #[inline]
+    pub(crate) fn push_known(&mut self, name: KnownId, value: &str) {
+        let start = offset(self.buf.len());
         self.buf.push_str(value);
         self.entries.push(Entry {
-            name,
+            known: Some(name),
+            key: Some(name),
+            name_start: 0,
+            name_end: 0,
             start,
-            end: self.buf.len(),
+            end: offset(self.buf.len()),
+        });
+    }
+
+    /// Append an entry with a name that is not a known one (the parser has
+    /// already looked it up).
+    pub(crate) fn push_other(&mut self, name: &str, value: &str) {
+        self.push_named(name, None, value);
+    }
+
+    fn push_named(&mut self, name: &str, key: Option<KnownId>, value: &str) {
+        let name_start = offset(self.buf.len());
+        self.buf.push_str(name);
+        let start = offset(self.buf.len());
+        self.buf.push_str(value);
+        self.entries.push(Entry {
+            known: None,
+            key,
+            name_start,
+            name_end: start,
+            start,
+            end: offset(self.buf.len()),
         });
     }
 
@@ -224,7 +406,7 @@ impl Headers {
             self.buf.push(' ');
         }
         self.buf.push_str(more);
-        last.end = self.buf.len();
+        last.end = offset(self.buf.len());
     }
 
     /// Replace the last entry by one entry per non-empty, trimmed part of its
@@ -234,7 +416,11 @@ impl Headers {
         let Some(last) = self.entries.pop() else {
             return;
         };
-        let value = self.buf.get(last.start..last.end).unwrap_or("");
+        // (the buffer, not `value_of`: entries are pushed while it is borrowed)
+        let value = self
+            .buf
+            .get(last.start as usize..last.end as usize)
+            .unwrap_or("");
         for Range { start, end } in super::SplitOutsideQuotes::new(value, ',') {
             let part = value.get(start..end).unwrap_or("");
             let trimmed = part.trim_start();
@@ -242,23 +428,27 @@ impl Headers {
             let end = start + trimmed.trim_end().len();
             if end > start {
                 self.entries.push(Entry {
-                    name: last.name,
-                    start: last.start + start,
-                    end: last.start + end,
+                    start: last.start.saturating_add(offset(start)),
+                    end: last.start.saturating_add(offset(end)),
+                    ..last
                 });
             }
         }
     }
 
+    fn span(&self, start: Offset, end: Offset) -> &str {
+        self.buf.get(start as usize..end as usize).unwrap_or("")
+    }
+
     fn name_of(&self, e: &Entry) -> &str {
-        match e.name {
-            Name::Known(k) => k,
-            Name::Other(s, t) => self.buf.get(s..t).unwrap_or(""),
+        match e.known {
+            Some(k) => k.name(),
+            None => self.span(e.name_start, e.name_end),
         }
     }
 
     fn value_of(&self, e: &Entry) -> &str {
-        self.buf.get(e.start..e.end).unwrap_or("")
+        self.span(e.start, e.end)
     }
 
     /// Entry `i` as `(name, value)`.
@@ -282,21 +472,62 @@ impl Headers {
             .map(|e| (self.name_of(e), self.value_of(e)))
     }
 
+    /// Entries answering a lookup of `name`: those whose name equals its
+    /// canonical form (compact forms expanded) ignoring case.
+    fn matching<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Entry> + 'a {
+        let name = name.trim();
+        let key = known_id(name.as_bytes());
+        self.entries.iter().filter(move |e| match key {
+            Some(_) => e.key == key,
+            // Known names are never unknown ones in another case, so
+            // only entries without a key can match.
+            None => e.key.is_none() && self.name_of(e).eq_ignore_ascii_case(name),
+        })
+    }
+
     /// First value of `name` (case-insensitive, compact form accepted).
     pub fn get(&self, name: &str) -> Option<&str> {
-        let canon = canonical_name(name);
-        self.iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(canon))
-            .map(|(_, v)| v)
+        self.matching(name).next().map(|e| self.value_of(e))
     }
 
     /// Every value of `name`, in order.
     pub fn get_all(&self, name: &str) -> Vec<&str> {
-        let canon = canonical_name(name);
-        self.iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(canon))
-            .map(|(_, v)| v)
-            .collect()
+        self.matching(name).map(|e| self.value_of(e)).collect()
+    }
+
+    /// First value of a known header, by id: no name to canonicalize.
+    #[inline]
+    pub(crate) fn get_known(&self, id: KnownId) -> Option<&str> {
+        self.entries
+            .iter()
+            .find(|e| e.key == Some(id))
+            .map(|e| self.value_of(e))
+    }
+
+    /// Call-ID.
+    pub fn call_id(&self) -> Option<&str> {
+        self.get_known(KnownId::CALL_ID)
+    }
+
+    /// `(number, METHOD)` from the first CSeq; `None` when there is none or
+    /// it does not read "number method".
+    pub fn cseq(&self) -> Option<(u32, &str)> {
+        super::message::cseq_parts(self.get_known(KnownId::CSEQ)?)
+    }
+
+    /// The `tag` parameter of the first From header, as
+    /// `NameAddr::parse(from)?.tag()` gives it but without building the
+    /// `NameAddr`: `Ok(None)` when there is no From or it has no tag, an
+    /// error when From is not a name-addr.
+    pub fn from_tag(&self) -> Result<Option<&str>, SipError> {
+        self.get_known(KnownId::FROM)
+            .map_or(Ok(None), super::NameAddr::tag_of)
+    }
+
+    /// The `tag` parameter of the first To header, like [`Headers::from_tag`].
+    pub fn to_tag(&self) -> Result<Option<&str>, SipError> {
+        self.get_known(KnownId::TO)
+            .map_or(Ok(None), super::NameAddr::tag_of)
     }
 
     /// Owned copy of the entries.
@@ -350,16 +581,40 @@ mod tests {
         assert_eq!(canonical_name("www-AUTHENTICATE"), "WWW-Authenticate");
         assert_eq!(canonical_name("X-Custom"), "X-Custom");
         assert_eq!(canonical_name("q"), "q");
-        for c in b'a'..=b'z' {
-            for k in known_by_first_letter(c) {
-                assert_eq!(
-                    k.as_bytes()[0].to_ascii_lowercase(),
-                    c,
-                    "{k} grouped under {c}"
-                );
-                assert_eq!(canonical_name(&k.to_ascii_uppercase()), *k);
+        for k in KNOWN {
+            assert_eq!(canonical_name(&k.to_ascii_uppercase()), k);
+            assert_eq!(canonical_name(&k.to_ascii_lowercase()), k);
+            assert_eq!(known_name(k.as_bytes()), Some(k));
+        }
+        for (i, a) in KNOWN.iter().enumerate() {
+            for b in &KNOWN[..i] {
+                assert!(!a.eq_ignore_ascii_case(b), "{a} listed twice");
             }
         }
+    }
+
+    #[test]
+    fn names_sharing_a_known_name_hash_slot_are_not_taken_for_it() {
+        // Same length, first, middle and last letter as a known name.
+        for name in ["Vxa", "Tq", "Cxxxxxd", "Frxm", "Accept-Lxxxxxge", "X-Via"] {
+            assert_eq!(known_name(name.as_bytes()), None, "{name}");
+            assert_eq!(canonical_name(name), name);
+        }
+        assert_eq!(known_name(b""), None);
+        assert_eq!(known_name(b"q"), None);
+    }
+
+    #[test]
+    fn exactly_the_list_headers_are_split() {
+        let mut lists: Vec<_> = (0..KNOWN.len())
+            .map(|i| KnownId(i as u8))
+            .filter(|k| k.is_list())
+            .map(KnownId::name)
+            .collect();
+        lists.sort_unstable();
+        let mut expected = LIST_HEADERS.to_vec();
+        expected.sort_unstable();
+        assert_eq!(lists, expected);
     }
 
     #[test]
@@ -380,7 +635,7 @@ mod tests {
     #[test]
     fn folding_and_splitting_edit_the_last_entry_in_place() {
         let mut h = Headers::new();
-        h.push_known("Allow", "INVITE,");
+        h.push_known(KnownId::of("Allow"), "INVITE,");
         h.extend_last("ACK , \"a,b\"");
         h.extend_last("");
         h.split_last();

@@ -1,6 +1,6 @@
 //! SIP message parsing and serialization.
 
-use super::headers::{is_list_header, known_name, Headers};
+use super::headers::{known_id, Headers, KnownId};
 use crate::error::SipError;
 use std::borrow::Cow;
 
@@ -30,8 +30,25 @@ pub struct SipMessage {
     pub body: Vec<u8>,
 }
 
+/// `TOKEN[b]`: whether byte `b` may appear in a token (RFC 3261 §25.1).
+static TOKEN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            );
+        b += 1;
+    }
+    t
+};
+
+#[inline]
 fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
+    TOKEN[usize::from(b)]
 }
 
 /// The end of a line, or why there is none.
@@ -57,6 +74,7 @@ impl LineError {
 }
 
 /// One line starting at `pos`: (line without CRLF or LF, offset after it).
+#[inline]
 fn next_line(data: &[u8], pos: usize) -> Result<(&[u8], usize), LineError> {
     let rest = data.get(pos..).unwrap_or(&[]);
     let i = find_line_end(rest).ok_or(LineError::Unterminated)?;
@@ -106,12 +124,76 @@ fn text(bytes: &[u8]) -> Cow<'_, str> {
     }
 }
 
+/// The valid UTF-8 prefix of the header section checked so far. Values are
+/// borrowed from it instead of each being validated on its own: one
+/// `from_utf8` call per message rather than one per header. Values it does
+/// not cover (after an invalid byte) go through [`text`], so the result is
+/// the same either way.
+struct Utf8Prefix<'a> {
+    data: &'a [u8],
+    /// Offset in `data` where `valid` starts.
+    base: usize,
+    valid: &'a str,
+    /// Growing `valid` cannot help: it ends at an invalid sequence or at the
+    /// end of `data`.
+    done: bool,
+}
+
+impl<'a> Utf8Prefix<'a> {
+    /// Checked up front: more than the header section of most messages,
+    /// little of a large body.
+    const FIRST: usize = 1024;
+
+    fn new(data: &'a [u8], base: usize) -> Self {
+        let mut p = Utf8Prefix {
+            data,
+            base,
+            valid: "",
+            done: false,
+        };
+        p.grow(base + Self::FIRST);
+        p
+    }
+
+    /// Check up to `end` at least, and at least twice as far as before, so
+    /// that a long header section is checked in a few calls.
+    fn grow(&mut self, end: usize) {
+        let end = end
+            .max(self.base + 2 * self.valid.len())
+            .min(self.data.len());
+        let bytes = self.data.get(self.base..end).unwrap_or(&[]);
+        self.valid = match std::str::from_utf8(bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                // error_len() is None for a sequence cut by `end`, which
+                // the next, longer check may complete.
+                self.done = e.error_len().is_some();
+                let prefix = bytes.get(..e.valid_up_to()).unwrap_or(&[]);
+                std::str::from_utf8(prefix).unwrap_or("")
+            }
+        };
+        self.done |= end == self.data.len();
+    }
+
+    /// Bytes `start..end` of the data as text, as [`text`] gives them.
+    #[inline]
+    fn text(&mut self, start: usize, end: usize) -> Cow<'a, str> {
+        if end > self.base + self.valid.len() && !self.done {
+            self.grow(end);
+        }
+        let valid = self.valid;
+        match valid.get(start.saturating_sub(self.base)..end.saturating_sub(self.base)) {
+            Some(s) if start >= self.base => Cow::Borrowed(s),
+            _ => text(self.data.get(start..end).unwrap_or(&[])),
+        }
+    }
+}
+
 fn parse_start_line(line: &[u8], offset: usize) -> Result<StartLine, SipError> {
     let text = std::str::from_utf8(line)
         .map_err(|e| SipError::syntax(offset + e.valid_up_to(), "start line is not valid UTF-8"))?;
     if text.starts_with("SIP/") {
-        let mut parts = text.splitn(3, ' ');
-        let version = parts.next().unwrap_or("");
+        let (version, rest) = split_at_space(text);
         if !version.eq_ignore_ascii_case("SIP/2.0") {
             return Err(SipError::syntax(
                 offset,
@@ -119,9 +201,9 @@ fn parse_start_line(line: &[u8], offset: usize) -> Result<StartLine, SipError> {
             ));
         }
         let code_offset = offset + version.len() + 1;
-        let code = parts
-            .next()
-            .ok_or_else(|| SipError::syntax(code_offset, "status line has no status code"))?;
+        let (code, reason) = split_at_space(
+            rest.ok_or_else(|| SipError::syntax(code_offset, "status line has no status code"))?,
+        );
         if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
             return Err(SipError::syntax(
                 code_offset,
@@ -137,13 +219,12 @@ fn parse_start_line(line: &[u8], offset: usize) -> Result<StartLine, SipError> {
                 format!("status code {status} out of range 100..699"),
             ));
         }
-        let reason = parts.next().unwrap_or("").to_string();
+        let reason = reason.unwrap_or("").to_string();
         Ok(StartLine::Response { status, reason })
     } else {
-        let mut parts = text.split(' ');
-        let (Some(method), Some(uri), Some(version), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (method, rest) = split_at_space(text);
+        let (uri, rest) = rest.map_or(("", None), split_at_space);
+        let (Some(version), false) = (rest, rest.is_some_and(|v| v.contains(' '))) else {
             return Err(SipError::syntax(
                 offset,
                 "request line is not 'METHOD SP Request-URI SP SIP/2.0'",
@@ -153,7 +234,7 @@ fn parse_start_line(line: &[u8], offset: usize) -> Result<StartLine, SipError> {
             return Err(SipError::syntax(offset, format!("bad method {method:?}")));
         }
         let uri_offset = offset + method.len() + 1;
-        if uri.is_empty() || !uri.contains(':') {
+        if uri.is_empty() || !uri.as_bytes().contains(&b':') {
             return Err(SipError::syntax(
                 uri_offset,
                 format!("bad Request-URI {uri:?}"),
@@ -172,7 +253,23 @@ fn parse_start_line(line: &[u8], offset: usize) -> Result<StartLine, SipError> {
     }
 }
 
+/// `s` split at its first space: the part before it and, when there is a
+/// space, the part after it.
+fn split_at_space(s: &str) -> (&str, Option<&str>) {
+    match s.as_bytes().iter().position(|&b| b == b' ') {
+        Some(i) => (s.get(..i).unwrap_or(""), s.get(i + 1..)),
+        None => (s, None),
+    }
+}
+
 fn trim_bytes(b: &[u8]) -> &[u8] {
+    let (start, end) = trim_range(b);
+    b.get(start..end).unwrap_or(&[])
+}
+
+/// `start..end` of `b` without leading and trailing ASCII whitespace.
+#[inline]
+fn trim_range(b: &[u8]) -> (usize, usize) {
     let start = b
         .iter()
         .position(|c| !c.is_ascii_whitespace())
@@ -181,7 +278,7 @@ fn trim_bytes(b: &[u8]) -> &[u8] {
         .iter()
         .rposition(|c| !c.is_ascii_whitespace())
         .map_or(start, |e| e + 1);
-    b.get(start..end).unwrap_or(&[])
+    (start, end)
 }
 
 impl SipMessage {
@@ -245,9 +342,10 @@ impl SipMessage {
 
         let mut parser = HeaderParser {
             // names and values are shorter than what is left of the input
-            headers: Headers::with_capacity(data.len() - pos, 16),
+            headers: Headers::with_capacity(data.len() - pos, 32),
             open: None,
             content_length: None,
+            text: Utf8Prefix::new(data, pos),
         };
         let body_start = loop {
             let (line, next) = next_line(data, pos).map_err(|e| {
@@ -322,12 +420,23 @@ impl SipMessage {
     }
 
     pub fn call_id(&self) -> Option<&str> {
-        self.header("Call-ID")
+        self.headers.call_id()
     }
 
     /// `(number, METHOD)` from CSeq.
     pub fn cseq(&self) -> Option<(u32, String)> {
-        parse_cseq(self.header("CSeq")?)
+        self.headers.cseq().map(|(n, m)| (n, m.to_string()))
+    }
+
+    /// The `tag` parameter of the first From header; see
+    /// [`Headers::from_tag`].
+    pub fn from_tag(&self) -> Result<Option<&str>, SipError> {
+        self.headers.from_tag()
+    }
+
+    /// The `tag` parameter of the first To header; see [`Headers::to_tag`].
+    pub fn to_tag(&self) -> Result<Option<&str>, SipError> {
+        self.headers.to_tag()
     }
 
     /// Serialize; Content-Length is written from the body (replacing the
@@ -340,7 +449,7 @@ impl SipMessage {
 fn canonical_headers(headers: &[(String, String)]) -> Headers {
     let mut out = Headers::with_capacity(headers.iter().map(|(_, v)| v.len()).sum(), headers.len());
     for (name, value) in headers {
-        match known_name(name.trim().as_bytes()) {
+        match known_id(name.trim().as_bytes()) {
             Some(known) => out.push_known(known, value),
             None => out.push(name.trim(), value),
         }
@@ -351,15 +460,19 @@ fn canonical_headers(headers: &[(String, String)]) -> Headers {
 /// Header lines → entries. A header stays "open" until the next header line
 /// starts, because folded continuation lines may still extend its value;
 /// closing it splits list values and checks Content-Length and the cap.
-struct HeaderParser {
+struct HeaderParser<'a> {
     headers: Headers,
-    /// Offset of the line of the last entry, while it is open.
-    open: Option<usize>,
+    /// Offset of the line of the last entry and its known name, while it
+    /// is open.
+    open: Option<(usize, Option<KnownId>)>,
     /// (value, offset of its line) of the first Content-Length.
     content_length: Option<(usize, usize)>,
+    text: Utf8Prefix<'a>,
 }
 
-impl HeaderParser {
+impl HeaderParser<'_> {
+    /// Take the header line `line`, which starts at `offset` in the data.
+    #[inline]
     fn line(&mut self, line: &[u8], offset: usize) -> Result<(), SipError> {
         if let [b' ' | b'\t', ..] = line {
             // folded continuation line (RFC 3261 §7.3.1)
@@ -369,55 +482,63 @@ impl HeaderParser {
                     "continuation line before any header",
                 ));
             }
-            self.headers.extend_last(&text(trim_bytes(line)));
+            let (start, end) = trim_range(line);
+            let more = self.text.text(offset + start, offset + end);
+            self.headers.extend_last(&more);
             return Ok(());
         }
         self.close()?;
-        let colon = line
+        // Usually the name is a token right up to the colon; otherwise
+        // (spaces before the colon, or an error) take the general path.
+        let token_len = line
             .iter()
-            .position(|&b| b == b':')
-            .ok_or_else(|| SipError::syntax(offset, "header line without ':'"))?;
-        let (name, value) = line.split_at(colon);
-        let name = trim_bytes(name);
-        if name.is_empty() || !name.iter().copied().all(is_token_byte) {
-            return Err(SipError::syntax(
-                offset,
-                format!("invalid header name {:?}", String::from_utf8_lossy(name)),
-            ));
-        }
-        let value = text(trim_bytes(value.get(1..).unwrap_or(&[])));
-        match known_name(name) {
+            .position(|&b| !is_token_byte(b))
+            .unwrap_or(line.len());
+        let (name, value) = match line.split_at_checked(token_len) {
+            Some((name, [b':', value @ ..])) if !name.is_empty() => (name, value),
+            _ => split_header_line(line, offset)?,
+        };
+        let value_offset = offset + (line.len() - value.len());
+        let (start, end) = trim_range(value);
+        let value = self.text.text(value_offset + start, value_offset + end);
+        let known = known_id(name);
+        match known {
             Some(known) => self.headers.push_known(known, &value),
             // a token is ASCII, hence UTF-8
             None => self
                 .headers
-                .push(std::str::from_utf8(name).unwrap_or("?"), &value),
+                .push_other(std::str::from_utf8(name).unwrap_or("?"), &value),
         }
-        self.open = Some(offset);
+        self.open = Some((offset, known));
         Ok(())
     }
 
     /// Finish the open header, if any.
+    #[inline]
     fn close(&mut self) -> Result<(), SipError> {
-        let Some(offset) = self.open.take() else {
+        let Some((offset, known)) = self.open.take() else {
             return Ok(());
         };
-        let Some((name, value)) = self.headers.last() else {
+        let Some((_, value)) = self.headers.last() else {
             return Ok(());
         };
-        if name == "Content-Length" {
-            if let Some((_, first)) = self.content_length {
-                // Two lengths are how request smuggling starts (RFC 3261
-                // §20.14 has exactly one); reject even equal ones.
-                return Err(SipError::ContentLength {
-                    offset,
-                    msg: format!("second Content-Length (the first is at byte offset {first})"),
-                });
+        match known {
+            Some(KnownId::CONTENT_LENGTH) => {
+                if let Some((_, first)) = self.content_length {
+                    // Two lengths are how request smuggling starts (RFC 3261
+                    // §20.14 has exactly one); reject even equal ones.
+                    return Err(SipError::ContentLength {
+                        offset,
+                        msg: format!("second Content-Length (the first is at byte offset {first})"),
+                    });
+                }
+                self.content_length = Some((parse_content_length(value, offset)?, offset));
             }
-            self.content_length = Some((parse_content_length(value, offset)?, offset));
-        } else if is_list_header(name) && value.contains(',') {
             // ("Contact: *" has no comma, so it is never split.)
-            self.headers.split_last();
+            Some(k) if k.is_list() && value.as_bytes().contains(&b',') => {
+                self.headers.split_last();
+            }
+            _ => {}
         }
         // Content-Length does not count: the serializer adds one when there
         // is none, and what parses must parse again after serializing.
@@ -430,6 +551,24 @@ impl HeaderParser {
         }
         Ok(())
     }
+}
+
+/// `name: value` → (name, bytes after the colon), the name trimmed and
+/// checked to be a token.
+fn split_header_line(line: &[u8], offset: usize) -> Result<(&[u8], &[u8]), SipError> {
+    let colon = line
+        .iter()
+        .position(|&b| b == b':')
+        .ok_or_else(|| SipError::syntax(offset, "header line without ':'"))?;
+    let (name, value) = line.split_at(colon);
+    let name = trim_bytes(name);
+    if name.is_empty() || !name.iter().copied().all(is_token_byte) {
+        return Err(SipError::syntax(
+            offset,
+            format!("invalid header name {:?}", String::from_utf8_lossy(name)),
+        ));
+    }
+    Ok((name, value.get(1..).unwrap_or(&[])))
 }
 
 /// Decimal digits only (no sign), and no more than the largest message.
@@ -455,9 +594,14 @@ fn parse_content_length(value: &str, offset: usize) -> Result<usize, SipError> {
 
 /// `"314159 INVITE"` → `(314159, "INVITE")`.
 pub fn parse_cseq(value: &str) -> Option<(u32, String)> {
+    cseq_parts(value).map(|(n, m)| (n, m.to_string()))
+}
+
+/// [`parse_cseq`] without copying the method.
+pub(crate) fn cseq_parts(value: &str) -> Option<(u32, &str)> {
     let mut it = value.split_whitespace();
     let n = it.next()?.parse().ok()?;
-    let m = it.next()?.to_string();
+    let m = it.next()?;
     Some((n, m))
 }
 

@@ -878,3 +878,135 @@ fn line_end_search_agrees_with_a_plain_scan() {
         assert_eq!(super::message::find_line_end(&data), plain, "{data:?}");
     }
 }
+
+// ------------------------------------------------ dialog-matching accessors
+
+/// What the accessors must agree with: the From/To value parsed as a
+/// `NameAddr`.
+fn tag_via_name_addr(m: &SipMessage, name: &str) -> Result<Option<String>, String> {
+    match m.header(name) {
+        None => Ok(None),
+        Some(v) => NameAddr::parse(v)
+            .map(|n| n.tag().map(str::to_string))
+            .map_err(|e| e.to_string()),
+    }
+}
+
+fn assert_accessors_agree(m: &SipMessage) {
+    let own = |r: Result<Option<&str>, SipError>| {
+        r.map(|t| t.map(str::to_string)).map_err(|e| e.to_string())
+    };
+    assert_eq!(own(m.from_tag()), tag_via_name_addr(m, "From"));
+    assert_eq!(own(m.to_tag()), tag_via_name_addr(m, "To"));
+    assert_eq!(m.call_id(), m.header("Call-ID"));
+    assert_eq!(m.cseq(), m.header("CSeq").and_then(parse_cseq));
+}
+
+#[test]
+fn dialog_accessors_read_what_the_headers_say() {
+    let m = SipMessage::parse(&invite()).unwrap();
+    assert_eq!(m.from_tag().unwrap(), Some("lUu7fJbtc"));
+    assert_eq!(m.to_tag().unwrap(), None);
+    assert_eq!(m.call_id(), Some("6kPq~nYwQx"));
+    assert_eq!(m.cseq(), Some((20, "INVITE".to_string())));
+    assert_eq!(m.headers.cseq(), Some((20, "INVITE")));
+    for f in all_fixtures() {
+        assert_accessors_agree(&SipMessage::parse(&f).unwrap());
+    }
+}
+
+#[test]
+fn tag_accessors_take_compact_forms_addr_specs_and_any_param_case() {
+    let m = SipMessage::parse(
+        b"BYE sip:a@b SIP/2.0\r\nf: sip:alice@h;TAG = x1 ;lr\r\nt: \"Q\\\" t\" <sip:b@h>;tag=y2\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(m.from_tag().unwrap(), Some("x1"));
+    assert_eq!(m.to_tag().unwrap(), Some("y2"));
+    assert_accessors_agree(&m);
+    // a flag "tag" has no value; a later tag= is not looked at
+    let m = SipMessage::parse(b"BYE sip:a@b SIP/2.0\r\nFrom: <sip:a@h>;tag;tag=z\r\n\r\n").unwrap();
+    assert_eq!(m.from_tag().unwrap(), None);
+    assert_accessors_agree(&m);
+}
+
+#[test]
+fn tag_of_a_malformed_from_is_the_same_error_as_name_addr_gives() {
+    for from in [
+        "\"unterminated <sip:a@h>",
+        "<sip:a@h",
+        "<>;tag=1",
+        "<sip:a@h> junk;tag=1",
+        "\"x\" sip:a@h",
+        "a b;tag=1",
+    ] {
+        let data = format!("BYE sip:a@b SIP/2.0\r\nFrom: {from}\r\n\r\n");
+        let m = SipMessage::parse(data.as_bytes()).unwrap();
+        assert!(m.from_tag().is_err(), "{from}");
+        assert_accessors_agree(&m);
+    }
+    // an empty From is an error too (NameAddr.parse("") is one)
+    let m = SipMessage::parse(b"BYE sip:a@b SIP/2.0\r\nFrom:\r\n\r\n").unwrap();
+    assert!(m.from_tag().is_err());
+}
+
+#[test]
+fn folded_from_is_looked_up_with_its_continuation() {
+    let m = SipMessage::parse(
+        b"BYE sip:a@b SIP/2.0\r\nFrom: <sip:a@h>\r\n  ;tag=folded\r\nCall-ID: c\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(m.header("From"), Some("<sip:a@h> ;tag=folded"));
+    assert_eq!(m.from_tag().unwrap(), Some("folded"));
+    assert_eq!(m.call_id(), Some("c"));
+}
+
+#[test]
+fn non_utf8_header_values_are_replaced_and_later_headers_still_read() {
+    let m = SipMessage::parse(
+        b"BYE sip:a@b SIP/2.0\r\nSubject: caf\xe9 \xff\r\nFrom: <sip:a@h>;tag=\xc3\xa9t\xc3\xa9\r\nCall-ID: c\xff\r\nCSeq: 2 BYE\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(m.header("Subject"), Some("caf\u{fffd} \u{fffd}"));
+    assert_eq!(m.from_tag().unwrap(), Some("été"));
+    assert_eq!(m.call_id(), Some("c\u{fffd}"));
+    assert_eq!(m.cseq(), Some((2, "BYE".to_string())));
+    assert_accessors_agree(&m);
+}
+
+#[test]
+fn values_past_the_first_utf8_check_and_across_its_end_are_exact() {
+    // A header section of several KiB, with multi-byte characters at every
+    // offset around where the first UTF-8 check stops (1 KiB in).
+    for pad in 990..1040 {
+        let mut d = b"OPTIONS sip:a@b SIP/2.0\r\n".to_vec();
+        d.extend_from_slice(b"X-Pad: ");
+        d.extend(std::iter::repeat_n(b'p', pad));
+        d.extend_from_slice(b"\r\nSubject: \xc3\xa9\xe2\x82\xac\xf0\x9f\x8e\xa5 ok\r\n");
+        for i in 0..60 {
+            d.extend_from_slice(format!("X-More-{i}: v\u{e9}{i}\r\n").as_bytes());
+        }
+        d.extend_from_slice(b"Call-ID: tail\r\n\r\n");
+        let m = SipMessage::parse(&d).unwrap();
+        assert_eq!(m.header("Subject"), Some("é€🎥 ok"), "pad {pad}");
+        assert_eq!(m.header("X-More-59"), Some("vé59"));
+        assert_eq!(m.call_id(), Some("tail"));
+    }
+}
+
+#[test]
+fn accessors_agree_with_name_addr_on_mutated_messages() {
+    let mut rng = XorShift(0x5DEE_CE66_D1CE_4E5B);
+    let fixtures = all_fixtures();
+    let alphabet = b";=\"\\<> ,:tagTAG\xc3\xa9\xff";
+    for _ in 0..20_000 {
+        let mut d = fixtures[(rng.next() as usize) % fixtures.len()].clone();
+        for _ in 0..1 + rng.next() % 4 {
+            let pos = (rng.next() as usize) % d.len();
+            d.insert(pos, alphabet[(rng.next() as usize) % alphabet.len()]);
+        }
+        if let Ok(m) = SipMessage::parse(&d) {
+            assert_accessors_agree(&m);
+        }
+    }
+}

@@ -1,7 +1,10 @@
 //! Structured SIP header values: `SipUri`, `NameAddr` (From/To/Contact/
 //! Route) and `Via`.
 
-use super::{find_param, parse_params, split_outside_quotes, write_params, Params};
+use super::{
+    find_param, find_param_in, parse_params, split_outside_quotes, write_params, Params,
+    SplitOutsideQuotes,
+};
 use crate::error::SipError;
 use std::fmt;
 
@@ -160,84 +163,25 @@ impl NameAddr {
     }
 
     pub fn parse(value: &str) -> Result<NameAddr, SipError> {
-        let v = value.trim();
-        if v.is_empty() {
-            return Err(SipError::value("name-addr", value, "empty"));
-        }
-        let mut display = None;
-        let mut rest = v;
-        if let Some(q) = v.strip_prefix('"') {
-            // quoted display name with backslash escapes
-            let mut name = String::new();
-            let mut escaped = false;
-            let mut end = None;
-            for (i, c) in q.char_indices() {
-                if escaped {
-                    name.push(c);
-                    escaped = false;
-                } else if c == '\\' {
-                    escaped = true;
-                } else if c == '"' {
-                    end = Some(i);
-                    break;
-                } else {
-                    name.push(c);
-                }
-            }
-            let end =
-                end.ok_or_else(|| SipError::value("name-addr", value, "unterminated quote"))?;
-            display = Some(name);
-            rest = q.get(end + 1..).unwrap_or("").trim_start();
-            if !rest.starts_with('<') {
-                return Err(SipError::value(
-                    "name-addr",
-                    value,
-                    "display name not followed by <uri>",
-                ));
-            }
-        }
-        if let Some(lt) = rest.find('<') {
-            if display.is_none() {
-                let d = rest.get(..lt).unwrap_or("").trim();
-                if !d.is_empty() {
-                    display = Some(d.to_string());
-                }
-            }
-            let after = rest.get(lt + 1..).unwrap_or("");
-            let gt = after
-                .find('>')
-                .ok_or_else(|| SipError::value("name-addr", value, "no closing '>'"))?;
-            let uri = after.get(..gt).unwrap_or("").trim().to_string();
-            if uri.is_empty() {
-                return Err(SipError::value("name-addr", value, "empty URI"));
-            }
-            let tail = after.get(gt + 1..).unwrap_or("").trim();
-            if !tail.is_empty() && !tail.starts_with(';') {
-                return Err(SipError::value(
-                    "name-addr",
-                    value,
-                    "garbage after '>' (expected ;params)",
-                ));
-            }
-            Ok(NameAddr {
-                display,
-                uri,
-                params: parse_params(tail),
-            })
-        } else {
-            // addr-spec: parameters after the URI belong to the header
-            let mut parts = split_outside_quotes(rest, ';').into_iter();
-            let uri = parts.next().unwrap_or("").trim().to_string();
-            if uri.is_empty() || uri.contains(char::is_whitespace) {
-                return Err(SipError::value("name-addr", value, "bad URI"));
-            }
-            let params = parse_params(&parts.collect::<Vec<_>>().join(";"));
-            Ok(NameAddr {
-                display: None,
-                uri,
-                params,
-            })
-        }
+        let parts = NameAddrParts::split(value)?;
+        let display = match parts.display {
+            Some(Display::Quoted(raw)) => Some(unescape_quoted(raw)),
+            Some(Display::Plain(d)) => Some(d.to_string()),
+            None => None,
+        };
+        Ok(NameAddr {
+            display,
+            uri: parts.uri.to_string(),
+            params: parse_params(parts.params),
+        })
+    }
+
+    /// The `tag` parameter of a From/To value: what
+    /// `NameAddr::parse(value)?.tag()` gives, with the same errors, but
+    /// borrowed from `value` and without allocating.
+    pub fn tag_of(value: &str) -> Result<Option<&str>, SipError> {
+        let parts = NameAddrParts::split(value)?;
+        Ok(find_param_in(parts.params, "tag").flatten())
     }
 
     /// The `tag` parameter.
@@ -249,6 +193,127 @@ impl NameAddr {
     pub fn param(&self, name: &str) -> Option<Option<&str>> {
         find_param(&self.params, name)
     }
+}
+
+/// A display name as written.
+enum Display<'a> {
+    /// Between the quotes, backslash escapes still in.
+    Quoted(&'a str),
+    /// Before `<`, trimmed, not empty.
+    Plain(&'a str),
+}
+
+/// A name-addr or addr-spec value split into its parts, borrowed.
+struct NameAddrParts<'a> {
+    display: Option<Display<'a>>,
+    uri: &'a str,
+    /// The header parameters after the URI, as [`parse_params`] takes them.
+    params: &'a str,
+}
+
+impl<'a> NameAddrParts<'a> {
+    fn split(value: &'a str) -> Result<Self, SipError> {
+        let v = value.trim();
+        if v.is_empty() {
+            return Err(SipError::value("name-addr", value, "empty"));
+        }
+        let mut display = None;
+        let mut rest = v;
+        if let Some(q) = v.strip_prefix('"') {
+            let end = closing_quote(q)
+                .ok_or_else(|| SipError::value("name-addr", value, "unterminated quote"))?;
+            display = Some(Display::Quoted(q.get(..end).unwrap_or("")));
+            rest = q.get(end + 1..).unwrap_or("").trim_start();
+            if !rest.starts_with('<') {
+                return Err(SipError::value(
+                    "name-addr",
+                    value,
+                    "display name not followed by <uri>",
+                ));
+            }
+        }
+        if let Some(lt) = byte_index(rest, b'<') {
+            if display.is_none() {
+                let d = rest.get(..lt).unwrap_or("").trim();
+                if !d.is_empty() {
+                    display = Some(Display::Plain(d));
+                }
+            }
+            let after = rest.get(lt + 1..).unwrap_or("");
+            let gt = byte_index(after, b'>')
+                .ok_or_else(|| SipError::value("name-addr", value, "no closing '>'"))?;
+            let uri = after.get(..gt).unwrap_or("").trim();
+            if uri.is_empty() {
+                return Err(SipError::value("name-addr", value, "empty URI"));
+            }
+            let tail = after.get(gt + 1..).unwrap_or("").trim();
+            if !tail.is_empty() && !tail.starts_with(';') {
+                return Err(SipError::value(
+                    "name-addr",
+                    value,
+                    "garbage after '>' (expected ;params)",
+                ));
+            }
+            Ok(NameAddrParts {
+                display,
+                uri,
+                params: tail,
+            })
+        } else {
+            // addr-spec: parameters after the URI belong to the header
+            let first = SplitOutsideQuotes::new(rest, ';')
+                .next()
+                .map_or(rest.len(), |r| r.end);
+            let uri = rest.get(..first).unwrap_or("").trim();
+            if uri.is_empty() || uri.contains(char::is_whitespace) {
+                return Err(SipError::value("name-addr", value, "bad URI"));
+            }
+            Ok(NameAddrParts {
+                display: None,
+                uri,
+                params: rest.get(first + 1..).unwrap_or(""),
+            })
+        }
+    }
+}
+
+/// Index in `q` (the text after an opening quote) of the closing quote.
+fn closing_quote(q: &str) -> Option<usize> {
+    // Bytes, not chars: a backslash escapes the next char, and skipping one
+    // byte of a multi-byte char is harmless since its other bytes are never
+    // ASCII.
+    let mut escaped = false;
+    for (i, &c) in q.as_bytes().iter().enumerate() {
+        if escaped {
+            escaped = false;
+        } else if c == b'\\' {
+            escaped = true;
+        } else if c == b'"' {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// Index of the first `b` (ASCII) in `s`; a plain loop, as these strings are
+/// short.
+fn byte_index(s: &str, b: u8) -> Option<usize> {
+    s.as_bytes().iter().position(|&c| c == b)
+}
+
+/// A quoted display name without its backslash escapes.
+fn unescape_quoted(raw: &str) -> String {
+    let mut name = String::with_capacity(raw.len());
+    let mut escaped = false;
+    for c in raw.chars() {
+        if escaped || c != '\\' {
+            name.push(c);
+            escaped = false;
+        } else {
+            escaped = true;
+        }
+    }
+    name
 }
 
 impl fmt::Display for NameAddr {
