@@ -11,9 +11,11 @@ import asyncio
 from typing import Any
 
 import av
+import pytest
 from sipstream.testing import Impairment, LoopbackCallee
 
 from .conftest import loopback_call
+from .peers.chromium import chromium_available, whep_play
 
 
 async def _play_impaired(server_with: Any, jitter_buffer: bool) -> tuple[Impairment, LoopbackCallee, int, int, dict]:
@@ -62,3 +64,42 @@ async def test_impaired_rtp_still_flows_without_the_jitter_buffer(server_with: A
     assert frames > 25, (frames, errors, stats["video"])
     assert errors == 0, (errors, stats)
     assert stats["video"]["frames"] > 25, stats["video"]
+
+
+@pytest.mark.skipif(not chromium_available(), reason="needs /usr/bin/chromium and playwright")
+async def test_chromium_plays_an_impaired_call_without_undecodable_frames(server_with: Any) -> None:
+    """The SIP leg loses 1%, reorders 2% and jitters 30 ms; with the jitter
+    buffer on, Chromium decodes steadily: nothing it receives is undecodable
+    (it would ask for keyframes itself and drop frames), and each loss costs
+    at most a short freeze, until the keyframe we asked the callee for."""
+    impairment = Impairment(loss=0.01, reorder=0.02, jitter_ms=30, seed=5)
+    callee = LoopbackCallee(width=320, height=240, loop_seconds=2, impairment=impairment)
+    await callee.start()
+    try:
+        srv, rest = await server_with(rtp_in_buffer=True, keyframe_request_interval_ms=300)
+        await rest.post("/rest-api/call/startup", loopback_call(callee, "j3", "js3"))
+        await rest.wait_status("j3", {"ESTABLISHED"})
+        stats = await whep_play(srv.base_url + "/health", srv.base_url + "/whep/js3", seconds=12,
+                                wait_for_media=False)
+        call = (await rest.find_call("j3"))[1][0]
+        await rest.post("/rest-api/call/terminate", {"callId": "j3"})
+    finally:
+        await callee.stop()
+    print("IMPAIRED CHROMIUM", {k: stats[k] for k in (
+        "framesDecoded", "framesReceived", "keyFramesDecoded", "framesDropped", "freezeCount",
+        "totalFreezesDuration", "pliCount", "firCount", "nackCount", "videoPacketsLost")},
+        "sip side", call["stats"]["video"], "impairment", impairment)
+    assert stats["error"] is None, stats
+    assert impairment.lost > 0 and call["stats"]["video"]["lost"] > 0, call["stats"]
+    assert callee.keyframe_requests > 0
+    # 25 fps for 12 s minus what the SIP leg's losses cost until their keyframe
+    assert stats["framesDecoded"] > 200, stats
+    # nothing arrived that Chromium could not decode (a few frames are in its
+    # decoder's pipeline when the stats are read)
+    assert stats["framesDropped"] == 0 and stats["framesReceived"] - stats["framesDecoded"] <= 5, stats
+    assert stats["pliCount"] + stats["firCount"] <= 2, stats
+    # each loss: a freeze until the keyframe it asked for (the buffer first
+    # waits up to 500 ms for a retransmission), never a long one
+    if stats["freezeCount"]:
+        assert stats["totalFreezesDuration"] / stats["freezeCount"] < 1.5, stats
+    assert stats["totalFreezesDuration"] < 0.4 * 12, stats

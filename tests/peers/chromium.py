@@ -100,7 +100,9 @@ async ({whepUrl, seconds, waitForMedia, iceWaitMs, teardown}) => {
   const out = {framesDecoded: 0, framesReceived: 0, frameWidth: 0, frameHeight: 0,
                audioSamplesReceived: 0, audioPacketsReceived: 0, videoPacketsReceived: 0,
                connectionState: 'new', iceConnectionState: 'new',
-               whepStatus: 0, location: null, error: null, videoCodec: null, audioCodec: null};
+               whepStatus: 0, location: null, error: null, videoCodec: null, audioCodec: null,
+               keyFramesDecoded: 0, framesDropped: 0, freezeCount: 0, totalFreezesDuration: 0,
+               pliCount: 0, firCount: 0, nackCount: 0, videoPacketsLost: 0};
   let pc;
   try {
     pc = new RTCPeerConnection();
@@ -142,6 +144,14 @@ async ({whepUrl, seconds, waitForMedia, iceWaitMs, teardown}) => {
           out.frameHeight = s.frameHeight || 0;
           out.videoPacketsReceived = s.packetsReceived || 0;
           out.videoCodec = codecs[s.codecId] || null;
+          out.keyFramesDecoded = s.keyFramesDecoded || 0;
+          out.framesDropped = s.framesDropped || 0;
+          out.freezeCount = s.freezeCount || 0;
+          out.totalFreezesDuration = s.totalFreezesDuration || 0;
+          out.pliCount = s.pliCount || 0;
+          out.firCount = s.firCount || 0;
+          out.nackCount = s.nackCount || 0;
+          out.videoPacketsLost = s.packetsLost || 0;
         } else if (s.kind === 'audio') {
           out.audioSamplesReceived = s.totalSamplesReceived || 0;
           out.audioPacketsReceived = s.packetsReceived || 0;
