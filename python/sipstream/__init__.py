@@ -3,6 +3,8 @@ WebRTC (a Flashphoner WCS "SIP as Stream" compatible gateway)."""
 
 from ._core import __version__
 from .gateway import Call, CallEvent, CallRequest, Event, Gateway, GatewayError, StreamEvent
+from .media.pcm import PcmChunk, PcmReader
+from .media.stream import MediaFrame, Stream
 from .settings import Settings, SettingsError
 from .sip.call import CallStatus
 
@@ -14,8 +16,12 @@ __all__ = [
     "Event",
     "Gateway",
     "GatewayError",
+    "MediaFrame",
+    "PcmChunk",
+    "PcmReader",
     "Settings",
     "SettingsError",
+    "Stream",
     "StreamEvent",
     "__version__",
 ]

@@ -217,6 +217,13 @@ class Stream:
             self.request_keyframe("new subscriber")
         return sub
 
+    def pcm(self) -> Any:
+        """The audio as numpy int16 PCM: a :class:`~sipstream.media.pcm.PcmReader`
+        (``async with stream.pcm() as audio: async for chunk in audio: ...``)."""
+        from .pcm import PcmReader
+
+        return PcmReader(self)
+
     def unsubscribe(self, sub: Subscription) -> None:
         subs = self._subscribers.get(sub.kind, [])
         if sub in subs:
