@@ -11,7 +11,7 @@ use crate::media::{Frame, AUDIO_CODECS};
 use crate::rtp::rtcp::{
     ntp_middle, write_fir, write_nack, write_pli, write_receiver_report, write_sdes_cname,
 };
-use crate::rtp::{is_rtcp, parse_rtcp_compound, ReportBlock, RtcpPacket, RtpPacket};
+use crate::rtp::{is_rtcp, parse_rtcp_compound, NtpTime, ReportBlock, RtcpPacket, RtpPacket};
 use crate::sync::{ntp_to_us, TrackClock};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -471,9 +471,25 @@ pub struct MediaSession {
     last_now: Instant,
     /// Sender NTP µs → session µs, fixed by the first SR (common to tracks).
     ntp_offset_us: Option<f64>,
+    /// SRs of sources not seen yet (many senders report before their first
+    /// RTP): applied when the source's RTP arrives, so even its first
+    /// frames are on the common clock.
+    early_srs: Vec<EarlySr>,
     outputs: VecDeque<Output>,
     stats: SessionStats,
     rng: XorShift,
+}
+
+/// SRs kept for sources not seen yet (one per SSRC, the latest).
+const MAX_EARLY_SRS: usize = 4;
+
+#[derive(Debug, Clone, Copy)]
+struct EarlySr {
+    ssrc: u32,
+    ntp: NtpTime,
+    rtp_timestamp: u32,
+    arrival_us: f64,
+    at: Instant,
 }
 
 fn us_since(epoch: Instant, t: Instant) -> f64 {
@@ -492,6 +508,7 @@ impl MediaSession {
             epoch: now,
             last_now: now,
             ntp_offset_us: None,
+            early_srs: Vec::new(),
             outputs: VecDeque::new(),
             stats: SessionStats::default(),
             rng: XorShift(seed),
@@ -633,6 +650,19 @@ impl MediaSession {
                 });
                 track.clock.restart(pt.clock_rate);
                 track.clock_rate = pt.clock_rate;
+                if let Some(i) = self.early_srs.iter().position(|e| e.ssrc == ssrc) {
+                    let early = self.early_srs.swap_remove(i);
+                    let offset = *self
+                        .ntp_offset_us
+                        .get_or_insert(early.arrival_us - ntp_to_us(early.ntp));
+                    track.stats.sender_reports += 1;
+                    if let Some(src) = track.source.as_mut() {
+                        src.reception.last_sr = Some((ntp_middle(early.ntp), early.at));
+                    }
+                    track
+                        .clock
+                        .on_sender_report(early.ntp, early.rtp_timestamp, Some(offset));
+                }
                 track.waiting_keyframe = track.kind == MediaKind::Video;
                 track.stats.ssrc = Some(ssrc);
                 if track.next_report.is_none() {
@@ -692,6 +722,17 @@ impl MediaSession {
                         .flatten()
                         .find(|t| t.source.as_ref().is_some_and(|s| s.ssrc == ssrc))
                     else {
+                        self.early_srs.retain(|e| e.ssrc != ssrc);
+                        if self.early_srs.len() >= MAX_EARLY_SRS {
+                            self.early_srs.remove(0);
+                        }
+                        self.early_srs.push(EarlySr {
+                            ssrc,
+                            ntp: info.ntp,
+                            rtp_timestamp: info.rtp_timestamp,
+                            arrival_us,
+                            at: now,
+                        });
                         continue;
                     };
                     if !track.config.rtcp_mux {

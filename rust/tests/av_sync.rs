@@ -142,3 +142,79 @@ fn without_sender_reports_pts_follow_arrival_anchored_rtp_time() {
     // anchored on the arrival time (release happens after the startup wait)
     assert_eq!(f[0].pts_us, 500_000);
 }
+
+#[test]
+fn sender_reports_before_the_first_rtp_put_the_first_frames_in_sync() {
+    // Video leaves 150 ms after capture, audio 20 ms; both senders report
+    // (SR) before their first RTP packet. Every frame, the first included,
+    // is on the common clock: no arrival-anchored start to slew away.
+    let t0 = Instant::now();
+    let mut cfg = config(Feedback::default());
+    cfg.jitter.enabled = false;
+    let mut s = MediaSession::new(t0, cfg);
+    let ntp_base = 3_900_000_000.0;
+    let ntp_at = |w: f64| -> u64 { ((ntp_base + w) * 4_294_967_296.0) as u64 };
+    let audio_ts_at = |w: f64| -> u32 { (1_000 + (w * 8000.0) as u64) as u32 };
+    let video_ts_at = |w: f64| -> u32 { (5_000 + (w * 90_000.0) as u64) as u32 };
+    let at = |w: f64| t0 + Duration::from_secs_f64(w);
+    s.handle_receive(
+        at(0.02),
+        LocalSocket {
+            kind: MediaKind::Audio,
+            rtcp: true,
+        },
+        far(),
+        &sender_report(0xaaaa, ntp_at(0.0), audio_ts_at(0.0)),
+    );
+    s.handle_receive(
+        at(0.15),
+        video_rtcp(),
+        far_video(),
+        &sender_report(0xbbbb, ntp_at(0.0), video_ts_at(0.0)),
+    );
+    let mut audio_pts: Vec<(f64, i64)> = Vec::new();
+    let mut video_pts: Vec<(f64, i64)> = Vec::new();
+    for k in 0..100u64 {
+        let w = k as f64 * 0.04;
+        // two audio frames per video frame
+        for j in 0..2u64 {
+            let wa = w + j as f64 * 0.02;
+            let p = build_rtp(
+                0,
+                (k * 2 + j) as u16,
+                audio_ts_at(wa),
+                0xaaaa,
+                false,
+                &[0xff; 160],
+            );
+            s.handle_receive(at(wa + 0.02), LocalSocket::AUDIO_RTP, far(), &p);
+        }
+        let nal: &[u8] = if k % 25 == 0 {
+            &[0x65, 0x88, 0x80]
+        } else {
+            &[0x41, 0x9a, 0x02]
+        };
+        let p = build_rtp(96, k as u16, video_ts_at(w), 0xbbbb, true, nal);
+        s.handle_receive(at(w + 0.15), video_rtp(), far_video(), &p);
+        s.handle_timeout(at(w + 0.15));
+        for f in frames(&drain(&mut s)) {
+            if f.kind == "audio" {
+                let capture = f64::from(f.timestamp - 1_000) / 8000.0;
+                audio_pts.push((capture, f.pts_us));
+            } else {
+                let capture = f64::from(f.timestamp - 5_000) / 90_000.0;
+                video_pts.push((capture, f.pts_us));
+            }
+        }
+    }
+    assert!(audio_pts.len() > 150 && video_pts.len() > 90);
+    // pts - capture is the same constant for both tracks, from the first frame
+    let base = audio_pts[0].1 as f64 / 1e6 - audio_pts[0].0;
+    for (capture, pts) in audio_pts.iter().chain(video_pts.iter()) {
+        let offset = *pts as f64 / 1e6 - capture - base;
+        assert!(offset.abs() < 0.001, "capture {capture}: {offset} s off");
+    }
+    let stats = s.stats();
+    assert_eq!(stats.audio.map(|t| t.sender_reports), Some(1));
+    assert_eq!(stats.video.map(|t| t.sender_reports), Some(1));
+}

@@ -10,6 +10,8 @@ import fractions
 import logging
 import random
 import socket
+import struct
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,6 +118,16 @@ class Impairment:
         return delay
 
 
+_NTP_EPOCH = 2208988800  # seconds from 1900 (NTP) to 1970 (Unix)
+
+
+def _sender_report(ssrc: int, ntp: float, rtp_ts: int) -> bytes:
+    """An RTCP SR with no report blocks (RFC 3550 §6.4.1); counts left at 0."""
+    seconds = int(ntp)
+    fraction = int((ntp - seconds) * (1 << 32)) & 0xFFFFFFFF
+    return struct.pack("!BBHIIIIII", 0x80, 200, 6, ssrc, seconds & 0xFFFFFFFF, fraction, rtp_ts, 0, 0)
+
+
 @dataclass
 class _Leg:
     """One answered call: where to send, with which payload types."""
@@ -128,13 +140,22 @@ class _Leg:
     keyframe_requested: bool = False
     bye_received: bool = False
     answer: bytes = b""
+    rtcp: dict[str, tuple[str, int]] = field(default_factory=dict)  # kind -> RTCP destination
 
 
 class LoopbackCallee(asyncio.DatagramProtocol):
     def __init__(self, host: str = "127.0.0.1", port: int = 0, width: int = 640, height: int = 360,
                  fps: int = 25, loop_seconds: float = 4.0, impairment: Impairment | None = None,
-                 sync_marks: bool = False, send_audio: bool = True) -> None:
+                 sync_marks: bool = False, send_audio: bool = True, video_delay_ms: float = 0.0,
+                 sender_reports: bool = False) -> None:
         self.host = host
+        # Video leaves this much later than it was "captured" (its RTP time),
+        # as behind a slow encoder; only RTCP sender reports let the receiver
+        # put it back in sync with the audio.
+        self.video_delay_ms = video_delay_ms
+        # RTCP SR for each track once a second, mapping its RTP clock to one
+        # wall clock (NTP), the first before any RTP.
+        self.sender_reports = sender_reports
         self.send_audio = send_audio  # False: negotiate audio but never send it
         # A white frame and a 1 kHz beep at the same instant once per loop; the
         # loop then ignores PLIs so video never jumps ahead of audio.
@@ -247,12 +268,14 @@ class LoopbackCallee(asyncio.DatagramProtocol):
                 codec = next((c for name in _AUDIO_PREFERENCE for c in media.codecs if c.name == name), None)
                 if codec is not None:
                     audio = (codec.name, codec.payload_type, (address, media.port))
+                    rtcp_audio = (address, media.port if media.rtcp_mux else media.rtcp_port or media.port + 1)
                     events = [c for c in media.codecs if c.name == "telephone-event"][:1]
                     answer_media.append(("audio", sockets[0], sockets[1], [codec, *events]))
             elif media.kind == "video" and video is None:
                 codec = next((c for c in media.codecs if c.name == "H264"), None)
                 if codec is not None:
                     video = (codec.payload_type, (address, media.port))
+                    rtcp_video = (address, media.port if media.rtcp_mux else media.rtcp_port or media.port + 1)
                     answer_media.append(("video", sockets[2], sockets[3], [codec]))
         if not answer_media:
             for sock in sockets:
@@ -260,6 +283,10 @@ class LoopbackCallee(asyncio.DatagramProtocol):
             self._reply(req, source, 488, "Not Acceptable Here")
             return
         leg = _Leg(call_id, audio, video, sockets)
+        if audio is not None:
+            leg.rtcp["audio"] = rtcp_audio
+        if video is not None:
+            leg.rtcp["video"] = rtcp_video
         self.calls[call_id] = leg
         answer = SessionDescription(
             self.host,
@@ -292,10 +319,23 @@ class LoopbackCallee(asyncio.DatagramProtocol):
         ts_a0, ts_v0 = random.getrandbits(32), random.getrandbits(32)
         audio_index = video_index = 0
         video_src = 0
-        next_audio = next_video = start
+        next_audio = start
+        next_video = start + self.video_delay_ms / 1000
+        next_report = start
+        wall_start = time.time()
         rtcp_sock = leg.sockets[3]
         while leg.sockets:
             now = loop.time()
+            if self.sender_reports and now >= next_report:
+                # what each track's RTP clock reads at this wall-clock instant
+                ntp = wall_start + (now - start) + _NTP_EPOCH
+                audio_rate = self._audio[leg.audio[0]][1] if leg.audio is not None else 8000
+                for kind, ssrc, ts0, rate, sock in (("audio", ssrc_a, ts_a0, audio_rate, leg.sockets[1]),
+                                                    ("video", ssrc_v, ts_v0, 90000, leg.sockets[3])):
+                    if kind in leg.rtcp:
+                        rtp_ts = (ts0 + round((now - start) * rate)) & 0xFFFFFFFF
+                        self._send_now(sock, _sender_report(ssrc, ntp, rtp_ts), leg.rtcp[kind])
+                next_report += 1.0
             self._read_rtcp(leg, rtcp_sock)
             self._read_audio(leg.sockets[0])
             if leg.audio is not None and now >= next_audio and not self.send_audio:
