@@ -291,6 +291,31 @@ pub fn canonical_header_name(name: &str) -> String {
     canonical_name(name).to_string()
 }
 
+/// `start..end` of `s` without leading and trailing whitespace, as
+/// `str::trim` has it: ASCII whitespace (U+0009..U+000D, space) is skipped
+/// byte by byte, anything else non-ASCII is left to `trim_start`/`trim_end`.
+fn trimmed_span(s: &str) -> (usize, usize) {
+    let is_ascii_space = |b: &u8| matches!(b, b'\t'..=b'\r' | b' ');
+    let bytes = s.as_bytes();
+    let mut start = bytes
+        .iter()
+        .position(|b| !is_ascii_space(b))
+        .unwrap_or(bytes.len());
+    if bytes.get(start).is_some_and(|b| !b.is_ascii()) {
+        let rest = s.get(start..).unwrap_or("");
+        start += rest.len() - rest.trim_start().len();
+    }
+    let mut end = bytes
+        .iter()
+        .rposition(|b| !is_ascii_space(b))
+        .map_or(start, |e| e + 1)
+        .max(start);
+    if end > start && bytes.get(end - 1).is_some_and(|b| !b.is_ascii()) {
+        end = start + s.get(start..end).unwrap_or("").trim_end().len();
+    }
+    (start, end)
+}
+
 /// An offset into [`Headers`]' buffer. Parsed messages are at most 64 KiB;
 /// a hand-built header list past 4 GiB reads back empty names and values
 /// there (the offsets saturate) rather than costing every entry twice the
@@ -423,9 +448,8 @@ impl Headers {
             .unwrap_or("");
         for Range { start, end } in super::SplitOutsideQuotes::new(value, ',') {
             let part = value.get(start..end).unwrap_or("");
-            let trimmed = part.trim_start();
-            let start = start + (part.len() - trimmed.len());
-            let end = start + trimmed.trim_end().len();
+            let (trim_start, trim_end) = trimmed_span(part);
+            let (start, end) = (start + trim_start, start + trim_end);
             if end > start {
                 self.entries.push(Entry {
                     start: last.start.saturating_add(offset(start)),
@@ -615,6 +639,25 @@ mod tests {
         let mut expected = LIST_HEADERS.to_vec();
         expected.sort_unstable();
         assert_eq!(lists, expected);
+    }
+
+    #[test]
+    fn trimmed_span_is_str_trim() {
+        let pieces = [
+            " ", "\t", "\u{b}", "\u{a0}", "\u{3000}", "\u{85}", "a", "é", ",", "\u{1c}",
+        ];
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        for _ in 0..20_000 {
+            let mut s = String::new();
+            for _ in 0..(x % 7) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                s.push_str(pieces[(x % pieces.len() as u64) as usize]);
+            }
+            let (start, end) = trimmed_span(&s);
+            assert_eq!(&s[start..end], s.trim(), "{s:?}");
+        }
     }
 
     #[test]

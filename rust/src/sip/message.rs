@@ -88,23 +88,27 @@ fn next_line(data: &[u8], pos: usize) -> Result<(&[u8], usize), LineError> {
     }
 }
 
-/// Index of the first LF, CR or NUL, eight bytes at a time. This is the
-/// usual "has a zero byte" word trick, once per byte we look for (after an
-/// XOR with it, a matching byte is zero). A flag can be wrong only above a
-/// true match, so the lowest flagged byte is always a match.
+/// Index of the first LF, CR or NUL, eight bytes at a time. One SWAR test
+/// per word flags the bytes below 14 (`\r` + 1): the usual "has a byte less
+/// than n" trick, which flags every such byte and may also flag bytes just
+/// above a true match (borrows), never bytes at or above 0x80. Each flagged
+/// byte is then checked, so tabs and other controls in a line only cost a
+/// look.
 pub(crate) fn find_line_end(hay: &[u8]) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
-    const LF: u64 = ONES * b'\n' as u64;
-    const CR: u64 = ONES * b'\r' as u64;
-    let zero_bytes = |w: u64| w.wrapping_sub(ONES) & !w & HIGHS;
+    const BELOW: u64 = ONES * (b'\r' as u64 + 1);
     let mut chunks = hay.chunks_exact(8);
     let mut base = 0;
     for chunk in &mut chunks {
         let word = <[u8; 8]>::try_from(chunk).map_or(0, u64::from_le_bytes);
-        let found = zero_bytes(word ^ LF) | zero_bytes(word ^ CR) | zero_bytes(word);
-        if found != 0 {
-            return Some(base + (found.trailing_zeros() / 8) as usize);
+        let mut flagged = word.wrapping_sub(BELOW) & !word & HIGHS;
+        while flagged != 0 {
+            let i = (flagged.trailing_zeros() / 8) as usize;
+            if matches!(chunk.get(i), Some(b'\n' | b'\r' | 0)) {
+                return Some(base + i);
+            }
+            flagged &= flagged - 1;
         }
         base += 8;
     }
@@ -178,14 +182,31 @@ impl<'a> Utf8Prefix<'a> {
     /// Bytes `start..end` of the data as text, as [`text`] gives them.
     #[inline]
     fn text(&mut self, start: usize, end: usize) -> Cow<'a, str> {
+        // (start >= base always: values come after the start line)
+        let in_valid = start
+            .checked_sub(self.base)
+            .zip(end.checked_sub(self.base))
+            .and_then(|(s, e)| self.valid.get(s..e));
+        match in_valid {
+            Some(s) => Cow::Borrowed(s),
+            None => self.text_slow(start, end),
+        }
+    }
+
+    /// [`Utf8Prefix::text`] for what the prefix does not cover yet.
+    #[cold]
+    fn text_slow(&mut self, start: usize, end: usize) -> Cow<'a, str> {
         if end > self.base + self.valid.len() && !self.done {
             self.grow(end);
+            if let Some(s) = start
+                .checked_sub(self.base)
+                .zip(end.checked_sub(self.base))
+                .and_then(|(s, e)| self.valid.get(s..e))
+            {
+                return Cow::Borrowed(s);
+            }
         }
-        let valid = self.valid;
-        match valid.get(start.saturating_sub(self.base)..end.saturating_sub(self.base)) {
-            Some(s) if start >= self.base => Cow::Borrowed(s),
-            _ => text(self.data.get(start..end).unwrap_or(&[])),
-        }
+        text(self.data.get(start..end).unwrap_or(&[]))
     }
 }
 
@@ -519,26 +540,8 @@ impl HeaderParser<'_> {
         let Some((offset, known)) = self.open.take() else {
             return Ok(());
         };
-        let Some((_, value)) = self.headers.last() else {
-            return Ok(());
-        };
-        match known {
-            Some(KnownId::CONTENT_LENGTH) => {
-                if let Some((_, first)) = self.content_length {
-                    // Two lengths are how request smuggling starts (RFC 3261
-                    // §20.14 has exactly one); reject even equal ones.
-                    return Err(SipError::ContentLength {
-                        offset,
-                        msg: format!("second Content-Length (the first is at byte offset {first})"),
-                    });
-                }
-                self.content_length = Some((parse_content_length(value, offset)?, offset));
-            }
-            // ("Contact: *" has no comma, so it is never split.)
-            Some(k) if k.is_list() && value.as_bytes().contains(&b',') => {
-                self.headers.split_last();
-            }
-            _ => {}
+        if let Some(k) = known.filter(|k| *k == KnownId::CONTENT_LENGTH || k.is_list()) {
+            self.close_special(offset, k)?;
         }
         // Content-Length does not count: the serializer adds one when there
         // is none, and what parses must parse again after serializing.
@@ -548,6 +551,29 @@ impl HeaderParser<'_> {
                 offset,
                 format!("more than {MAX_HEADERS} header entries"),
             ));
+        }
+        Ok(())
+    }
+
+    /// The part of [`HeaderParser::close`] for Content-Length and list
+    /// headers.
+    fn close_special(&mut self, offset: usize, known: KnownId) -> Result<(), SipError> {
+        let Some((_, value)) = self.headers.last() else {
+            return Ok(());
+        };
+        if known == KnownId::CONTENT_LENGTH {
+            if let Some((_, first)) = self.content_length {
+                // Two lengths are how request smuggling starts (RFC 3261
+                // §20.14 has exactly one); reject even equal ones.
+                return Err(SipError::ContentLength {
+                    offset,
+                    msg: format!("second Content-Length (the first is at byte offset {first})"),
+                });
+            }
+            self.content_length = Some((parse_content_length(value, offset)?, offset));
+        } else if value.as_bytes().contains(&b',') {
+            // ("Contact: *" has no comma, so it is never split.)
+            self.headers.split_last();
         }
         Ok(())
     }

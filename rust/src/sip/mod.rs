@@ -116,15 +116,25 @@ pub(crate) fn parse_params(s: &str) -> Params {
 
 /// [`find_param`] on `parse_params(s)`, without building the list.
 pub(crate) fn find_param_in<'a>(s: &'a str, name: &str) -> Option<Option<&'a str>> {
-    SplitOutsideQuotes::new(s, ';')
-        .map(|r| s.get(r).unwrap_or("").trim())
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) => (k.trim(), Some(v.trim())),
+    for r in SplitOutsideQuotes::new(s, ';') {
+        let p = s.get(r).unwrap_or("").trim();
+        if p.is_empty() {
+            continue;
+        }
+        // (a byte search: `split_once('=')` calls out to memchr, slower on
+        // these few bytes)
+        let (k, v) = match p.as_bytes().iter().position(|&b| b == b'=') {
+            Some(i) => (
+                p.get(..i).unwrap_or("").trim(),
+                Some(p.get(i + 1..).unwrap_or("").trim()),
+            ),
             None => (p, None),
-        })
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v)
+        };
+        if k.eq_ignore_ascii_case(name) {
+            return Some(v);
+        }
+    }
+    None
 }
 
 /// Write params as `;a=b;c`.
