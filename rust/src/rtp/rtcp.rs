@@ -60,47 +60,15 @@ pub struct RtcpInfo {
     pub media_ssrc: u32,
 }
 
-/// Walk a compound RTCP packet.
+/// Walk a compound RTCP packet: packet type, FMT and media SSRC of each
+/// packet, without parsing their bodies (see [`parse_rtcp_compound`]).
 pub fn parse_rtcp(data: &[u8]) -> Result<Vec<RtcpInfo>, RtpError> {
-    if data.is_empty() {
-        return Err(RtpError::Empty);
-    }
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos < data.len() {
-        let b0 = data.get(pos).copied().unwrap_or(0);
-        if b0 >> 6 != 2 {
-            return Err(RtpError::BadVersion {
-                offset: pos,
-                version: b0 >> 6,
-            });
-        }
-        let pt = data.get(pos + 1).copied().ok_or(RtpError::TooShort {
-            what: "RTCP header",
-            need: pos + 4,
-            have: data.len(),
-        })?;
-        let words = be16(data, pos + 2).ok_or(RtpError::TooShort {
-            what: "RTCP header",
-            need: pos + 4,
-            have: data.len(),
-        })?;
-        let size = (usize::from(words) + 1) * 4;
-        let end = pos + size;
-        if end > data.len() {
-            return Err(RtpError::TooShort {
-                what: "RTCP packet",
-                need: end,
-                have: data.len(),
-            });
-        }
-        let packet = data.get(pos..end).unwrap_or(&[]);
-        let fmt = b0 & 0x1f;
+    walk_compound(data, |pt, fmt, pos, packet| {
         let media_ssrc = if pt == PT_RTPFB || pt == PT_PSFB {
             let header_ssrc = be32(packet, 8).ok_or(RtpError::TooShort {
                 what: "RTCP feedback packet",
                 need: pos + 12,
-                have: end,
+                have: pos + packet.len(),
             })?;
             if pt == PT_PSFB && fmt == FMT_FIR && header_ssrc == 0 {
                 be32(packet, 12).unwrap_or(0)
@@ -110,14 +78,12 @@ pub fn parse_rtcp(data: &[u8]) -> Result<Vec<RtcpInfo>, RtpError> {
         } else {
             0
         };
-        out.push(RtcpInfo {
+        Ok(RtcpInfo {
             packet_type: pt,
             fmt,
             media_ssrc,
-        });
-        pos = end;
-    }
-    Ok(out)
+        })
+    })
 }
 
 /// NTP timestamp (RFC 3550 §4): seconds since 1900 in 32.32 fixed point.
@@ -502,6 +468,18 @@ fn parse_one(pt: u8, fmt: u8, packet: &[u8]) -> Result<RtcpPacket, RtpError> {
 /// Parse every packet of a compound RTCP packet. The walk stops with an
 /// error at the first packet whose header or length is bad.
 pub fn parse_rtcp_compound(data: &[u8]) -> Result<Vec<RtcpPacket>, RtpError> {
+    walk_compound(data, |pt, fmt, _, packet| parse_one(pt, fmt, packet))
+}
+
+/// The one walk over the packets of a compound RTCP packet: `each` gets the
+/// packet type, FMT (or count), offset and bytes (header included) of every
+/// packet in turn. Stops with an error at an empty input, at the first
+/// packet whose version is not 2, whose header is cut or whose length runs
+/// past the data, or at the first error of `each`.
+fn walk_compound<T>(
+    data: &[u8],
+    mut each: impl FnMut(u8, u8, usize, &[u8]) -> Result<T, RtpError>,
+) -> Result<Vec<T>, RtpError> {
     if data.is_empty() {
         return Err(RtpError::Empty);
     }
@@ -528,7 +506,7 @@ pub fn parse_rtcp_compound(data: &[u8]) -> Result<Vec<RtcpPacket>, RtpError> {
             need: end,
             have: data.len(),
         })?;
-        out.push(parse_one(pt, b0 & 0x1f, packet)?);
+        out.push(each(pt, b0 & 0x1f, pos, packet)?);
         pos = end;
     }
     Ok(out)
@@ -575,6 +553,53 @@ mod tests {
         assert!(is_rtcp(&[0x80, 200, 0, 6]));
         assert!(!is_rtcp(&[0x80]));
         assert!(!is_rtcp(&[]));
+    }
+
+    #[test]
+    fn summary_and_full_parse_walk_the_same_packets_and_header_errors() {
+        let mut c = Vec::new();
+        write_receiver_report(&mut c, 1, &[]);
+        write_pli(&mut c, 1, 2);
+        write_fir(&mut c, 1, 3, 4);
+        write_nack(&mut c, 1, 2, &[5, 6]);
+        write_bye(&mut c, 1, None);
+        let info = parse_rtcp(&c).unwrap();
+        let full = parse_rtcp_compound(&c).unwrap();
+        assert_eq!(info.len(), full.len());
+        assert_eq!(
+            info.iter().map(|i| i.media_ssrc).collect::<Vec<_>>(),
+            vec![0, 2, 3, 2, 0]
+        );
+        // Header and length errors come from the one walk, word for word.
+        for bad in [
+            &[][..],
+            &[0x40, 201, 0, 1, 0, 0, 0, 0],
+            &[0x80, 201, 0],
+            &[0x80, 201, 0, 5, 0, 0, 0, 0],
+        ] {
+            let summary = parse_rtcp(bad).unwrap_err();
+            assert_eq!(parse_rtcp_compound(bad).unwrap_err(), summary, "{bad:?}");
+        }
+        // A second packet with a bad version: the offset is its own.
+        let mut two = c[..8].to_vec();
+        two.extend_from_slice(&[0x40, 201, 0, 1, 0, 0, 0, 0]);
+        assert_eq!(
+            parse_rtcp(&two),
+            Err(RtpError::BadVersion {
+                offset: 8,
+                version: 1
+            })
+        );
+        // A feedback packet too short for its media SSRC: only the summary
+        // looks there, and says where.
+        assert_eq!(
+            parse_rtcp(&[0x80, 201, 0, 1, 0, 0, 0, 1, 0x81, 206, 0, 1, 0, 0, 0, 1]),
+            Err(RtpError::TooShort {
+                what: "RTCP feedback packet",
+                need: 20,
+                have: 16
+            })
+        );
     }
 
     #[test]
