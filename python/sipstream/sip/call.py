@@ -268,7 +268,7 @@ class OutgoingCall:
 
     async def _answered(self, response: SipMessage) -> None:
         to = response.header("To")
-        self.remote_tag = NameAddr.parse(to).tag() if to else None
+        self.remote_tag = response.to_tag if to else None
         contact = response.header("Contact")
         if contact:
             self.remote_target = NameAddr.parse(contact).uri
