@@ -10,7 +10,7 @@
 //! criterion: one number per line is all CI and the report need, and it keeps
 //! the dev-dependencies empty.
 
-use sipstream_core::{NameAddr, SipMessage, Via};
+use sipstream_core::{SipMessage, Via};
 use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -61,10 +61,7 @@ fn parse_and_read(data: &[u8]) -> usize {
         .header("Via")
         .and_then(|v| Via::parse(v).ok())
         .map_or(0, |v| v.branch().map_or(0, str::len));
-    let from_tag = m
-        .header("From")
-        .and_then(|v| NameAddr::parse(v).ok())
-        .map_or(0, |n| n.tag().map_or(0, str::len));
+    let from_tag = m.from_tag().ok().flatten().map_or(0, str::len);
     let to = m.header("To").map_or(0, str::len);
     call_id + cseq + branch + from_tag + to
 }
