@@ -2,7 +2,8 @@
 //! packets per CPU-second of the receiving thread: `recvmmsg` alone vs
 //! `recvmmsg` + MediaSession (parse, jitter buffer, H.264 depacketize,
 //! sync, stats). A sender thread replays a 720p-ish H.264 (FU-A, ~1200 B)
-//! + PCMU packet sequence.
+//! and PCMU packet sequence; the session's clock follows the media's, so
+//! its jitter buffer holds what it would on a live call.
 //!
 //! cargo run --release --example rtp_receive_throughput
 
@@ -101,11 +102,16 @@ fn run(with_session: bool, pkts: Arc<Vec<Vec<u8>>>) -> (u64, u64, Duration) {
     let from = "127.0.0.1:1".parse().unwrap();
     let (mut received, mut frames) = (0u64, 0u64);
     let mut cpu = Duration::ZERO;
-    for chunk in pkts.chunks(1000) {
+    // The session runs on media time: 20 s of packets arrive over 20 s of
+    // its clock, so the jitter buffer holds what it would on a live call
+    // (replayed at wall-clock speed it would hold the whole sequence).
+    let media_us_per_packet = 20_000_000 / pkts.len() as u64;
+    for (c, chunk) in pkts.chunks(1000).enumerate() {
         for p in chunk {
             let _ = tx.send_to(p, addr);
         }
         let cpu0 = thread_cpu();
+        let mut index = (c * 1000) as u64;
         loop {
             let n = batch.recv(rx.as_raw_fd()).unwrap_or(0);
             if n == 0 {
@@ -113,7 +119,8 @@ fn run(with_session: bool, pkts: Arc<Vec<Vec<u8>>>) -> (u64, u64, Duration) {
             }
             received += n as u64;
             if with_session {
-                let now = Instant::now();
+                let now = t0 + Duration::from_micros(index * media_us_per_packet);
+                index += n as u64;
                 for i in 0..n {
                     if let Some((data, _)) = batch.get(i) {
                         session.handle_receive(now, LocalSocket::AUDIO_RTP, from, data);
@@ -133,7 +140,7 @@ fn run(with_session: bool, pkts: Arc<Vec<Vec<u8>>>) -> (u64, u64, Duration) {
     let cpu0 = thread_cpu();
     if with_session {
         // release what the jitter buffer still holds (startup wait)
-        session.handle_timeout(Instant::now() + Duration::from_secs(1));
+        session.handle_timeout(t0 + Duration::from_secs(22));
         while let Some(o) = session.poll_event() {
             if let Output::Frame(_) = o {
                 frames += 1;

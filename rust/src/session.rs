@@ -5,7 +5,7 @@
 //! placeholder generator and statistics. Never panics on input.
 
 use crate::generator::{silence_frame, GeneratorConfig, AUDIO_PERIOD, BLACK_IDR_320X240};
-use crate::h264::{h264_sps_resolution, split_annex_b, H264Depacketizer, NAL_SPS};
+use crate::h264::{find_leading_nal, h264_sps_resolution, H264Depacketizer, NAL_SPS};
 use crate::jitter::{JitterBuffer, JitterConfig, Released};
 use crate::media::{Frame, AUDIO_CODECS};
 use crate::rtp::rtcp::{
@@ -475,10 +475,15 @@ pub struct MediaSession {
     /// RTP): applied when the source's RTP arrives, so even its first
     /// frames are on the common clock.
     early_srs: Vec<EarlySr>,
+    /// Recycled RTP payload buffers (see `RtpPacket::parse_into`).
+    spare_payloads: Vec<Vec<u8>>,
     outputs: VecDeque<Output>,
     stats: SessionStats,
     rng: XorShift,
 }
+
+/// Payload buffers kept for reuse (a few frames' worth of packets).
+const MAX_SPARE_PAYLOADS: usize = 64;
 
 /// SRs kept for sources not seen yet (one per SSRC, the latest).
 const MAX_EARLY_SRS: usize = 4;
@@ -509,6 +514,7 @@ impl MediaSession {
             last_now: now,
             ntp_offset_us: None,
             early_srs: Vec::new(),
+            spare_payloads: Vec::new(),
             outputs: VecDeque::new(),
             stats: SessionStats::default(),
             rng: XorShift(seed),
@@ -581,7 +587,8 @@ impl MediaSession {
             self.handle_rtcp(now, local, from, data);
             return;
         }
-        let Ok(packet) = RtpPacket::parse(data) else {
+        let buffer = self.spare_payloads.pop().unwrap_or_default();
+        let Ok(packet) = RtpPacket::parse_into(data, buffer) else {
             self.stats.malformed += 1;
             return;
         };
@@ -697,6 +704,7 @@ impl MediaSession {
         source.jitter.insert(now, packet);
         let mut ctx = Ctx {
             out: &mut self.outputs,
+            spare: &mut self.spare_payloads,
             config: &self.config,
             by_pt: &self.by_pt,
             epoch: self.epoch,
@@ -784,6 +792,7 @@ impl MediaSession {
         for track in self.tracks.iter_mut().flatten() {
             let mut ctx = Ctx {
                 out: &mut self.outputs,
+                spare: &mut self.spare_payloads,
                 config: &self.config,
                 by_pt: &self.by_pt,
                 epoch: self.epoch,
@@ -814,6 +823,7 @@ impl MediaSession {
         if let Some(track) = self.tracks[MediaKind::Video.index()].as_mut() {
             let mut ctx = Ctx {
                 out: &mut self.outputs,
+                spare: &mut self.spare_payloads,
                 config: &self.config,
                 by_pt: &self.by_pt,
                 epoch: self.epoch,
@@ -931,6 +941,8 @@ fn update_rates(track: &mut Track, now: Instant) {
 /// Borrowed session state the per-track work needs.
 struct Ctx<'a> {
     out: &'a mut VecDeque<Output>,
+    /// Payload buffers of depacketized video packets, for the next packets.
+    spare: &'a mut Vec<Vec<u8>>,
     config: &'a SessionConfig,
     by_pt: &'a [Option<PayloadType>; 128],
     epoch: Instant,
@@ -989,6 +1001,9 @@ impl Ctx<'_> {
                     let aus = src
                         .depacketizer
                         .push(&p.payload, p.sequence, p.timestamp, p.marker);
+                    if self.spare.len() < MAX_SPARE_PAYLOADS {
+                        self.spare.push(p.payload);
+                    }
                     let dropped = src.depacketizer.dropped - dropped_before;
                     if dropped > 0 {
                         track.stats.dropped_frames += dropped;
@@ -1006,10 +1021,7 @@ impl Ctx<'_> {
                             track.waiting_keyframe = false;
                             track.keyframe_wanted = false;
                             track.stats.keyframes += 1;
-                            if let Some(sps) = split_annex_b(&au.data)
-                                .into_iter()
-                                .find(|n| n.first().is_some_and(|b| b & 0x1f == NAL_SPS))
-                            {
+                            if let Some(sps) = find_leading_nal(&au.data, NAL_SPS) {
                                 if let Some((w, h)) = h264_sps_resolution(sps) {
                                     track.stats.width = w;
                                     track.stats.height = h;

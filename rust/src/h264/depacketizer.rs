@@ -42,7 +42,13 @@ pub struct H264Depacketizer {
     pub orphan_fragments: u64,
     last_seq: Option<u16>,
     current: Option<Pending>,
-    fu: Option<Vec<u8>>,
+    /// An FU-A NAL unit being reassembled in place, at the end of the
+    /// current access unit: where its start code begins.
+    fu: Option<usize>,
+    /// Size of the last access unit: the next one's buffer starts that
+    /// large (frames between keyframes are alike), which saves most of the
+    /// reallocations of growing it packet by packet.
+    size_hint: usize,
 }
 
 impl H264Depacketizer {
@@ -87,7 +93,7 @@ impl H264Depacketizer {
             // after a gap the lost packets may have been this AU's head
             self.current = Some(Pending {
                 timestamp,
-                data: Vec::new(),
+                data: Vec::with_capacity(self.size_hint),
                 keyframe: false,
                 broken: gap,
             });
@@ -106,9 +112,13 @@ impl H264Depacketizer {
         }
     }
 
-    /// An FU-A in progress that will never see its end fragment.
+    /// An FU-A in progress that will never see its end fragment: its
+    /// partial NAL unit goes, and the access unit is broken.
     fn abort_fu(&mut self) {
-        if self.fu.take().is_some() {
+        if let Some(start) = self.fu.take() {
+            if let Some(cur) = self.current.as_mut() {
+                cur.data.truncate(start);
+            }
             self.mark_broken();
         }
     }
@@ -171,22 +181,30 @@ impl H264Depacketizer {
                 let start = fu_header & 0x80 != 0;
                 let end = fu_header & 0x40 != 0;
                 let data = payload.get(2..).unwrap_or(&[]);
+                let Some(cur) = self.current.as_mut() else {
+                    return;
+                };
                 if start {
                     self.abort_fu();
-                    let mut nal = Vec::with_capacity(data.len() * 4 + 1);
-                    nal.push((header & 0xe0) | (fu_header & 0x1f));
-                    nal.extend_from_slice(data);
-                    if end {
-                        self.add_nal(&nal);
-                    } else {
-                        self.fu = Some(nal);
+                    let Some(cur) = self.current.as_mut() else {
+                        return;
+                    };
+                    // the fragments are appended where the NAL unit belongs
+                    self.fu = Some(cur.data.len());
+                    let nal_header = (header & 0xe0) | (fu_header & 0x1f);
+                    cur.data.extend_from_slice(&START_CODE);
+                    cur.data.push(nal_header);
+                    cur.data.extend_from_slice(data);
+                    if nal_header & 0x1f == NAL_IDR {
+                        cur.keyframe = true;
                     }
-                } else if let Some(nal) = self.fu.as_mut() {
-                    nal.extend_from_slice(data);
                     if end {
-                        if let Some(nal) = self.fu.take() {
-                            self.add_nal(&nal);
-                        }
+                        self.fu = None;
+                    }
+                } else if self.fu.is_some() {
+                    cur.data.extend_from_slice(data);
+                    if end {
+                        self.fu = None;
                     }
                 } else {
                     // no start fragment: the NAL unit cannot be rebuilt
@@ -214,6 +232,7 @@ impl H264Depacketizer {
         if cur.keyframe {
             self.needs_keyframe = false;
         }
+        self.size_hint = cur.data.len().min(1 << 20);
         out.push(AccessUnit {
             data: cur.data,
             timestamp: cur.timestamp,

@@ -6,7 +6,7 @@ mod packetizer;
 mod sps;
 
 pub use depacketizer::{AccessUnit, H264Depacketizer};
-pub use packetizer::{h264_packetize, split_annex_b};
+pub use packetizer::{find_leading_nal, h264_packetize, split_annex_b};
 pub use sps::h264_sps_resolution;
 
 /// NAL unit types used here.

@@ -112,3 +112,61 @@ mod tests {
         assert!(p.iter().all(|x| x.len() == 3));
     }
 }
+
+/// The first NAL unit of type `nal_type` among those before the access
+/// unit's first slice (parameter sets and SEI precede slices, RFC 6184 /
+/// H.264 §7.4.1.2.3), without scanning the slice data.
+pub fn find_leading_nal(data: &[u8], nal_type: u8) -> Option<&[u8]> {
+    let mut pos = next_nal_start(data, 0)?;
+    loop {
+        let next = next_nal_start(data, pos);
+        let header = *data.get(pos)?;
+        let kind = header & 0x1f;
+        if kind == nal_type {
+            let end = next.map_or(data.len(), |n| n - 3);
+            let mut nal = data.get(pos..end)?;
+            while let Some((&0, rest)) = nal.split_last() {
+                nal = rest;
+            }
+            return Some(nal);
+        }
+        if (1..=5).contains(&kind) {
+            return None;
+        }
+        pos = next?;
+    }
+}
+
+/// Offset just after the next `00 00 01` at or after `from`.
+fn next_nal_start(data: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while let Some(k) = data.get(i..)?.iter().position(|&b| b == 1) {
+        let one = i + k;
+        if one >= 2 && data.get(one - 2..one) == Some(&[0, 0]) {
+            return Some(one + 1);
+        }
+        i = one + 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod leading_nal_tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_sps_before_the_slice_and_stops_at_the_slice() {
+        let au = [
+            0, 0, 0, 1, 0x67, 0x42, 0, 0x1e, 0, 0, 0, 1, 0x68, 0xce, 0, 0, 1, 0x65, 0x88, 0, 0, 1,
+            0x67, 9,
+        ];
+        assert_eq!(find_leading_nal(&au, 7), Some(&[0x67, 0x42, 0, 0x1e][..]));
+        assert_eq!(find_leading_nal(&au, 8), Some(&[0x68, 0xce][..]));
+        // the 0x67 after the slice is slice data, not an SPS of this AU
+        assert_eq!(find_leading_nal(&au[12..], 7), None);
+        assert_eq!(find_leading_nal(&[0, 0, 1, 0x41, 1, 2], 7), None);
+        assert_eq!(find_leading_nal(&[], 7), None);
+        assert_eq!(find_leading_nal(&[1, 1, 0, 1], 7), None);
+        assert_eq!(find_leading_nal(&[0, 0, 1], 7), None);
+    }
+}

@@ -21,6 +21,13 @@ fn short(what: &'static str, need: usize, have: usize) -> RtpError {
 
 impl RtpPacket {
     pub fn parse(data: &[u8]) -> Result<RtpPacket, RtpError> {
+        Self::parse_into(data, Vec::new())
+    }
+
+    /// [`parse`](Self::parse) with the payload copied into `buffer` (cleared
+    /// first): a receive loop hands back buffers of packets it is done with,
+    /// so that it does not allocate per packet.
+    pub fn parse_into(data: &[u8], mut buffer: Vec<u8>) -> Result<RtpPacket, RtpError> {
         let len = data.len();
         if len == 0 {
             return Err(RtpError::Empty);
@@ -73,7 +80,11 @@ impl RtpPacket {
             timestamp,
             ssrc,
             csrcs,
-            payload: data.get(pos..end).unwrap_or(&[]).to_vec(),
+            payload: {
+                buffer.clear();
+                buffer.extend_from_slice(data.get(pos..end).unwrap_or(&[]));
+                buffer
+            },
         })
     }
 
