@@ -48,7 +48,8 @@ def test_sip_parse_sipstream(benchmark: pytest.FixtureRequest) -> None:
 
 
 # One 720p-sized IDR access unit (~40 KB) as RTP FU-A packets.
-_AU = b"\x00\x00\x00\x01\x67\x42\xc0\x1f\xda\x01\x40\x16\xe8\x06\xd0\xa1\x35" + b"\x00\x00\x00\x01\x65" + os.urandom(40_000).replace(b"\x00\x00", b"\x01\x01")
+_AU = (b"\x00\x00\x00\x01\x67\x42\xc0\x1f\xda\x01\x40\x16\xe8\x06\xd0\xa1\x35" + b"\x00\x00\x00\x01\x65"
+       + os.urandom(40_000).replace(b"\x00\x00", b"\x01\x01"))
 _PACKETS = [build_rtp(96, i, 3000, 42, i == n - 1, p)
             for n, payloads in [(len(h264_packetize(_AU, 1200)), h264_packetize(_AU, 1200))]
             for i, p in enumerate(payloads)]

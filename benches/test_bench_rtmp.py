@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sipstream.server import Server  # noqa: E402
 from sipstream.testing import LoopbackCallee  # noqa: E402
+
 from tests.conftest import Rest, loopback_call, make_settings  # noqa: E402
 from tests.peers.nginx_rtmp import NginxRtmp, nginx_rtmp_missing  # noqa: E402
 

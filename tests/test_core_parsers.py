@@ -39,7 +39,8 @@ INVITE = (
 def test_sip_compact_forms_and_comma_joined_via_are_expanded() -> None:
     msg = SipMessage.parse(INVITE)
     assert msg.method == "INVITE" and msg.uri == "sip:bob@example.com"
-    assert msg.header_all("Via") == ["SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1", "SIP/2.0/UDP 10.0.0.2;branch=z9hG4bK2"]
+    assert msg.header_all("Via") == [
+        "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1", "SIP/2.0/UDP 10.0.0.2;branch=z9hG4bK2"]
     assert msg.call_id == "call-1@example.com" and msg.cseq == (1, "INVITE")
     assert NameAddr.parse(msg.header("From") or "").tag() == "abc"
     assert msg.body == b"v=0\r\no=- 0"
@@ -66,7 +67,8 @@ def test_sip_garbage_raises_sip_parse_error_with_position() -> None:
 
 
 def test_sip_build_sets_content_length() -> None:
-    msg = SipMessage.request("OPTIONS", "sip:x@y", [("Via", "SIP/2.0/UDP h;branch=z9hG4bKx"), ("CSeq", "1 OPTIONS")], b"abc")
+    msg = SipMessage.request("OPTIONS", "sip:x@y", [("Via", "SIP/2.0/UDP h;branch=z9hG4bKx"), ("CSeq", "1 OPTIONS")],
+                             b"abc")
     again = SipMessage.parse(msg.to_bytes())
     assert again.header("Content-Length") == "3" and again.body == b"abc"
 

@@ -11,7 +11,6 @@ import re
 from typing import Any
 
 import pytest
-
 from sipstream._core import SipMessage
 
 from .conftest import Rest

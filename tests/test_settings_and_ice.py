@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from sipstream import Settings, SettingsError
 from sipstream.egress.whep import reachable_candidates_only
 

@@ -22,7 +22,8 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Any, AsyncIterator, Optional
+from collections.abc import AsyncIterator
+from typing import Any
 
 CHROMIUM_PATH = "/usr/bin/chromium"
 
@@ -52,8 +53,8 @@ def chromium_available() -> bool:
 
 
 @contextlib.asynccontextmanager
-async def launch_chromium(user_data_dir: Optional[str] = None, headless: bool = True,
-                          extra_args: Optional[list] = None) -> AsyncIterator[Any]:
+async def launch_chromium(user_data_dir: str | None = None, headless: bool = True,
+                          extra_args: list | None = None) -> AsyncIterator[Any]:
     """Yield a Playwright BrowserContext of a fresh headless Chromium profile.
     Everything (browser, driver, temp profile) is gone on exit."""
     from playwright.async_api import async_playwright
@@ -127,7 +128,10 @@ async ({whepUrl, seconds, waitForMedia, iceWaitMs, teardown}) => {
     out.whepStatus = resp.status;
     out.location = resp.headers.get('Location');
     const answer = await resp.text();
-    if (resp.status !== 201) { out.error = 'WHEP POST returned ' + resp.status + ': ' + answer.slice(0, 500); return out; }
+    if (resp.status !== 201) {
+      out.error = 'WHEP POST returned ' + resp.status + ': ' + answer.slice(0, 500);
+      return out;
+    }
     await pc.setRemoteDescription({type: 'answer', sdp: answer});
     const deadline = performance.now() + seconds * 1000;
     while (performance.now() < deadline) {
@@ -204,7 +208,7 @@ async def whep_play(page_url_base: str, whep_url: str, seconds: float, *, contex
 
 
 async def page_stats(url: str, js_expr: str, timeout: float, *, context=None,
-                     until: Optional[str] = None, interval: float = 0.25) -> Any:
+                     until: str | None = None, interval: float = 0.25) -> Any:
     """Open ``url`` and poll the JS expression ``js_expr`` (e.g.
     ``"window.sipstreamStats"``) until ``until`` (a JS function source taking
     the value, e.g. ``"s => s && s.framesDecoded > 0"``) is truthy, or until

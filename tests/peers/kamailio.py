@@ -18,7 +18,6 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
 
 from .util import LOOPBACK, sip_options_ping, terminate_process, which_or_none
 
@@ -39,8 +38,8 @@ class Kamailio:
     def __init__(
         self,
         port: int = 15060,
-        workdir: Optional[os.PathLike | str] = None,
-        cfg: Optional[os.PathLike | str] = None,
+        workdir: os.PathLike | str | None = None,
+        cfg: os.PathLike | str | None = None,
         start_timeout: float = 5.0,
         debug: int = 2,
     ) -> None:
@@ -54,8 +53,8 @@ class Kamailio:
         self.debug = debug
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir else None
-        self.proc: Optional[subprocess.Popen] = None
-        self.log_path: Optional[Path] = None
+        self.proc: subprocess.Popen | None = None
+        self.log_path: Path | None = None
         self._log_fh = None
 
     # -- helpers ---------------------------------------------------------
@@ -81,7 +80,7 @@ class Kamailio:
         return re.search(rf"REGISTERED sip:{re.escape(user)}@", self.log_text()) is not None
 
     # -- lifecycle -------------------------------------------------------
-    def start(self) -> "Kamailio":
+    def start(self) -> Kamailio:
         if self.proc is not None:
             raise KamailioError("already started")
         binary = which_or_none(self.binary_name)
@@ -146,7 +145,7 @@ class Kamailio:
         if self._own_workdir and self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __enter__(self) -> "Kamailio":
+    def __enter__(self) -> Kamailio:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -52,7 +52,7 @@ COUNTER_BLOCK = 16
 # --------------------------------------------------------------------------
 
 def _ip_checksum(hdr: bytes) -> int:
-    s = sum(struct.unpack("!%dH" % (len(hdr) // 2), hdr))
+    s = sum(struct.unpack(f"!{len(hdr) // 2}H", hdr))
     while s >> 16:
         s = (s & 0xFFFF) + (s >> 16)
     return (~s) & 0xFFFF
@@ -105,14 +105,14 @@ class PcapWriter:
 @dataclass
 class PcapPacket:
     ts: float
-    src: Tuple[str, int]
-    dst: Tuple[str, int]
+    src: tuple[str, int]
+    dst: tuple[str, int]
     payload: bytes          # UDP payload
 
 
-def read_pcap(path: os.PathLike | str) -> List[PcapPacket]:
+def read_pcap(path: os.PathLike | str) -> list[PcapPacket]:
     """Read a classic pcap (Ethernet or Linux SLL, IPv4, UDP); non-UDP is skipped."""
-    out: List[PcapPacket] = []
+    out: list[PcapPacket] = []
     with open(path, "rb") as f:
         gh = f.read(24)
         magic = struct.unpack("<I", gh[:4])[0]
@@ -189,11 +189,11 @@ def rtp_parse(data: bytes) -> RtpPacket:
 # H.264
 # --------------------------------------------------------------------------
 
-def split_annexb(buf: bytes) -> List[bytes]:
+def split_annexb(buf: bytes) -> list[bytes]:
     """Split an Annex-B byte stream into NAL units (start codes removed)."""
-    nals: List[bytes] = []
+    nals: list[bytes] = []
     i, n = 0, len(buf)
-    starts: List[Tuple[int, int]] = []  # (start_code_pos, nal_start)
+    starts: list[tuple[int, int]] = []  # (start_code_pos, nal_start)
     while i + 3 <= n:
         if buf[i] == 0 and buf[i + 1] == 0:
             if buf[i + 2] == 1:
@@ -216,10 +216,10 @@ def split_annexb(buf: bytes) -> List[bytes]:
     return nals
 
 
-def h264_packetize(nals: Sequence[bytes], mtu: int = RTP_MTU_PAYLOAD) -> List[bytes]:
+def h264_packetize(nals: Sequence[bytes], mtu: int = RTP_MTU_PAYLOAD) -> list[bytes]:
     """RFC 6184 payloads for one access unit: single NAL unit packets when a
     NAL fits in ``mtu`` bytes, FU-A fragments otherwise (no STAP-A)."""
-    out: List[bytes] = []
+    out: list[bytes] = []
     for nal in nals:
         if len(nal) <= mtu:
             out.append(bytes(nal))
@@ -240,15 +240,15 @@ def h264_packetize(nals: Sequence[bytes], mtu: int = RTP_MTU_PAYLOAD) -> List[by
     return out
 
 
-def h264_depacketize(packets: Iterable[RtpPacket]) -> List[Tuple[int, List[bytes]]]:
+def h264_depacketize(packets: Iterable[RtpPacket]) -> list[tuple[int, list[bytes]]]:
     """RTP (single NAL, STAP-A, FU-A) -> access units as (rtp_ts, [nal, ...]).
 
     An AU ends at the marker bit or at a timestamp change.  Packets must be in
     order (as in a pcap of one sender)."""
-    aus: List[Tuple[int, List[bytes]]] = []
-    cur: List[bytes] = []
-    cur_ts: Optional[int] = None
-    fu: Optional[bytearray] = None
+    aus: list[tuple[int, list[bytes]]] = []
+    cur: list[bytes] = []
+    cur_ts: int | None = None
+    fu: bytearray | None = None
     for p in packets:
         if cur_ts is not None and p.ts != cur_ts and cur:
             aus.append((cur_ts, cur))
@@ -288,7 +288,7 @@ def annexb(nals: Iterable[bytes]) -> bytes:
     return b"".join(b"\x00\x00\x00\x01" + n for n in nals)
 
 
-def nal_types(nals: Iterable[bytes]) -> List[int]:
+def nal_types(nals: Iterable[bytes]) -> list[int]:
     return [n[0] & 0x1F for n in nals]
 
 
@@ -335,7 +335,7 @@ def read_frame_counter(luma: np.ndarray) -> int:
 
 def encode_h264_access_units(seconds: float = 10, width: int = 320, height: int = 240,
                              fps: int = 25, gop: int = 25, bitrate: int = 600_000,
-                             frame_fn=None) -> List[bytes]:
+                             frame_fn=None) -> list[bytes]:
     """Encode the test pattern (or ``frame_fn(i)`` -> yuv420p ndarray, shape (h*3/2, w));
     returns one Annex-B access unit per frame."""
     import av  # PyAV
@@ -357,7 +357,7 @@ def encode_h264_access_units(seconds: float = 10, width: int = 320, height: int 
         "threads": "1",             # one slice per frame
         "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0:repeat-headers=1:aud=0",
     }
-    aus: List[bytes] = []
+    aus: list[bytes] = []
     nframes = int(round(seconds * fps))
     for i in range(nframes):
         yuv = frame_fn(i) if frame_fn is not None else pattern_frame(i, width, height)
@@ -406,7 +406,7 @@ def decode_h264_access_units(aus: Iterable[bytes], with_frames: bool = False):
 
     dec = av.CodecContext.create("h264", "r")
     n = 0
-    errors: List[str] = []
+    errors: list[str] = []
     frames = []
     for au in list(aus) + [None]:
         try:

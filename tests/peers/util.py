@@ -8,14 +8,14 @@ import signal
 import socket
 import subprocess
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 LOOPBACK = "127.0.0.1"
 
 _handed_out: set[int] = set()
 
 
-def which_or_none(name: str) -> Optional[str]:
+def which_or_none(name: str) -> str | None:
     return shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
 
 
@@ -87,7 +87,7 @@ def wait_until(pred: Callable[[], bool], timeout: float, interval: float = 0.05)
         time.sleep(interval)
 
 
-def terminate_process(proc: Optional[subprocess.Popen], timeout: float = 5.0, sig: int = signal.SIGTERM) -> Optional[int]:
+def terminate_process(proc: subprocess.Popen | None, timeout: float = 5.0, sig: int = signal.SIGTERM) -> int | None:
     """Stop ``proc`` (and its process group if it leads one): signal, wait, then SIGKILL."""
     if proc is None:
         return None
@@ -123,7 +123,7 @@ def terminate_process(proc: Optional[subprocess.Popen], timeout: float = 5.0, si
     return proc.returncode
 
 
-def sip_options_ping(host: str, port: int, timeout: float = 0.3) -> Optional[str]:
+def sip_options_ping(host: str, port: int, timeout: float = 0.3) -> str | None:
     """Send one SIP OPTIONS over UDP to host:port; return the status line or None."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
@@ -144,14 +144,14 @@ def sip_options_ping(host: str, port: int, timeout: float = 0.3) -> Optional[str
         s.sendto(msg.encode(), (host, port))
         data, _ = s.recvfrom(65535)
         return data.split(b"\r\n", 1)[0].decode(errors="replace")
-    except (socket.timeout, ConnectionRefusedError, OSError):
+    except (TimeoutError, ConnectionRefusedError, OSError):
         return None
     finally:
         s.close()
 
 
 def sip_request(host: str, port: int, method: str, ruri: str, from_uri: str, to_uri: str,
-                transport: str = "udp", timeout: float = 2.0, extra_headers: str = "") -> Optional[str]:
+                transport: str = "udp", timeout: float = 2.0, extra_headers: str = "") -> str | None:
     """Send one out-of-dialog SIP request over UDP or TCP; return the first
     final (>=200) response as text (or the last provisional one / None)."""
     tag = f"{time.monotonic_ns():x}"
@@ -187,7 +187,7 @@ def sip_request(host: str, port: int, method: str, ruri: str, from_uri: str, to_
         while time.monotonic() < deadline:
             try:
                 data = s.recv(65535)
-            except socket.timeout:
+            except TimeoutError:
                 break
             if not data:
                 break
