@@ -10,6 +10,7 @@ use crate::jitter::{JitterBuffer, JitterConfig, Released};
 use crate::media::{Frame, AUDIO_CODECS};
 use crate::rtp::rtcp::{
     ntp_middle, write_fir, write_nack, write_pli, write_receiver_report, write_sdes_cname,
+    write_sender_report, SenderInfo,
 };
 use crate::rtp::{is_rtcp, parse_rtcp_compound, NtpTime, ReportBlock, RtcpPacket, RtpPacket};
 use crate::sync::{ntp_to_us, TrackClock};
@@ -393,6 +394,18 @@ struct Track {
     generating: bool,
     next_generated: Option<Instant>,
     rate: RateWindow,
+    sent: Sent,
+}
+
+/// What we sent on a track (priming packets, DTMF): an active sender's
+/// reports are SRs, whose echo in the far end's report blocks gives the RTT.
+#[derive(Debug, Default, Clone, Copy)]
+struct Sent {
+    packets: u32,
+    octets: u32,
+    last_timestamp: u32,
+    last_at: Option<Instant>,
+    clock_rate: u32,
 }
 
 fn default_rtcp(config: &TrackConfig) -> Option<SocketAddr> {
@@ -433,6 +446,7 @@ impl Track {
             generating: false,
             next_generated: None,
             rate: RateWindow::default(),
+            sent: Sent::default(),
         }
     }
 
@@ -477,6 +491,9 @@ pub struct MediaSession {
     early_srs: Vec<EarlySr>,
     /// Recycled RTP payload buffers (see `RtpPacket::parse_into`).
     spare_payloads: Vec<Vec<u8>>,
+    /// Our NTP clock at `epoch` (wall clock when the session was made): the
+    /// time in our SRs, and what the far end echoes back for the RTT.
+    ntp_epoch: NtpTime,
     outputs: VecDeque<Output>,
     stats: SessionStats,
     rng: XorShift,
@@ -497,6 +514,22 @@ struct EarlySr {
     at: Instant,
 }
 
+/// Seconds between the NTP epoch (1900) and the Unix epoch (1970).
+const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
+
+fn wall_clock_ntp() -> NtpTime {
+    let since_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    duration_to_ntp(since_unix) + (NTP_UNIX_OFFSET << 32)
+}
+
+/// A duration as NTP 32.32 fixed point.
+fn duration_to_ntp(d: Duration) -> NtpTime {
+    let frac = (u64::from(d.subsec_nanos()) << 32) / 1_000_000_000;
+    (d.as_secs() << 32).wrapping_add(frac)
+}
+
 fn us_since(epoch: Instant, t: Instant) -> f64 {
     // whole microseconds, so equal spacing stays exactly equal
     t.saturating_duration_since(epoch).as_micros() as f64
@@ -515,6 +548,7 @@ impl MediaSession {
             ntp_offset_us: None,
             early_srs: Vec::new(),
             spare_payloads: Vec::new(),
+            ntp_epoch: wall_clock_ntp(),
             outputs: VecDeque::new(),
             stats: SessionStats::default(),
             rng: XorShift(seed),
@@ -708,6 +742,7 @@ impl MediaSession {
             config: &self.config,
             by_pt: &self.by_pt,
             epoch: self.epoch,
+            ntp_epoch: self.ntp_epoch,
             ntp_offset_us: self.ntp_offset_us,
         };
         ctx.service_track(track, now);
@@ -722,7 +757,8 @@ impl MediaSession {
         let mut latched = false;
         for p in packets {
             match p {
-                RtcpPacket::SenderReport { ssrc, info, .. } => {
+                RtcpPacket::SenderReport { ssrc, info, ref reports } => {
+                    self.round_trip(now, local.kind, reports);
                     let arrival_us = us_since(self.epoch, now);
                     let Some(track) = self
                         .tracks
@@ -758,6 +794,9 @@ impl MediaSession {
                         .clock
                         .on_sender_report(info.ntp, info.rtp_timestamp, Some(offset));
                 }
+                RtcpPacket::ReceiverReport { ref reports, .. } => {
+                    self.round_trip(now, local.kind, reports);
+                }
                 RtcpPacket::Bye { ssrcs, reason } => {
                     for ssrc in ssrcs {
                         let kind = self
@@ -785,6 +824,55 @@ impl MediaSession {
         }
     }
 
+    /// RTT from a report block on our SSRC that echoes one of our SRs
+    /// (RFC 3550 §6.4.1: arrival - LSR - DLSR, in 1/65536 s).
+    fn round_trip(&mut self, now: Instant, kind: MediaKind, reports: &[ReportBlock]) {
+        let local_ssrc = self.config.local_ssrc;
+        let Some(block) = reports
+            .iter()
+            .find(|b| b.ssrc == local_ssrc && b.last_sr != 0)
+        else {
+            return;
+        };
+        let arrival = ntp_middle(self.ntp_at(now));
+        let rtt = arrival
+            .wrapping_sub(block.last_sr)
+            .wrapping_sub(block.delay_since_last_sr);
+        // a negative (wrapped) or absurd value is a bad echo: ignore it
+        if rtt >= 65_536 * 60 {
+            return;
+        }
+        if let Some(track) = self.tracks[kind.index()].as_mut() {
+            track.stats.rtt_ms = Some(f64::from(rtt) * 1000.0 / 65_536.0);
+        }
+    }
+
+    /// Our NTP time at `now`.
+    fn ntp_at(&self, now: Instant) -> NtpTime {
+        self.ntp_epoch
+            .wrapping_add(duration_to_ntp(now.saturating_duration_since(self.epoch)))
+    }
+
+    /// RTP we sent on `kind` from outside the session (priming packets,
+    /// DTMF events), with our local SSRC: counted in our SRs.
+    pub fn note_rtp_sent(&mut self, now: Instant, kind: MediaKind, rtp_timestamp: u32, payload_len: usize) {
+        let Some(track) = self.tracks[kind.index()].as_mut() else {
+            return;
+        };
+        let clock_rate = self
+            .config
+            .payload_types
+            .iter()
+            .find(|p| p.kind == kind && p.codec != "telephone-event")
+            .map_or(8000, |p| p.clock_rate);
+        let sent = &mut track.sent;
+        sent.packets = sent.packets.wrapping_add(1);
+        sent.octets = sent.octets.wrapping_add(payload_len as u32);
+        sent.last_timestamp = rtp_timestamp;
+        sent.last_at = Some(now);
+        sent.clock_rate = clock_rate;
+    }
+
     /// Timers: jitter-buffer holes, NACK retries, RTCP reports, keyframe
     /// request retries, the generator, and the stats windows.
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -796,6 +884,7 @@ impl MediaSession {
                 config: &self.config,
                 by_pt: &self.by_pt,
                 epoch: self.epoch,
+                ntp_epoch: self.ntp_epoch,
                 ntp_offset_us: self.ntp_offset_us,
             };
             ctx.service_track(track, now);
@@ -827,6 +916,7 @@ impl MediaSession {
                 config: &self.config,
                 by_pt: &self.by_pt,
                 epoch: self.epoch,
+                ntp_epoch: self.ntp_epoch,
                 ntp_offset_us: self.ntp_offset_us,
             };
             ctx.request_keyframe(track, now);
@@ -946,6 +1036,7 @@ struct Ctx<'a> {
     config: &'a SessionConfig,
     by_pt: &'a [Option<PayloadType>; 128],
     epoch: Instant,
+    ntp_epoch: NtpTime,
     ntp_offset_us: Option<f64>,
 }
 
@@ -1088,7 +1179,26 @@ impl Ctx<'_> {
             .as_mut()
             .map(|s| vec![s.reception.report_block(s.ssrc, now)])
             .unwrap_or_default();
-        write_receiver_report(&mut data, self.config.local_ssrc, &blocks);
+        let sent = track.sent;
+        match sent.last_at {
+            // an active sender (RFC 3550 §6.4): sent within two report intervals
+            Some(at) if now.saturating_duration_since(at) < self.config.rtcp_interval * 2 => {
+                let elapsed = now.saturating_duration_since(at).as_secs_f64();
+                let info = SenderInfo {
+                    ntp: self
+                        .ntp_epoch
+                        .wrapping_add(duration_to_ntp(now.saturating_duration_since(self.epoch))),
+                    // our RTP clock now, extrapolated from the last packet sent
+                    rtp_timestamp: sent
+                        .last_timestamp
+                        .wrapping_add((elapsed * f64::from(sent.clock_rate)) as u32),
+                    packet_count: sent.packets,
+                    octet_count: sent.octets,
+                };
+                write_sender_report(&mut data, self.config.local_ssrc, &info, &blocks);
+            }
+            _ => write_receiver_report(&mut data, self.config.local_ssrc, &blocks),
+        }
         write_sdes_cname(&mut data, self.config.local_ssrc, &self.config.cname);
         if let Some(fb) = feedback {
             data.extend_from_slice(&fb);

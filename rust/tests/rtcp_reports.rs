@@ -2,7 +2,8 @@
 //! LSR-DLSR fields, SDES CNAME, latching of the send address, rtcp-mux, BYE.
 mod common;
 use common::*;
-use sipstream_core::rtp::{parse_rtcp_compound, RtcpPacket};
+use sipstream_core::rtp::rtcp::write_receiver_report;
+use sipstream_core::rtp::{parse_rtcp_compound, ReportBlock, RtcpPacket};
 use sipstream_core::session::*;
 use std::time::{Duration, Instant};
 
@@ -164,4 +165,108 @@ fn bye_is_reported_as_an_event() {
             reason: Some("hangup".into())
         }]
     );
+}
+
+#[test]
+fn after_sending_rtp_our_reports_are_srs_and_their_echo_gives_the_rtt() {
+    let t0 = Instant::now();
+    let cfg = config(Feedback::default());
+    let local_ssrc = cfg.local_ssrc;
+    let mut s = MediaSession::new(t0, cfg);
+    let mut a = AudioSender {
+        ssrc: 5,
+        seq: 1,
+        ts: 0,
+    };
+    s.handle_receive(t0, LocalSocket::AUDIO_RTP, far(), &a.next());
+    // three priming packets of 160 bytes, sent from outside the session
+    for k in 0..3u32 {
+        s.note_rtp_sent(
+            t0 + ms(20 * u64::from(k)),
+            MediaKind::Audio,
+            1000 + 160 * k,
+            160,
+        );
+    }
+    let mut sr = None;
+    let mut now = t0;
+    while sr.is_none() && now < t0 + ms(8000) {
+        now += ms(50);
+        s.handle_timeout(now);
+        for t in transmits(&drain(&mut s)) {
+            if let Ok(packets) = parse_rtcp_compound(&t.data) {
+                if let Some(RtcpPacket::SenderReport { ssrc, info, .. }) = packets.first() {
+                    assert_eq!(*ssrc, local_ssrc);
+                    sr = Some((now, *info));
+                }
+            }
+        }
+    }
+    let (sent, info) = sr.expect("an SR after sending RTP");
+    assert_eq!((info.packet_count, info.octet_count), (3, 480));
+    // our RTP clock at the SR, extrapolated from the last packet (at 40 ms)
+    let expected_ts = 1320 + ((sent - t0 - ms(40)).as_secs_f64() * 8000.0) as u32;
+    assert!(info.rtp_timestamp.abs_diff(expected_ts) <= 1, "{info:?}");
+    // The far end held it 50 ms before its RR, which arrives 120 ms after
+    // our SR left: RTT 70 ms.
+    let mut rr = Vec::new();
+    write_receiver_report(
+        &mut rr,
+        5,
+        &[ReportBlock {
+            ssrc: local_ssrc,
+            fraction_lost: 0,
+            cumulative_lost: 0,
+            extended_highest_seq: 3,
+            jitter: 0,
+            last_sr: ((info.ntp >> 16) & 0xffff_ffff) as u32,
+            delay_since_last_sr: 65_536 * 50 / 1000,
+        }],
+    );
+    let rtcp = LocalSocket {
+        kind: MediaKind::Audio,
+        rtcp: true,
+    };
+    s.handle_receive(sent + ms(120), rtcp, far(), &rr);
+    let rtt = s.stats().audio.unwrap().rtt_ms.expect("rtt");
+    assert!((rtt - 70.0).abs() < 1.0, "{rtt}");
+    // an echo of an SR we never sent (LSR 0) changes nothing
+    let mut bogus = Vec::new();
+    write_receiver_report(
+        &mut bogus,
+        5,
+        &[ReportBlock {
+            ssrc: local_ssrc,
+            fraction_lost: 0,
+            cumulative_lost: 0,
+            extended_highest_seq: 3,
+            jitter: 0,
+            last_sr: 0,
+            delay_since_last_sr: 0,
+        }],
+    );
+    s.handle_receive(sent + ms(500), rtcp, far(), &bogus);
+    assert!((s.stats().audio.unwrap().rtt_ms.unwrap() - 70.0).abs() < 1.0);
+}
+
+#[test]
+fn a_receive_only_session_sends_receiver_reports() {
+    let t0 = Instant::now();
+    let mut s = MediaSession::new(t0, config(Feedback::default()));
+    let mut a = AudioSender {
+        ssrc: 5,
+        seq: 1,
+        ts: 0,
+    };
+    s.handle_receive(t0, LocalSocket::AUDIO_RTP, far(), &a.next());
+    let mut now = t0;
+    let out = run_until(&mut s, &mut now, t0 + ms(8000), ms(50));
+    let reports: Vec<RtcpPacket> = transmits(&out)
+        .iter()
+        .filter_map(|t| parse_rtcp_compound(&t.data).ok()?.into_iter().next())
+        .collect();
+    assert!(!reports.is_empty());
+    assert!(reports
+        .iter()
+        .all(|p| matches!(p, RtcpPacket::ReceiverReport { .. })));
 }
