@@ -135,6 +135,16 @@ class _File:
         self.fields = fields
         self.started = started
         self.writer: AvWriter | None = None
+        # Bytes on disk after the last write that succeeded: whole fragments.
+        # A failed write (disk full) may leave part of one after them.
+        self.complete_size: int | None = None
+        self.failed = False
+
+    def write(self, batch: list[BatchItem]) -> None:
+        """Write on the recording's thread, then note the size reached."""
+        assert self.writer is not None
+        self.writer.write_batch(batch)
+        self.complete_size = os.path.getsize(self.path)
 
 
 class Recording:
@@ -221,6 +231,8 @@ class Recording:
                 await self._finish(loop)
             self._set("STOPPED", "stream ended")
         except (av.error.FFmpegError, OSError) as exc:
+            if self.current is not None:
+                self.current.failed = True
             self._set("FAILED", f"cannot write {self.current.path if self.current else self.config.record_dir}: "
                                 f"{getattr(exc, 'strerror', None) or exc}")
         except asyncio.CancelledError:
@@ -242,7 +254,7 @@ class Recording:
         the file is due for rotation: then the frames from the next keyframe
         on (they start the next file)."""
         assert self.current is not None and self.current.writer is not None
-        writer = self.current.writer
+        current = self.current
         clock = TrackClock(pending[0].pts_us)
         seconds = self.config.rotation.seconds
         limit_us = seconds * 1_000_000 if seconds is not None else None
@@ -256,11 +268,11 @@ class Recording:
                 if rotate and (video is None or frame.kind == "video" and frame.keyframe):
                     # the next file starts here, at a keyframe
                     if batch:
-                        await loop.run_in_executor(self._executor, writer.write_batch, batch)
+                        await loop.run_in_executor(self._executor, current.write, batch)
                     return pending[i:]
                 flag = frame.keyframe if frame.kind == "video" else False
                 batch.append((frame.kind, frame.codec, frame.data, us, flag))
-            await loop.run_in_executor(self._executor, writer.write_batch, batch)
+            await loop.run_in_executor(self._executor, current.write, batch)
             if not rotate and self._size_reached():
                 rotate = self._rotation_starts(video)
             await asyncio.sleep(BATCH_WINDOW_S)
@@ -321,6 +333,9 @@ class Recording:
             return
         if current.writer is not None:
             await loop.run_in_executor(self._executor, current.writer.close)
+        if current.failed and current.complete_size:
+            # keep the fragments that were written whole: the file plays to the end
+            await loop.run_in_executor(self._executor, os.truncate, current.path, current.complete_size)
         ended = time.time()
         fields = {
             **current.fields,
