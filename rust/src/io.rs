@@ -1,19 +1,24 @@
-//! Rust-owned RTP I/O for one call: a thread that owns the call's UDP
-//! sockets (fds handed over from Python), reads them with `recvmmsg` in
-//! batches, drives a [`MediaSession`], sends its RTCP, and hands whole
-//! frames to the consumer in batches. The consumer waits on an eventfd
-//! (`notify_fd`) and calls [`MediaIo::drain`]. This is the I/O driver, not
-//! the core: the locks here only guard the hand-off queues.
+//! Rust-owned RTP I/O: a few reactor threads (one per core) each own the
+//! UDP sockets of many calls (fds handed over from Python), wait on all of
+//! them with one epoll, read them with `recvmmsg` in batches, drive each
+//! call's [`MediaSession`], send its RTCP, and hand whole frames to the
+//! call's consumer in batches. The consumer waits on the call's eventfd
+//! (`notify_fd`) and calls [`MediaIo::drain`]. One thread per call would
+//! cost a wake-up and a context switch per packet burst per call; shared
+//! reactors turn many calls' bursts into one `epoll_wait`. This is the I/O
+//! driver, not the core: the locks here only guard the hand-off queues.
 
 use crate::media::Frame;
 use crate::session::{Event, LocalSocket, MediaSession, Output, SessionConfig, SessionStats};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::io;
 use std::mem;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Datagrams read per `recvmmsg` call.
@@ -24,6 +29,15 @@ const DATAGRAM: usize = 2048;
 const MAX_BATCHES: usize = 16;
 /// Stats snapshot period.
 const STATS_EVERY: Duration = Duration::from_millis(200);
+/// Longest sleep of a reactor with nothing due.
+const MAX_WAIT: Duration = Duration::from_millis(100);
+/// Readiness events taken per `epoll_wait`.
+const EPOLL_EVENTS: usize = 512;
+/// epoll token of a reactor's own wake-up eventfd; socket tokens are
+/// `slot << 2 | socket index`.
+const WAKE_TOKEN: u64 = u64::MAX;
+/// How long `close` waits for the reactor to let go of the sockets.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// Socket options applied when the sockets are taken over.
 #[derive(Debug, Clone, Copy, Default)]
@@ -49,9 +63,17 @@ struct Queues {
     sent: u64,
 }
 
+/// What one call's handle and its reactor share.
 struct Shared {
     queues: Mutex<Queues>,
+    /// Set by the handle: the reactor drops the session and its sockets.
     stop: AtomicBool,
+    /// Set by the reactor once the sockets are closed.
+    closed: Mutex<bool>,
+    closed_signal: Condvar,
+    /// The eventfd was written and the consumer has not drained since: a
+    /// busy call costs one eventfd write per drain, not one per batch.
+    notified: AtomicBool,
 }
 
 impl Shared {
@@ -60,14 +82,82 @@ impl Shared {
         // keep going with the data as it is
         self.queues.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    fn set_closed(&self) {
+        *self.closed.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.closed_signal.notify_all();
+    }
 }
 
-/// Handle to the I/O thread of one call.
-pub struct MediaIo {
+/// A call handed to a reactor, or a call whose handle has something for it.
+enum Request {
+    Add(Box<NewCall>),
+    Touch(u64),
+}
+
+struct NewCall {
+    id: u64,
+    config: SessionConfig,
+    sockets: Vec<Option<OwnedFd>>,
     shared: Arc<Shared>,
-    notify: OwnedFd,
-    wake: Arc<OwnedFd>,
-    thread: Option<JoinHandle<()>>,
+    notify: Arc<OwnedFd>,
+}
+
+/// One reactor thread's mailbox.
+struct Reactor {
+    epoll: OwnedFd,
+    wake: OwnedFd,
+    inbox: Mutex<Vec<Request>>,
+}
+
+impl Reactor {
+    fn send(&self, r: Request) {
+        self.inbox.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+        signal(self.wake.as_raw_fd());
+    }
+}
+
+/// The reactors, started with the first call and kept for the process.
+static REACTORS: Mutex<Vec<Arc<Reactor>>> = Mutex::new(Vec::new());
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+fn reactor_for(id: u64) -> io::Result<Arc<Reactor>> {
+    let mut reactors = REACTORS.lock().unwrap_or_else(|e| e.into_inner());
+    if reactors.is_empty() {
+        let count = std::thread::available_parallelism().map_or(1, |n| n.get());
+        for k in 0..count {
+            // SAFETY: plain syscall; a non-negative result is a new fd we own
+            let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+            if ep < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: ep is valid and owned by nobody else
+            let epoll = unsafe { OwnedFd::from_raw_fd(ep) };
+            let wake = eventfd()?;
+            epoll_add(epoll.as_raw_fd(), wake.as_raw_fd(), WAKE_TOKEN)?;
+            let reactor = Arc::new(Reactor {
+                epoll,
+                wake,
+                inbox: Mutex::new(Vec::new()),
+            });
+            let r = reactor.clone();
+            std::thread::Builder::new()
+                .name(format!("sipstream-rtp-{k}"))
+                .spawn(move || run(&r))?;
+            reactors.push(reactor);
+        }
+    }
+    let i = usize::try_from(id).unwrap_or(0) % reactors.len();
+    // i < len, and len > 0 after the block above
+    Ok(reactors[i].clone())
+}
+
+/// Handle to one call's RTP I/O on a reactor thread.
+pub struct MediaIo {
+    id: u64,
+    shared: Arc<Shared>,
+    notify: Arc<OwnedFd>,
+    reactor: Option<Arc<Reactor>>,
 }
 
 fn eventfd() -> io::Result<OwnedFd> {
@@ -90,6 +180,25 @@ fn clear(fd: RawFd) {
     let mut v: u64 = 0;
     // SAFETY: reads 8 bytes into a valid u64; EAGAIN (not signalled) is fine
     unsafe { libc::read(fd, (&mut v as *mut u64).cast(), 8) };
+}
+
+fn epoll_add(epoll: RawFd, fd: RawFd, token: u64) -> io::Result<()> {
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: token,
+    };
+    // SAFETY: valid epoll fd, fd and event pointer
+    if unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn epoll_del(epoll: RawFd, fd: RawFd) {
+    // SAFETY: valid epoll fd; the event argument is ignored for DEL. It must
+    // be explicit: Python holds another fd of the same socket, so closing
+    // ours would not take the socket out of the epoll set.
+    unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
 }
 
 /// Duplicate `fd` (close-on-exec), make it non-blocking and apply buffers.
@@ -131,7 +240,7 @@ pub fn take_socket(fd: RawFd, options: &IoOptions) -> io::Result<OwnedFd> {
 }
 
 impl MediaIo {
-    /// Start the thread. `sockets[i]` is the socket for
+    /// Hand the call to a reactor thread. `sockets[i]` is the socket for
     /// `LocalSocket::from_index(i)` (audio RTP, audio RTCP, video RTP, video
     /// RTCP); the fds are duplicated, so the caller may close its own.
     pub fn start(
@@ -146,28 +255,28 @@ impl MediaIo {
                 None => None,
             });
         }
-        let notify = eventfd()?;
-        let wake = Arc::new(eventfd()?);
+        let notify = Arc::new(eventfd()?);
         let shared = Arc::new(Shared {
             queues: Mutex::new(Queues::default()),
             stop: AtomicBool::new(false),
+            closed: Mutex::new(false),
+            closed_signal: Condvar::new(),
+            notified: AtomicBool::new(false),
         });
-        let notify_fd = notify.as_raw_fd();
-        let thread = {
-            let shared = shared.clone();
-            let wake = wake.clone();
-            std::thread::Builder::new()
-                .name("sipstream-rtp".into())
-                .spawn(move || {
-                    let session = MediaSession::new(Instant::now(), config);
-                    run(session, owned, &shared, notify_fd, wake.as_raw_fd());
-                })?
-        };
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let reactor = reactor_for(id)?;
+        reactor.send(Request::Add(Box::new(NewCall {
+            id,
+            config,
+            sockets: owned,
+            shared: shared.clone(),
+            notify: notify.clone(),
+        })));
         Ok(MediaIo {
+            id,
             shared,
             notify,
-            wake,
-            thread: Some(thread),
+            reactor: Some(reactor),
         })
     }
 
@@ -178,7 +287,9 @@ impl MediaIo {
 
     /// Frames completed since the last call (clears the notification).
     pub fn drain(&self) -> Vec<Frame> {
+        // clear before re-arming: a frame queued after this point signals again
         clear(self.notify.as_raw_fd());
+        self.shared.notified.store(false, Ordering::SeqCst);
         mem::take(&mut self.shared.lock().frames)
     }
 
@@ -189,7 +300,9 @@ impl MediaIo {
 
     fn command(&self, c: Command) {
         self.shared.lock().commands.push(c);
-        signal(self.wake.as_raw_fd());
+        if let Some(r) = &self.reactor {
+            r.send(Request::Touch(self.id));
+        }
     }
 
     pub fn request_keyframe(&self) {
@@ -206,17 +319,23 @@ impl MediaIo {
         (q.stats.clone(), q.io_errors, q.sent)
     }
 
-    /// Stop and join the thread; the sockets are closed by it.
+    /// Take the call off its reactor and wait until its sockets are closed.
     pub fn close(&mut self) {
+        let Some(reactor) = self.reactor.take() else {
+            return;
+        };
         self.shared.stop.store(true, Ordering::SeqCst);
-        signal(self.wake.as_raw_fd());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        reactor.send(Request::Touch(self.id));
+        let closed = self.shared.closed.lock().unwrap_or_else(|e| e.into_inner());
+        // a reactor that died cannot answer: give up after CLOSE_WAIT
+        let _ = self
+            .shared
+            .closed_signal
+            .wait_timeout_while(closed, CLOSE_WAIT, |closed| !*closed);
     }
 
     pub fn is_closed(&self) -> bool {
-        self.thread.is_none()
+        self.reactor.is_none()
     }
 }
 
@@ -372,155 +491,317 @@ fn send_to(fd: RawFd, to: &SocketAddr, data: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-fn run(
-    mut session: MediaSession,
+/// One call on a reactor.
+struct Call {
+    id: u64,
+    session: MediaSession,
     sockets: Vec<Option<OwnedFd>>,
-    shared: &Shared,
-    notify_fd: RawFd,
-    wake_fd: RawFd,
-) {
-    let mut batch = RecvBatch::new();
-    let mut frames: Vec<Frame> = Vec::new();
-    let mut events: Vec<Event> = Vec::new();
-    let mut next_stats = Instant::now();
-    let mut io_errors = 0u64;
-    let mut sent = 0u64;
-    let unspecified = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
-    let socket_fd = |local: LocalSocket| -> Option<RawFd> {
+    shared: Arc<Shared>,
+    notify: Arc<OwnedFd>,
+    next_timeout: Instant,
+    /// `next_timeout` is in the reactor's timer heap.
+    armed: bool,
+    /// In the reactor's `touched` list for this round.
+    touched: bool,
+    frames: Vec<Frame>,
+    events: Vec<Event>,
+    io_errors: u64,
+    sent: u64,
+}
+
+impl Call {
+    fn socket_fd(&self, local: LocalSocket) -> Option<RawFd> {
         let mut i = local.index();
-        if sockets.get(i).and_then(|s| s.as_ref()).is_none() {
+        if self.sockets.get(i).and_then(|s| s.as_ref()).is_none() {
             i &= !1; // fall back to the RTP socket of that kind (rtcp-mux)
         }
-        sockets
+        self.sockets
             .get(i)
             .and_then(|s| s.as_ref())
             .map(|s| s.as_raw_fd())
-    };
-    let mut pollfds: Vec<libc::pollfd> = Vec::new();
-    let mut poll_index: Vec<usize> = Vec::new();
-    for (i, s) in sockets.iter().enumerate() {
-        if let Some(s) = s {
-            pollfds.push(libc::pollfd {
-                fd: s.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            });
-            poll_index.push(i);
-        }
     }
-    pollfds.push(libc::pollfd {
-        fd: wake_fd,
-        events: libc::POLLIN,
-        revents: 0,
-    });
-    let mut next_timeout = Instant::now();
-    while !shared.stop.load(Ordering::SeqCst) {
-        let now = Instant::now();
-        let wait = next_timeout
-            .saturating_duration_since(now)
-            .min(Duration::from_millis(100));
-        let wait_ms = libc::c_int::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(100);
-        for p in pollfds.iter_mut() {
-            p.revents = 0;
-        }
-        // SAFETY: pollfds is a valid array of its length
-        let rc =
-            unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, wait_ms) };
-        if rc < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                io_errors += 1;
-            }
-        }
-        for (k, &i) in poll_index.iter().enumerate() {
-            let readable = pollfds.get(k).is_some_and(|p| p.revents != 0);
-            if !readable {
-                continue;
-            }
-            let Some(local) = LocalSocket::from_index(i) else {
-                continue;
-            };
-            let Some(fd) = sockets
-                .get(i)
-                .and_then(|s| s.as_ref())
-                .map(|s| s.as_raw_fd())
-            else {
-                continue;
-            };
-            for _ in 0..MAX_BATCHES {
-                let n = match batch.recv(fd) {
-                    Ok(n) => n,
-                    Err(_) => {
-                        io_errors += 1;
-                        break;
-                    }
-                };
-                let now = Instant::now();
-                for j in 0..n {
-                    if let Some((data, from)) = batch.get(j) {
-                        session.handle_receive(now, local, from.unwrap_or(unspecified), data);
-                    }
-                }
-                if n < BATCH {
+
+    fn receive(&mut self, i: usize, batch: &mut RecvBatch) {
+        let unspecified = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+        let Some(local) = LocalSocket::from_index(i) else {
+            return;
+        };
+        let Some(fd) = self
+            .sockets
+            .get(i)
+            .and_then(|s| s.as_ref())
+            .map(|s| s.as_raw_fd())
+        else {
+            return;
+        };
+        for _ in 0..MAX_BATCHES {
+            let n = match batch.recv(fd) {
+                Ok(n) => n,
+                Err(_) => {
+                    self.io_errors += 1;
                     break;
                 }
-            }
-        }
-        if pollfds.last().is_some_and(|p| p.revents != 0) {
-            clear(wake_fd);
-            let commands = mem::take(&mut shared.lock().commands);
-            for c in commands {
-                match c {
-                    Command::RequestKeyframe => session.request_keyframe(Instant::now()),
-                    Command::Reconfigure(cfg) => session.reconfigure(Instant::now(), *cfg),
+            };
+            let now = Instant::now();
+            for j in 0..n {
+                if let Some((data, from)) = batch.get(j) {
+                    self.session
+                        .handle_receive(now, local, from.unwrap_or(unspecified), data);
                 }
             }
+            if n < BATCH {
+                break;
+            }
         }
-        let now = Instant::now();
-        if now >= next_timeout {
-            session.handle_timeout(now);
+    }
+
+    fn run_commands(&mut self) {
+        let commands = mem::take(&mut self.shared.lock().commands);
+        for c in commands {
+            match c {
+                Command::RequestKeyframe => self.session.request_keyframe(Instant::now()),
+                Command::Reconfigure(cfg) => self.session.reconfigure(Instant::now(), *cfg),
+            }
         }
+    }
+
+    /// Drain the session's outputs: send, queue frames and events for the
+    /// consumer (one eventfd write until it drains). Returns the next
+    /// wake-up when the timer heap needs it.
+    fn flush(&mut self) -> Option<Instant> {
+        let mut changed = None;
         loop {
-            match session.poll_output() {
-                Output::Frame(f) => frames.push(f),
-                Output::Event(e) => events.push(e),
-                Output::Transmit(t) => match socket_fd(t.from) {
+            match self.session.poll_output() {
+                Output::Frame(f) => self.frames.push(f),
+                Output::Event(e) => self.events.push(e),
+                Output::Transmit(t) => match self.socket_fd(t.from) {
                     Some(fd) => match send_to(fd, &t.to, &t.data) {
-                        Ok(()) => sent += 1,
-                        Err(_) => io_errors += 1,
+                        Ok(()) => self.sent += 1,
+                        Err(_) => self.io_errors += 1,
                     },
-                    None => io_errors += 1,
+                    None => self.io_errors += 1,
                 },
                 Output::Timeout(t) => {
-                    next_timeout = t;
+                    if t != self.next_timeout || !self.armed {
+                        self.next_timeout = t;
+                        self.armed = true;
+                        changed = Some(t);
+                    }
                     break;
                 }
             }
         }
-        let stats_due = now >= next_stats;
-        if !frames.is_empty() || !events.is_empty() || stats_due {
-            let notify = !frames.is_empty() || !events.is_empty();
+        if !self.frames.is_empty() || !self.events.is_empty() {
             {
-                let mut q = shared.lock();
-                q.frames.append(&mut frames);
-                q.events.append(&mut events);
-                if stats_due {
-                    q.stats = session.stats();
-                    q.io_errors = io_errors;
-                    q.sent = sent;
-                }
+                let mut q = self.shared.lock();
+                q.frames.append(&mut self.frames);
+                q.events.append(&mut self.events);
             }
-            if stats_due {
-                next_stats = now + STATS_EVERY;
+            if !self.shared.notified.swap(true, Ordering::SeqCst) {
+                signal(self.notify.as_raw_fd());
             }
-            if notify {
-                signal(notify_fd);
+        }
+        changed
+    }
+
+    fn publish_stats(&self) {
+        let mut q = self.shared.lock();
+        q.stats = self.session.stats();
+        q.io_errors = self.io_errors;
+        q.sent = self.sent;
+    }
+}
+
+/// The calls of one reactor, indexed by slot (the epoll token's high bits).
+#[derive(Default)]
+struct Calls {
+    slots: Vec<Option<Call>>,
+    free: Vec<usize>,
+    by_id: HashMap<u64, usize>,
+    /// (wake-up, slot, call id); stale entries are skipped when popped.
+    timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+    touched: Vec<usize>,
+}
+
+impl Calls {
+    fn touch(&mut self, slot: usize) {
+        if let Some(Some(c)) = self.slots.get_mut(slot) {
+            if !c.touched {
+                c.touched = true;
+                self.touched.push(slot);
             }
         }
     }
-    let mut q = shared.lock();
-    q.stats = session.stats();
-    q.io_errors = io_errors;
-    q.sent = sent;
-    // sockets (OwnedFd) close when dropped here
+
+    fn add(&mut self, epoll: RawFd, new: NewCall) {
+        let slot = self.free.pop().unwrap_or(self.slots.len());
+        let now = Instant::now();
+        let mut call = Call {
+            id: new.id,
+            session: MediaSession::new(now, new.config),
+            sockets: new.sockets,
+            shared: new.shared,
+            notify: new.notify,
+            next_timeout: now,
+            armed: true,
+            touched: false,
+            frames: Vec::new(),
+            events: Vec::new(),
+            io_errors: 0,
+            sent: 0,
+        };
+        for (i, s) in call.sockets.iter().enumerate() {
+            if let Some(s) = s {
+                let token = (slot as u64) << 2 | i as u64;
+                if epoll_add(epoll, s.as_raw_fd(), token).is_err() {
+                    call.io_errors += 1;
+                }
+            }
+        }
+        call.publish_stats();
+        if slot == self.slots.len() {
+            self.slots.push(Some(call));
+        } else {
+            self.slots[slot] = Some(call);
+        }
+        self.by_id.insert(new.id, slot);
+        self.timers.push(Reverse((now, slot, new.id)));
+        self.touch(slot);
+    }
+
+    fn remove(&mut self, epoll: RawFd, slot: usize) {
+        let Some(call) = self.slots.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
+        for s in call.sockets.iter().flatten() {
+            epoll_del(epoll, s.as_raw_fd());
+        }
+        self.by_id.remove(&call.id);
+        self.free.push(slot);
+        call.publish_stats();
+        let shared = call.shared.clone();
+        drop(call); // closes the sockets
+        shared.set_closed();
+    }
+
+    /// Run `f` on a call; a call whose session panics is closed rather
+    /// than taking every other call of the reactor with it.
+    fn guarded(&mut self, epoll: RawFd, slot: usize, f: impl FnOnce(&mut Call)) {
+        let Some(Some(call)) = self.slots.get_mut(slot) else {
+            return;
+        };
+        if catch_unwind(AssertUnwindSafe(|| f(call))).is_err() {
+            self.remove(epoll, slot);
+        }
+    }
+}
+
+fn run(reactor: &Reactor) {
+    let epoll = reactor.epoll.as_raw_fd();
+    let mut calls = Calls::default();
+    let mut batch = RecvBatch::new();
+    let mut ready: Vec<libc::epoll_event> =
+        vec![libc::epoll_event { events: 0, u64: 0 }; EPOLL_EVENTS];
+    let mut next_stats = Instant::now() + STATS_EVERY;
+    loop {
+        let now = Instant::now();
+        let mut deadline = next_stats.min(now + MAX_WAIT);
+        if let Some(Reverse((t, _, _))) = calls.timers.peek() {
+            deadline = deadline.min(*t);
+        }
+        let wait = deadline.saturating_duration_since(now);
+        let wait_ms = libc::c_int::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(100);
+        // SAFETY: `ready` is a valid array of EPOLL_EVENTS entries
+        let n = unsafe {
+            libc::epoll_wait(
+                epoll,
+                ready.as_mut_ptr(),
+                EPOLL_EVENTS as libc::c_int,
+                wait_ms,
+            )
+        };
+        let mut woken = false;
+        for ev in ready.iter().take(usize::try_from(n).unwrap_or(0)) {
+            let token = ev.u64;
+            if token == WAKE_TOKEN {
+                woken = true;
+                continue;
+            }
+            let (slot, i) = ((token >> 2) as usize, (token & 3) as usize);
+            calls.guarded(epoll, slot, |c| c.receive(i, &mut batch));
+            calls.touch(slot);
+        }
+        // requests after the socket events: a slot freed or reused here
+        // has no readiness left over from this round
+        if woken {
+            clear(reactor.wake.as_raw_fd());
+            let requests = mem::take(&mut *reactor.inbox.lock().unwrap_or_else(|e| e.into_inner()));
+            for r in requests {
+                match r {
+                    Request::Add(new) => calls.add(epoll, *new),
+                    Request::Touch(id) => {
+                        let Some(&slot) = calls.by_id.get(&id) else {
+                            continue;
+                        };
+                        let stop = calls.slots[slot]
+                            .as_ref()
+                            .is_some_and(|c| c.shared.stop.load(Ordering::SeqCst));
+                        if stop {
+                            calls.remove(epoll, slot);
+                        } else {
+                            calls.guarded(epoll, slot, Call::run_commands);
+                            calls.touch(slot);
+                        }
+                    }
+                }
+            }
+        }
+        let now = Instant::now();
+        while let Some(&Reverse((t, slot, id))) = calls.timers.peek() {
+            if t > now {
+                break;
+            }
+            calls.timers.pop();
+            let due = calls
+                .slots
+                .get(slot)
+                .and_then(Option::as_ref)
+                .is_some_and(|c| c.id == id && c.next_timeout == t);
+            if due {
+                calls.guarded(epoll, slot, |c| {
+                    c.armed = false;
+                    c.session.handle_timeout(now);
+                });
+                calls.touch(slot);
+            }
+        }
+        let touched = mem::take(&mut calls.touched);
+        for &slot in &touched {
+            let mut next = None;
+            calls.guarded(epoll, slot, |c| {
+                c.touched = false;
+                next = c.flush().map(|t| (t, c.id));
+            });
+            if let Some((t, id)) = next {
+                calls.timers.push(Reverse((t, slot, id)));
+            }
+        }
+        calls.touched = touched;
+        calls.touched.clear();
+        if calls.timers.len() > 4 * calls.by_id.len() + 1024 {
+            // stale entries pile up when wake-ups keep moving: rebuild
+            calls.timers = calls
+                .slots
+                .iter()
+                .enumerate()
+                .filter_map(|(slot, c)| c.as_ref().map(|c| Reverse((c.next_timeout, slot, c.id))))
+                .collect();
+        }
+        if now >= next_stats {
+            for c in calls.slots.iter().flatten() {
+                c.publish_stats();
+            }
+            next_stats = now + STATS_EVERY;
+        }
+    }
 }

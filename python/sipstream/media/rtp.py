@@ -1,5 +1,5 @@
 """The SIP leg's RTP/RTCP sockets for one call. Receiving is Rust's
-(``MediaIo``: recvmmsg on its own thread, jitter buffer, RTCP reports and
+(``MediaIo``: epoll + recvmmsg on a reactor thread shared by many calls, jitter buffer, RTCP reports and
 feedback); Python gets whole frames in batches when the I/O object's fd is
 readable and publishes them into the call's stream. Python only sends the
 rare packets of call control: DTMF events and session priming."""
