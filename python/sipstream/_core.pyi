@@ -424,7 +424,7 @@ class MediaSession:
     def remote_rtcp(self, kind: str) -> tuple[str, int] | None: ...
 
 class MediaIo:
-    """The call's receive path on a Rust thread (recvmmsg, off the GIL).
+    """The call's receive path on a shared Rust reactor thread (epoll + recvmmsg, off the GIL).
 
     ``sockets``: fds of [audio RTP, audio RTCP, video RTP, video RTCP] (None
     where absent), already bound; they are dup'ed, so the caller may close
@@ -440,8 +440,13 @@ class MediaIo:
         config: MediaConfig,
         rtp_receive_buffer_size: int | None = None,
         rtp_send_buffer_size: int | None = None,
+        ready: MediaReadyQueue | None = None,
     ) -> None: ...
-    def fileno(self) -> int: ...
+    @property
+    def token(self) -> int:
+        """This call's token in ``MediaReadyQueue.drain()``."""
+    def fileno(self) -> int:
+        """Signalled when frames are waiting (never with ``ready``: the queue is)."""
     def drain(self) -> list[Frame]: ...
     def drain_events(self) -> list[MediaEvent]: ...
     def request_keyframe(self) -> None: ...
@@ -449,7 +454,15 @@ class MediaIo:
     def stats(self) -> dict[str, Any]:
         """As MediaSession.stats (snapshot ≤ 200 ms old) plus io_errors, rtcp_sent."""
     def close(self) -> None:
-        """Stop and join the thread, close its sockets. Idempotent."""
+        """Take the call off its reactor thread, close its sockets. Idempotent."""
+
+class MediaReadyQueue:
+    """One notification for many calls (``MediaIo(..., ready=queue)``): watch
+    ``fileno()``, then ``drain()`` gives ``(token, frames, has_events)`` for each
+    call with something waiting, in one crossing."""
+
+    def fileno(self) -> int: ...
+    def drain(self) -> list[tuple[int, list[Frame], bool]]: ...
 
 def g711_decode(data: bytes, codec: str) -> bytes:
     """PCMU/PCMA → little-endian int16 bytes: ``numpy.frombuffer(b, "<i2")``."""

@@ -71,9 +71,12 @@ struct Shared {
     /// Set by the reactor once the sockets are closed.
     closed: Mutex<bool>,
     closed_signal: Condvar,
-    /// The eventfd was written and the consumer has not drained since: a
-    /// busy call costs one eventfd write per drain, not one per batch.
+    /// The consumer was notified and has not drained since: a busy call
+    /// costs one notification per drain, not one per batch.
     notified: AtomicBool,
+    /// Notify through this queue (shared by many calls) instead of the
+    /// call's own eventfd.
+    ready: Option<Arc<ReadyInner>>,
 }
 
 impl Shared {
@@ -86,6 +89,79 @@ impl Shared {
     fn set_closed(&self) {
         *self.closed.lock().unwrap_or_else(|e| e.into_inner()) = true;
         self.closed_signal.notify_all();
+    }
+}
+
+/// One notification for many calls: a consumer with thousands of calls
+/// takes one wake-up and one [`ReadyQueue::drain`] for all those with frames,
+/// instead of one eventfd, wake-up and `drain` per call.
+#[derive(Clone)]
+pub struct ReadyQueue {
+    inner: Arc<ReadyInner>,
+}
+
+struct ReadyInner {
+    fd: OwnedFd,
+    calls: Mutex<Vec<(u64, Arc<Shared>)>>,
+    notified: AtomicBool,
+}
+
+impl ReadyInner {
+    fn push(&self, id: u64, shared: &Arc<Shared>) {
+        self.calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((id, shared.clone()));
+        if !self.notified.swap(true, Ordering::SeqCst) {
+            signal(self.fd.as_raw_fd());
+        }
+    }
+}
+
+/// Frames of one call from [`ReadyQueue::drain`].
+pub struct ReadyFrames {
+    /// [`MediaIo::token`] of the call.
+    pub token: u64,
+    pub frames: Vec<Frame>,
+    /// The call has events waiting: [`MediaIo::drain_events`].
+    pub has_events: bool,
+}
+
+impl ReadyQueue {
+    pub fn new() -> io::Result<ReadyQueue> {
+        Ok(ReadyQueue {
+            inner: Arc::new(ReadyInner {
+                fd: eventfd()?,
+                calls: Mutex::new(Vec::new()),
+                notified: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The fd to watch for readability (asyncio `loop.add_reader`).
+    pub fn notify_fd(&self) -> RawFd {
+        self.inner.fd.as_raw_fd()
+    }
+
+    /// The frames of every call that has some, oldest first per call
+    /// (clears the notification).
+    pub fn drain(&self) -> Vec<ReadyFrames> {
+        // clear before re-arming: a call queued after this point signals again
+        clear(self.inner.fd.as_raw_fd());
+        self.inner.notified.store(false, Ordering::SeqCst);
+        let calls = mem::take(&mut *self.inner.calls.lock().unwrap_or_else(|e| e.into_inner()));
+        calls
+            .into_iter()
+            .map(|(token, shared)| {
+                shared.notified.store(false, Ordering::SeqCst);
+                let mut q = shared.lock();
+                ReadyFrames {
+                    token,
+                    frames: mem::take(&mut q.frames),
+                    has_events: !q.events.is_empty(),
+                }
+            })
+            .collect()
     }
 }
 
@@ -248,6 +324,17 @@ impl MediaIo {
         config: SessionConfig,
         options: IoOptions,
     ) -> io::Result<MediaIo> {
+        Self::start_with(sockets, config, options, None)
+    }
+
+    /// As [`MediaIo::start`], notifying through `ready` (when given) rather
+    /// than the call's own eventfd.
+    pub fn start_with(
+        sockets: &[Option<RawFd>],
+        config: SessionConfig,
+        options: IoOptions,
+        ready: Option<&ReadyQueue>,
+    ) -> io::Result<MediaIo> {
         let mut owned: Vec<Option<OwnedFd>> = Vec::new();
         for s in sockets.iter().take(4) {
             owned.push(match s {
@@ -262,6 +349,7 @@ impl MediaIo {
             closed: Mutex::new(false),
             closed_signal: Condvar::new(),
             notified: AtomicBool::new(false),
+            ready: ready.map(|r| r.inner.clone()),
         });
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let reactor = reactor_for(id)?;
@@ -280,9 +368,15 @@ impl MediaIo {
         })
     }
 
-    /// The fd to watch for readability (asyncio `loop.add_reader`).
+    /// The fd to watch for readability (asyncio `loop.add_reader`); never
+    /// signalled when the call notifies through a [`ReadyQueue`].
     pub fn notify_fd(&self) -> RawFd {
         self.notify.as_raw_fd()
+    }
+
+    /// This call's token in [`ReadyQueue::drain`].
+    pub fn token(&self) -> u64 {
+        self.id
     }
 
     /// Frames completed since the last call (clears the notification).
@@ -598,7 +692,10 @@ impl Call {
                 q.events.append(&mut self.events);
             }
             if !self.shared.notified.swap(true, Ordering::SeqCst) {
-                signal(self.notify.as_raw_fd());
+                match &self.shared.ready {
+                    Some(ready) => ready.push(self.id, &self.shared),
+                    None => signal(self.notify.as_raw_fd()),
+                }
             }
         }
         changed

@@ -1447,21 +1447,24 @@ impl PyMediaIo {
 impl PyMediaIo {
     /// `sockets`: fds for [audio RTP, audio RTCP, video RTP, video RTCP]
     /// (None where absent); they are duplicated, the caller keeps its own.
+    /// `ready`: notify through this shared queue instead of `fileno()`.
     #[new]
-    #[pyo3(signature = (sockets, config, rtp_receive_buffer_size = None, rtp_send_buffer_size = None))]
+    #[pyo3(signature = (sockets, config, rtp_receive_buffer_size = None, rtp_send_buffer_size = None, ready = None))]
     fn new(
         sockets: Vec<Option<i32>>,
         config: &PyMediaConfig,
         rtp_receive_buffer_size: Option<usize>,
         rtp_send_buffer_size: Option<usize>,
+        ready: Option<PyRef<'_, PyMediaReadyQueue>>,
     ) -> PyResult<Self> {
-        let io = io::MediaIo::start(
+        let io = io::MediaIo::start_with(
             &sockets,
             config.inner.clone(),
             io::IoOptions {
                 receive_buffer: rtp_receive_buffer_size,
                 send_buffer: rtp_send_buffer_size,
             },
+            ready.as_ref().map(|r| &r.inner),
         )
         .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("cannot start RTP I/O: {e}")))?;
         Ok(PyMediaIo { inner: Some(io) })
@@ -1470,6 +1473,12 @@ impl PyMediaIo {
     /// eventfd that becomes readable when frames or events are waiting.
     fn fileno(&self) -> PyResult<i32> {
         Ok(self.io()?.notify_fd())
+    }
+
+    /// This call's token in `MediaReadyQueue.drain()`.
+    #[getter]
+    fn token(&self) -> PyResult<u64> {
+        Ok(self.io()?.token())
     }
 
     /// Frames completed since the last call, oldest first.
@@ -1521,6 +1530,40 @@ impl PyMediaIo {
     #[getter]
     fn closed(&self) -> bool {
         self.inner.is_none()
+    }
+}
+
+/// One wake-up for many calls' frames (`MediaIo(..., ready=queue)`).
+#[pyclass(module = "sipstream._core", name = "MediaReadyQueue")]
+struct PyMediaReadyQueue {
+    inner: io::ReadyQueue,
+}
+
+#[pymethods]
+impl PyMediaReadyQueue {
+    #[new]
+    fn new() -> PyResult<Self> {
+        let inner = io::ReadyQueue::new().map_err(|e| {
+            pyo3::exceptions::PyOSError::new_err(format!("cannot create the RTP ready queue: {e}"))
+        })?;
+        Ok(PyMediaReadyQueue { inner })
+    }
+
+    /// eventfd that becomes readable when any of its calls has frames or events.
+    fn fileno(&self) -> i32 {
+        self.inner.notify_fd()
+    }
+
+    /// `(token, frames, has_events)` for every call with something waiting.
+    fn drain(&self) -> Vec<(u64, Vec<PyFrame>, bool)> {
+        self.inner
+            .drain()
+            .into_iter()
+            .map(|r| {
+                let frames = r.frames.into_iter().map(PyFrame::from_rust).collect();
+                (r.token, frames, r.has_events)
+            })
+            .collect()
     }
 }
 
@@ -1590,6 +1633,7 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyTransmit>()?;
     m.add_class::<PyMediaEvent>()?;
     m.add_class::<PyMediaIo>()?;
+    m.add_class::<PyMediaReadyQueue>()?;
     m.add_function(wrap_pyfunction!(g711_decode, m)?)?;
     m.add_function(wrap_pyfunction!(black_keyframe, m)?)?;
     Ok(())

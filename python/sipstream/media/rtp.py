@@ -1,7 +1,8 @@
 """The SIP leg's RTP/RTCP sockets for one call. Receiving is Rust's
-(``MediaIo``: epoll + recvmmsg on a reactor thread shared by many calls, jitter buffer, RTCP reports and
-feedback); Python gets whole frames in batches when the I/O object's fd is
-readable and publishes them into the call's stream. Python only sends the
+(``MediaIo``: epoll + recvmmsg on a reactor thread shared by many calls,
+jitter buffer, RTCP reports and feedback); Python gets whole frames in
+batches, for all the calls of an event loop at once (``MediaReadyQueue``),
+and publishes them into each call's stream. Python only sends the
 rare packets of call control: DTMF events and session priming."""
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import socket
 import struct
 from collections.abc import Callable
 from typing import Any
+from weakref import WeakKeyDictionary
 
-from .._core import MediaConfig, MediaIo, build_rtp
+from .._core import Frame, MediaConfig, MediaIo, MediaReadyQueue, build_rtp
 from .negotiation import Negotiated
 from .stream import Stream
 
@@ -25,6 +27,44 @@ _DTMF_EVENTS = {**{str(d): d for d in range(10)}, "*": 10, "#": 11, "A": 12, "B"
 DTMF_DIGITS = frozenset(_DTMF_EVENTS)
 # One 20 ms frame of silence per codec (opus: a comfort-noise/DTX frame).
 _SILENCE = {"PCMU": b"\xff" * 160, "PCMA": b"\xd5" * 160, "opus": b"\xf8\xff\xfe"}
+
+
+class _ReadyCalls:
+    """The calls of one event loop that share a ``MediaReadyQueue``: one
+    wake-up and one Rust crossing for all calls with frames waiting, rather
+    than one per call."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.queue = MediaReadyQueue()
+        self.sessions: dict[int, RtpSession] = {}
+        loop.add_reader(self.queue.fileno(), self._on_ready)
+
+    def _on_ready(self) -> None:
+        for token, frames, has_events in self.queue.drain():
+            session = self.sessions.get(token)
+            if session is None:
+                continue  # closed since its frames were queued
+            try:
+                session._deliver(frames, has_events)
+            except Exception:
+                log.exception("stream %s: publishing frames failed", session.stream.name)
+
+    def remove(self, token: int) -> None:
+        self.sessions.pop(token, None)
+        if not self.sessions:
+            self.loop.remove_reader(self.queue.fileno())
+            _ready_calls.pop(self.loop, None)
+
+
+_ready_calls: WeakKeyDictionary[asyncio.AbstractEventLoop, _ReadyCalls] = WeakKeyDictionary()
+
+
+def _ready_calls_of(loop: asyncio.AbstractEventLoop) -> _ReadyCalls:
+    ready = _ready_calls.get(loop)
+    if ready is None:
+        ready = _ready_calls[loop] = _ReadyCalls(loop)
+    return ready
 
 
 class RtpSession:
@@ -46,6 +86,7 @@ class RtpSession:
         self.negotiated: Negotiated | None = None
         self.ssrc = random.getrandbits(32)
         self._io: MediaIo | None = None
+        self._ready: _ReadyCalls | None = None
         self._audio_seq = random.getrandbits(16)
         self._audio_ts = random.getrandbits(32)
         self.on_keyframe_info: Callable[[], None] | None = None
@@ -80,16 +121,21 @@ class RtpSession:
         early media included); Python keeps them only to send."""
         for sock in self._sockets:
             sock.setblocking(False)
+        ready = _ready_calls_of(asyncio.get_running_loop())
         self._io = MediaIo([s.fileno() for s in self._sockets], self._config(self.offered, None),
-                           self.receive_buffer, self.send_buffer)
-        asyncio.get_running_loop().add_reader(self._io.fileno(), self._on_ready)
+                           self.receive_buffer, self.send_buffer, ready.queue)
+        self._ready = ready
+        ready.sessions[self._io.token] = self
 
-    def _on_ready(self) -> None:
+    def _deliver(self, frames: list[Frame], has_events: bool) -> None:
         io = self._io
         if io is None:
             return
-        for frame in io.drain():
-            self.stream.publish(frame)
+        publish = self.stream.publish
+        for frame in frames:
+            publish(frame)
+        if not has_events:
+            return
         for event in io.drain_events():
             if event.type == "keyframe_needed" and self.on_keyframe_info is not None:
                 self.on_keyframe_info()
@@ -169,11 +215,10 @@ class RtpSession:
 
     def close(self) -> None:
         io, self._io = self._io, None
+        ready, self._ready = self._ready, None
         if io is not None:
-            try:
-                asyncio.get_running_loop().remove_reader(io.fileno())
-            except RuntimeError:
-                pass  # no running loop: nothing was registered on it
+            if ready is not None:
+                ready.remove(io.token)
             io.close()
         for sock in self._sockets:
             sock.close()
