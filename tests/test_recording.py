@@ -147,7 +147,9 @@ async def test_pcma_and_opus_calls_are_recorded(server_with: Any, callee: Loopba
     assert 3.0 < float(info["format"]["duration"]) < 6.0
 
 
-async def test_audio_only_call_is_recorded_as_audio(server_with: Any, callee: LoopbackCallee, tmp_path: Path) -> None:
+async def test_audio_only_call_is_recorded_with_a_generated_black_picture(
+    server_with: Any, callee: LoopbackCallee, tmp_path: Path
+) -> None:
     require_ffmpeg()
     server, rest = await server_with(sip_record_stream=True, record_dir=str(tmp_path))
     await _call(rest, callee, "rec3", "recs3", hasVideo="false")
@@ -155,8 +157,10 @@ async def test_audio_only_call_is_recorded_as_audio(server_with: Any, callee: Lo
     await asyncio.sleep(4)
     await rest.post("/rest-api/call/terminate", {"callId": "rec3"})
     files = await _finished_files(recording)
-    info = await asyncio.to_thread(_check_file, files[0], "aac", False)
+    # H.264 (the generator's black 320x240 keyframe, one a second) + AAC
+    info = await asyncio.to_thread(_check_file, files[0], "aac", True)
     assert 3.0 < float(info["format"]["duration"]) < 6.0
+    assert abs(float(info["video"]["duration"]) - float(info["audio"]["duration"])) < 1.1
 
 
 async def test_recorder_rest_on_demand_with_template_rotation_and_hook(

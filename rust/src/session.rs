@@ -757,7 +757,11 @@ impl MediaSession {
         let mut latched = false;
         for p in packets {
             match p {
-                RtcpPacket::SenderReport { ssrc, info, ref reports } => {
+                RtcpPacket::SenderReport {
+                    ssrc,
+                    info,
+                    ref reports,
+                } => {
                     self.round_trip(now, local.kind, reports);
                     let arrival_us = us_since(self.epoch, now);
                     let Some(track) = self
@@ -855,7 +859,13 @@ impl MediaSession {
 
     /// RTP we sent on `kind` from outside the session (priming packets,
     /// DTMF events), with our local SSRC: counted in our SRs.
-    pub fn note_rtp_sent(&mut self, now: Instant, kind: MediaKind, rtp_timestamp: u32, payload_len: usize) {
+    pub fn note_rtp_sent(
+        &mut self,
+        now: Instant,
+        kind: MediaKind,
+        rtp_timestamp: u32,
+        payload_len: usize,
+    ) {
         let Some(track) = self.tracks[kind.index()].as_mut() else {
             return;
         };

@@ -216,18 +216,20 @@ class Recording:
         audio = stream.subscribe("audio") if stream.has_audio else None
         self._set("PENDING", "waiting for the first keyframe" if video is not None else "waiting for audio")
         try:
-            start = await first_frames(video, audio, black_for_audio_only=False)
+            start = await first_frames(video, audio, black_for_audio_only=True)
             if start is None:
                 self._set("STOPPED", "the stream ended before it had media")
                 return
-            first, audio_first, _ = start
+            first, audio_first, black = start
             audio_codec = audio_first.codec if audio_first is not None else None
-            pending: list[MediaFrame] = sorted((f for f in (first, audio_first) if f is not None),
-                                               key=lambda f: f.pts_us)
+            # An audio-only call gets the generator's black picture, as RTMP
+            # does: every file is H.264 + audio and plays in any player.
+            starts = [audio_first] if black is not None else [first, audio_first]
+            pending: list[MediaFrame] = sorted((f for f in starts if f is not None), key=lambda f: f.pts_us)
             while pending:
-                keyframe = next((f.data for f in pending if f.kind == "video" and f.keyframe), None)
+                keyframe = black or next((f.data for f in pending if f.kind == "video" and f.keyframe), None)
                 await self._open(loop, keyframe, audio_codec)
-                pending = await self._write_file(loop, pending, video, audio)
+                pending = await self._write_file(loop, pending, video, audio, black)
                 await self._finish(loop)
             self._set("STOPPED", "stream ended")
         except (av.error.FFmpegError, OSError) as exc:
@@ -249,7 +251,7 @@ class Recording:
             self._executor.shutdown(wait=False)
 
     async def _write_file(self, loop: asyncio.AbstractEventLoop, pending: list[MediaFrame],
-                          video: Any, audio: Any) -> list[MediaFrame]:
+                          video: Any, audio: Any, black: bytes | None) -> list[MediaFrame]:
         """Write frames into the current file until the stream ends ([]) or
         the file is due for rotation: then the frames from the next keyframe
         on (they start the next file)."""
@@ -258,6 +260,7 @@ class Recording:
         clock = TrackClock(pending[0].pts_us)
         seconds = self.config.rotation.seconds
         limit_us = seconds * 1_000_000 if seconds is not None else None
+        next_black_us = 0
         rotate = False
         while pending:
             batch: list[BatchItem] = []
@@ -270,6 +273,10 @@ class Recording:
                     if batch:
                         await loop.run_in_executor(self._executor, current.write, batch)
                     return pending[i:]
+                if black is not None and us >= next_black_us:
+                    # one black keyframe a second, the first at the file's start
+                    batch.append(("video", "H264", black, next_black_us, True))
+                    next_black_us += 1_000_000
                 flag = frame.keyframe if frame.kind == "video" else False
                 batch.append((frame.kind, frame.codec, frame.data, us, flag))
             await loop.run_in_executor(self._executor, current.write, batch)
