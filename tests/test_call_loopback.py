@@ -71,3 +71,24 @@ async def test_unreachable_sip_server_fails_with_request_timeout(server: Server,
     call = await rest.wait_status("u1", {"FAILED"}, timeout=15)
     assert call["info"] == "Failed by request timeout"
     assert server.gateway.ports.in_use == 0
+
+
+async def test_rtt_is_measured_from_the_echo_of_our_sender_reports(
+    server: Server, rest: Rest, callee: LoopbackCallee
+) -> None:
+    """rtp_session_init_always primes the far end with a few RTP packets, so
+    our next RTCP report is an SR; the callee's RR echoes it (LSR, DLSR) and
+    the call's stats show the round trip (loopback: a few ms at most)."""
+    await rest.post("/rest-api/call/startup", loopback_call(callee, "c5", "s5"))
+    await rest.wait_status("c5", {"ESTABLISHED"})
+    rtt = None
+    for _ in range(120):  # the first report goes out 2.5-7.5 s after the start
+        stats = (await rest.find_call("c5"))[1][0]["stats"]
+        rtt = stats["audio"]["rtt_ms"]
+        if rtt is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert callee.sender_reports_received > 0
+    assert rtt is not None and 0 <= rtt < 50, stats["audio"]
+    assert stats["video"]["rtt_ms"] is None  # nothing was sent on video: RRs only
+    await rest.post("/rest-api/call/terminate", {"callId": "c5"})

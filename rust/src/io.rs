@@ -9,7 +9,9 @@
 //! driver, not the core: the locks here only guard the hand-off queues.
 
 use crate::media::Frame;
-use crate::session::{Event, LocalSocket, MediaSession, Output, SessionConfig, SessionStats};
+use crate::session::{
+    Event, LocalSocket, MediaKind, MediaSession, Output, SessionConfig, SessionStats,
+};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io;
@@ -51,6 +53,8 @@ pub struct IoOptions {
 enum Command {
     RequestKeyframe,
     Reconfigure(Box<SessionConfig>),
+    /// RTP sent from outside (kind, RTP timestamp, payload bytes, when).
+    RtpSent(MediaKind, u32, usize, Instant),
 }
 
 #[derive(Default)]
@@ -407,6 +411,17 @@ impl MediaIo {
         self.command(Command::Reconfigure(Box::new(config)));
     }
 
+    /// RTP the owner sent itself with the session's SSRC (priming, DTMF):
+    /// the session counts it in its sender reports.
+    pub fn note_rtp_sent(&self, kind: MediaKind, rtp_timestamp: u32, payload_len: usize) {
+        self.command(Command::RtpSent(
+            kind,
+            rtp_timestamp,
+            payload_len,
+            Instant::now(),
+        ));
+    }
+
     /// Latest stats snapshot (at most 200 ms old), send errors and datagrams sent.
     pub fn stats(&self) -> (SessionStats, u64, u64) {
         let q = self.shared.lock();
@@ -655,6 +670,9 @@ impl Call {
             match c {
                 Command::RequestKeyframe => self.session.request_keyframe(Instant::now()),
                 Command::Reconfigure(cfg) => self.session.reconfigure(Instant::now(), *cfg),
+                Command::RtpSent(kind, ts, len, at) => {
+                    self.session.note_rtp_sent(at, kind, ts, len)
+                }
             }
         }
     }

@@ -1324,6 +1324,16 @@ impl PyMediaSession {
     }
 }
 
+fn media_kind(kind: &str) -> PyResult<session::MediaKind> {
+    match kind {
+        "audio" => Ok(session::MediaKind::Audio),
+        "video" => Ok(session::MediaKind::Video),
+        _ => Err(PyValueError::new_err(format!(
+            "kind must be audio or video, got {kind:?}"
+        ))),
+    }
+}
+
 fn local_socket(index: usize) -> PyResult<session::LocalSocket> {
     session::LocalSocket::from_index(index)
         .ok_or_else(|| PyValueError::new_err(format!("socket index {index} is not 0..=3")))
@@ -1507,6 +1517,15 @@ impl PyMediaIo {
 
     fn reconfigure(&self, config: &PyMediaConfig) -> PyResult<()> {
         self.io()?.reconfigure(config.inner.clone());
+        Ok(())
+    }
+
+    /// RTP sent from Python with the session's SSRC (priming, DTMF) on
+    /// `kind` ("audio" / "video"): counted in the session's sender reports,
+    /// whose echo gives the RTT in the stats.
+    fn note_rtp_sent(&self, kind: &str, rtp_timestamp: u32, payload_len: usize) -> PyResult<()> {
+        self.io()?
+            .note_rtp_sent(media_kind(kind)?, rtp_timestamp, payload_len);
         Ok(())
     }
 

@@ -168,6 +168,9 @@ class RtpSession:
             self._sockets[0].sendto(packet, (audio.address, audio.port))
         except OSError as exc:
             log.debug("RTP send to %s:%d failed: %s", audio.address, audio.port, exc)
+            return
+        # counted in our RTCP sender reports, whose echo gives the RTT
+        self._io.note_rtp_sent("audio", timestamp & 0xFFFFFFFF, len(payload))
 
     def send_initial_packets(self, count: int = 3) -> None:
         """rtp_session_init_always: a few silent audio packets toward the far

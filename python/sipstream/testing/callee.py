@@ -170,6 +170,7 @@ class LoopbackCallee(asyncio.DatagramProtocol):
         self.infos: list[tuple[str, str]] = []  # (Content-Type, body) of INFO requests
         self.rtp_received: list[RtpPacket] = []  # RTP sent to our audio port (DTMF, priming)
         self.keyframe_requests = 0  # RTCP PLI/FIR received
+        self.sender_reports_received = 0  # RTCP SRs from the caller (answered with an RR)
         self._transport: asyncio.DatagramTransport | None = None
         self._video: list[bytes] = []
         self._audio: dict[str, tuple[list[bytes], int, int]] = {}
@@ -337,6 +338,7 @@ class LoopbackCallee(asyncio.DatagramProtocol):
                         self._send_now(sock, _sender_report(ssrc, ntp, rtp_ts), leg.rtcp[kind])
                 next_report += 1.0
             self._read_rtcp(leg, rtcp_sock)
+            self._answer_sender_reports(leg, ssrc_a)
             self._read_audio(leg.sockets[0])
             if leg.audio is not None and now >= next_audio and not self.send_audio:
                 next_audio += 0.02
@@ -397,6 +399,23 @@ class LoopbackCallee(asyncio.DatagramProtocol):
                 self.rtp_received.append(RtpPacket.parse(data))
             except ValueError:
                 continue
+
+    def _answer_sender_reports(self, leg: _Leg, ssrc: int) -> None:
+        """Each SR on the audio RTCP port gets an RR at once whose report
+        block echoes it (LSR, DLSR 0), as a far end does, for the sender's RTT."""
+        sock = leg.sockets[1]
+        while sock.fileno() >= 0:
+            try:
+                data, source = sock.recvfrom(2048)
+            except (BlockingIOError, OSError):
+                return
+            if len(data) < 28 or data[1] != 200:
+                continue
+            sender, ntp_hi, ntp_lo = struct.unpack("!III", data[4:16])
+            self.sender_reports_received += 1
+            lsr = ((ntp_hi & 0xFFFF) << 16) | (ntp_lo >> 16)
+            block = struct.pack("!IIIIII", sender, 0, 0, 0, lsr, 0)
+            self._send_now(sock, struct.pack("!BBHI", 0x81, 201, 7, ssrc) + block, source)
 
     def _read_rtcp(self, leg: _Leg, sock: socket.socket) -> None:
         while True:
