@@ -47,7 +47,8 @@ async def _recording_status(server: Server, stream: str, statuses: set[str], tim
     deadline = time.monotonic() + timeout
     recording = None
     while time.monotonic() < deadline:
-        recording = next((r for r in server.gateway.recorders.recordings.values() if r.stream.name == stream), None)
+        live = server.gateway.streams.get(stream)
+        recording = live.recording if live is not None else None
         if recording is not None and recording.status in statuses:
             return recording
         await asyncio.sleep(0.05)
@@ -346,3 +347,17 @@ async def test_rotation_by_size(server_with: Any, callee: LoopbackCallee, tmp_pa
     assert all(size >= 64 * 1024 for size in sizes[:-1]), sizes
     for path in files:
         await asyncio.to_thread(_check_file, path)
+
+
+async def test_finished_recordings_are_forgotten(server_with: Any, callee: LoopbackCallee, tmp_path: Path) -> None:
+    """A server recording every call must not keep every recording it ever made."""
+    server, rest = await server_with(sip_record_stream=True, record_dir=str(tmp_path))
+    await _call(rest, callee, "rec10", "recs10")
+    recording = await _recording_status(server, "recs10", {"RECORDING"})
+    assert list(server.gateway.recorders.recordings.values()) == [recording]
+    await asyncio.sleep(1)
+    await rest.post("/rest-api/call/terminate", {"callId": "rec10"})
+    await _finished_files(recording)
+    await asyncio.sleep(0)
+    assert server.gateway.recorders.recordings == {}
+    assert (await _stream(rest, "recs10"))["recordName"] == recording.files[0].name

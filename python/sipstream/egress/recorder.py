@@ -180,6 +180,11 @@ class Recording:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
 
+    def on_done(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` once the recording has ended, however it ended."""
+        assert self._task is not None
+        self._task.add_done_callback(lambda _: callback())
+
     async def stop(self) -> None:
         """Finish the file being written and stop."""
         if self._task is not None:
@@ -417,9 +422,12 @@ class Recorders:
         if old is not None:
             await old.stop()
         recording = Recording(stream, config, self._file_done)
-        self.recordings[stream.media_session_id] = recording
+        msid = stream.media_session_id
+        self.recordings[msid] = recording
         stream.recording = recording
         recording.start()
+        # a finished recording is forgotten (the stream still shows its last file)
+        recording.on_done(lambda: self.recordings.pop(msid, None) if self.recordings.get(msid) is recording else None)
         return recording
 
     def get(self, media_session_id: str) -> Recording | None:
