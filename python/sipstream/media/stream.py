@@ -138,29 +138,38 @@ class Stream:
 
     # ------------------------------------------------------------ publishing
     def publish(self, frame: Frame) -> None:
+        # Called for every frame of every call: each attribute of ``frame`` is
+        # read once (``data`` is copied into a new bytes object per read), and
+        # a MediaFrame is only made when someone subscribed.
         kind = frame.kind
-        if kind not in self._subscribers:
+        subscribers = self._subscribers.get(kind)
+        if subscribers is None:
             return
-        if kind == "audio" and frame.codec == "telephone-event":
+        codec = frame.codec
+        if codec == "telephone-event":
             return
-        media = MediaFrame(kind, frame.codec, frame.data, self._unwrap[kind](frame.timestamp),
-                           frame.clock_rate, frame.keyframe, time.monotonic(), frame.pts_us,
-                           frame.generated)
+        pts = self._unwrap[kind](frame.timestamp)
+        keyframe = frame.keyframe
         self.frames[kind] += 1
+        data = None
         if kind == "video":
-            self.video_codec = frame.codec
-            if frame.keyframe:
+            self.video_codec = codec
+            data = frame.data
+            if keyframe:
                 self.keyframes += 1
-                self._update_resolution(frame.data)
-                self._gop = [frame.data]
+                self._update_resolution(data)
+                self._gop = [data]
             elif self._gop and len(self._gop) < GOP_FRAMES:
-                self._gop.append(frame.data)
+                self._gop.append(data)
         else:
-            self.audio_codec = frame.codec
+            self.audio_codec = codec
         if self.status == "PENDING":
             self.set_status("PUBLISHING")
-        for sub in self._subscribers[kind]:
-            sub.offer(media)
+        if subscribers:
+            media = MediaFrame(kind, codec, frame.data if data is None else data, pts, frame.clock_rate, keyframe,
+                               time.monotonic(), frame.pts_us, frame.generated)
+            for sub in subscribers:
+                sub.offer(media)
 
     def _update_resolution(self, annexb: bytes) -> None:
         for nal in split_annexb(annexb):
