@@ -22,8 +22,10 @@ log = logging.getLogger(__name__)
 
 QUEUE_FRAMES = {"audio": 200, "video": 120}
 # The latest group of pictures kept for snapshots: frames from the last
-# keyframe on, at most this many (a longer GOP keeps its keyframe only).
+# keyframe on, at most this many and this large (beyond, the snapshot is
+# of a slightly older picture; memory stays bounded per call).
 GOP_FRAMES = 300
+GOP_BYTES = 1 << 20
 
 
 @dataclass(slots=True)
@@ -131,6 +133,7 @@ class Stream:
         self.on_change: Callable[[Stream], None] | None = None
         self.recording: Any = None  # egress.recorder.Recording, while one is attached
         self._gop: list[bytes] = []
+        self._gop_bytes = 0
         self._keyframe_interval = keyframe_interval_s
         self._last_keyframe_request = -1e9
         self._subscribers: dict[str, list[Subscription]] = {"audio": [], "video": []}
@@ -159,8 +162,10 @@ class Stream:
                 self.keyframes += 1
                 self._update_resolution(data)
                 self._gop = [data]
-            elif self._gop and len(self._gop) < GOP_FRAMES:
+                self._gop_bytes = len(data)
+            elif self._gop and len(self._gop) < GOP_FRAMES and self._gop_bytes + len(data) <= GOP_BYTES:
                 self._gop.append(data)
+                self._gop_bytes += len(data)
         else:
             self.audio_codec = codec
         if self.status == "PENDING":
