@@ -450,6 +450,18 @@ impl Track {
         }
     }
 
+    /// An SR of this track's current source: the first one of the session
+    /// fixes the sender-NTP → session-clock offset common to both tracks.
+    fn apply_sender_report(&mut self, ntp_offset_us: &mut Option<f64>, sr: &EarlySr) {
+        let offset = *ntp_offset_us.get_or_insert(sr.arrival_us - ntp_to_us(sr.ntp));
+        self.stats.sender_reports += 1;
+        if let Some(src) = self.source.as_mut() {
+            src.reception.last_sr = Some((ntp_middle(sr.ntp), sr.at));
+        }
+        self.clock
+            .on_sender_report(sr.ntp, sr.rtp_timestamp, Some(offset));
+    }
+
     fn send_socket(&self) -> LocalSocket {
         LocalSocket {
             kind: self.kind,
@@ -505,6 +517,8 @@ const MAX_SPARE_PAYLOADS: usize = 64;
 /// SRs kept for sources not seen yet (one per SSRC, the latest).
 const MAX_EARLY_SRS: usize = 4;
 
+/// A received SR: its sender info and when it arrived (kept as is for a
+/// source not seen yet).
 #[derive(Debug, Clone, Copy)]
 struct EarlySr {
     ssrc: u32,
@@ -528,6 +542,22 @@ fn wall_clock_ntp() -> NtpTime {
 fn duration_to_ntp(d: Duration) -> NtpTime {
     let frac = (u64::from(d.subsec_nanos()) << 32) / 1_000_000_000;
     (d.as_secs() << 32).wrapping_add(frac)
+}
+
+/// The session state a track's processing needs, borrowed field by field
+/// so that the track itself can be borrowed from `self.tracks` meanwhile.
+macro_rules! session_ctx {
+    ($s:ident) => {
+        Ctx {
+            out: &mut $s.outputs,
+            spare: &mut $s.spare_payloads,
+            config: &$s.config,
+            by_pt: &$s.by_pt,
+            epoch: $s.epoch,
+            ntp_epoch: $s.ntp_epoch,
+            ntp_offset_us: $s.ntp_offset_us,
+        }
+    };
 }
 
 fn us_since(epoch: Instant, t: Instant) -> f64 {
@@ -693,16 +723,7 @@ impl MediaSession {
                 track.clock_rate = pt.clock_rate;
                 if let Some(i) = self.early_srs.iter().position(|e| e.ssrc == ssrc) {
                     let early = self.early_srs.swap_remove(i);
-                    let offset = *self
-                        .ntp_offset_us
-                        .get_or_insert(early.arrival_us - ntp_to_us(early.ntp));
-                    track.stats.sender_reports += 1;
-                    if let Some(src) = track.source.as_mut() {
-                        src.reception.last_sr = Some((ntp_middle(early.ntp), early.at));
-                    }
-                    track
-                        .clock
-                        .on_sender_report(early.ntp, early.rtp_timestamp, Some(offset));
+                    track.apply_sender_report(&mut self.ntp_offset_us, &early);
                 }
                 track.waiting_keyframe = track.kind == MediaKind::Video;
                 track.stats.ssrc = Some(ssrc);
@@ -736,15 +757,7 @@ impl MediaSession {
             .reception
             .update(packet.sequence, packet.timestamp, arrival_us);
         source.jitter.insert(now, packet);
-        let mut ctx = Ctx {
-            out: &mut self.outputs,
-            spare: &mut self.spare_payloads,
-            config: &self.config,
-            by_pt: &self.by_pt,
-            epoch: self.epoch,
-            ntp_epoch: self.ntp_epoch,
-            ntp_offset_us: self.ntp_offset_us,
-        };
+        let mut ctx = session_ctx!(self);
         ctx.service_track(track, now);
     }
 
@@ -787,16 +800,14 @@ impl MediaSession {
                         track.rtcp_to = Some(from);
                     }
                     latched = true;
-                    let offset = *self
-                        .ntp_offset_us
-                        .get_or_insert(arrival_us - ntp_to_us(info.ntp));
-                    track.stats.sender_reports += 1;
-                    if let Some(src) = track.source.as_mut() {
-                        src.reception.last_sr = Some((ntp_middle(info.ntp), now));
-                    }
-                    track
-                        .clock
-                        .on_sender_report(info.ntp, info.rtp_timestamp, Some(offset));
+                    let sr = EarlySr {
+                        ssrc,
+                        ntp: info.ntp,
+                        rtp_timestamp: info.rtp_timestamp,
+                        arrival_us,
+                        at: now,
+                    };
+                    track.apply_sender_report(&mut self.ntp_offset_us, &sr);
                 }
                 RtcpPacket::ReceiverReport { ref reports, .. } => {
                     self.round_trip(now, local.kind, reports);
@@ -888,15 +899,7 @@ impl MediaSession {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_now = self.last_now.max(now);
         for track in self.tracks.iter_mut().flatten() {
-            let mut ctx = Ctx {
-                out: &mut self.outputs,
-                spare: &mut self.spare_payloads,
-                config: &self.config,
-                by_pt: &self.by_pt,
-                epoch: self.epoch,
-                ntp_epoch: self.ntp_epoch,
-                ntp_offset_us: self.ntp_offset_us,
-            };
+            let mut ctx = session_ctx!(self);
             ctx.service_track(track, now);
             if track.next_report.is_some_and(|t| t <= now) {
                 ctx.send_report(track, now, None);
@@ -920,15 +923,7 @@ impl MediaSession {
     pub fn request_keyframe(&mut self, now: Instant) {
         self.last_now = self.last_now.max(now);
         if let Some(track) = self.tracks[MediaKind::Video.index()].as_mut() {
-            let mut ctx = Ctx {
-                out: &mut self.outputs,
-                spare: &mut self.spare_payloads,
-                config: &self.config,
-                by_pt: &self.by_pt,
-                epoch: self.epoch,
-                ntp_epoch: self.ntp_epoch,
-                ntp_offset_us: self.ntp_offset_us,
-            };
+            let mut ctx = session_ctx!(self);
             ctx.request_keyframe(track, now);
         }
     }
