@@ -109,6 +109,19 @@ def ok_empty() -> web.Response:
     return web.Response(status=200, headers=CORS)
 
 
+def found(objects: list[Any], not_found: str) -> web.Response:
+    """WCS find answers: a JSON list of the objects, or 404 when there is none."""
+    if not objects:
+        raise NotFound(not_found)
+    return web.json_response([o if isinstance(o, dict) else o.to_json() for o in objects])
+
+
+async def read_find_all(request: web.Request) -> None:
+    """``find_all`` takes GET or POST; a POST body must still be valid JSON."""
+    if request.method == "POST":
+        await read_json(request)
+
+
 # ------------------------------------------------------------------ calls
 async def call_startup(request: web.Request) -> web.Response:
     body = await read_json(request)
@@ -156,18 +169,12 @@ async def call_find(request: web.Request) -> web.Response:
         callee=text_field(body, "callee") or None,
         status=text_field(body, "status") or None,
     )
-    if not calls:
-        raise NotFound("Call not found")
-    return web.json_response([c.to_json() for c in calls])
+    return found(calls, "Call not found")
 
 
 async def call_find_all(request: web.Request) -> web.Response:
-    if request.method == "POST":
-        await read_json(request)
-    calls = request.app[GATEWAY].find_calls()
-    if not calls:
-        raise NotFound("Call not found")
-    return web.json_response([c.to_json() for c in calls])
+    await read_find_all(request)
+    return found(request.app[GATEWAY].find_calls(), "Call not found")
 
 
 async def call_terminate(request: web.Request) -> web.Response:
@@ -206,20 +213,17 @@ async def stream_find(request: web.Request) -> web.Response:
         media_session_id=text_field(body, "mediaSessionId") or None,
         published=None if published in (None, "") else parse_bool(published, "published"),
     )
-    if not streams:
-        raise NotFound("Stream not found")
-    whep = request.app[WHEP]
-    return web.json_response([{**s.to_json(), "viewers": whep.viewers(s)} for s in streams])
+    return _found_streams(request, streams)
 
 
 async def stream_find_all(request: web.Request) -> web.Response:
-    if request.method == "POST":
-        await read_json(request)
-    streams = request.app[GATEWAY].find_streams()
-    if not streams:
-        raise NotFound("Stream not found")
+    await read_find_all(request)
+    return _found_streams(request, request.app[GATEWAY].find_streams())
+
+
+def _found_streams(request: web.Request, streams: list[Any]) -> web.Response:
     whep = request.app[WHEP]
-    return web.json_response([{**s.to_json(), "viewers": whep.viewers(s)} for s in streams])
+    return found([{**s.to_json(), "viewers": whep.viewers(s)} for s in streams], "Stream not found")
 
 
 async def stream_terminate(request: web.Request) -> web.Response:
@@ -290,12 +294,8 @@ async def recorder_terminate(request: web.Request) -> web.Response:
 
 
 async def recorder_find_all(request: web.Request) -> web.Response:
-    if request.method == "POST":
-        await read_json(request)
-    recordings = request.app[GATEWAY].recorders.find_all()
-    if not recordings:
-        raise NotFound("Not found any recorder")
-    return web.json_response([r.to_json() for r in recordings])
+    await read_find_all(request)
+    return found(request.app[GATEWAY].recorders.find_all(), "Not found any recorder")
 
 
 # ------------------------------------------------------------------- push
@@ -321,18 +321,12 @@ async def push_startup(request: web.Request) -> web.Response:
 async def push_find(request: web.Request) -> web.Response:
     body = await read_json(request)
     relays = request.app[RELAYS].find(text_field(body, "streamName") or None, text_field(body, "rtmpUrl") or None)
-    if not relays:
-        raise NotFound("Transponder not found")
-    return web.json_response([r.to_json() for r in relays])
+    return found(relays, "Transponder not found")
 
 
 async def push_find_all(request: web.Request) -> web.Response:
-    if request.method == "POST":
-        await read_json(request)
-    relays = request.app[RELAYS].find()
-    if not relays:
-        raise NotFound("Not found any transponder")
-    return web.json_response([r.to_json() for r in relays])
+    await read_find_all(request)
+    return found(request.app[RELAYS].find(), "Not found any transponder")
 
 
 def _relay(request: web.Request, body: dict[str, Any]) -> Any:
