@@ -127,6 +127,10 @@ async def test_rtmp_url_with_credentials_publishes_and_the_password_never_shows(
     code, dup = await rest.post("/rest-api/call/startup", {**body, "callId": "c3", "toStream": "cs3"})
     assert code == 409 and "relayuser:***@" in dup["error"], dup
     answers.append(repr(dup))
+    # the Call object of a SIP-as-RTMP call shows its rtmpUrl redacted
+    code, calls = await rest.find_call("c2")
+    assert code == 200 and calls[0]["rtmpUrl"] == f"rtmp://relayuser:***@127.0.0.1:{nginx_rtmp.port}/live"
+    answers.append(repr(calls))
     await asyncio.sleep(3)
     assert (await rest.post("/rest-api/push/terminate", {"mediaSessionId": relay["mediaSessionId"]}))[0] == 200
     path = await asyncio.to_thread(nginx_rtmp.wait_recording_stable, "rtmp_cs1", 10)
