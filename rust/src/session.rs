@@ -560,6 +560,11 @@ macro_rules! session_ctx {
     };
 }
 
+/// The negotiated payload type of an RTP packet's 7-bit `pt`.
+fn payload_type(by_pt: &[Option<PayloadType>; 128], pt: u8) -> Option<PayloadType> {
+    by_pt.get(usize::from(pt)).copied().flatten()
+}
+
 fn us_since(epoch: Instant, t: Instant) -> f64 {
     // whole microseconds, so equal spacing stays exactly equal
     t.saturating_duration_since(epoch).as_micros() as f64
@@ -656,12 +661,7 @@ impl MediaSession {
             self.stats.malformed += 1;
             return;
         };
-        let Some(pt) = self
-            .by_pt
-            .get(usize::from(packet.payload_type))
-            .copied()
-            .flatten()
-        else {
+        let Some(pt) = payload_type(&self.by_pt, packet.payload_type) else {
             self.stats.unknown_payload_type += 1;
             return;
         };
@@ -1064,12 +1064,7 @@ impl Ctx<'_> {
                 continue;
             };
             let arrival_us = us_since(self.epoch, arrival);
-            let Some(pt) = self
-                .by_pt
-                .get(usize::from(p.payload_type))
-                .copied()
-                .flatten()
-            else {
+            let Some(pt) = payload_type(self.by_pt, p.payload_type) else {
                 continue;
             };
             let ssrc = src.ssrc;

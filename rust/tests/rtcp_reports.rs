@@ -167,6 +167,22 @@ fn bye_is_reported_as_an_event() {
     );
 }
 
+/// The far end's RR (SSRC 5) with a report block on `ssrc` echoing an SR.
+fn echo(ssrc: u32, last_sr: u32, delay_since_last_sr: u32) -> Vec<u8> {
+    let mut rr = Vec::new();
+    let block = ReportBlock {
+        ssrc,
+        fraction_lost: 0,
+        cumulative_lost: 0,
+        extended_highest_seq: 3,
+        jitter: 0,
+        last_sr,
+        delay_since_last_sr,
+    };
+    write_receiver_report(&mut rr, 5, &[block]);
+    rr
+}
+
 #[test]
 fn after_sending_rtp_our_reports_are_srs_and_their_echo_gives_the_rtt() {
     let t0 = Instant::now();
@@ -209,19 +225,10 @@ fn after_sending_rtp_our_reports_are_srs_and_their_echo_gives_the_rtt() {
     assert!(info.rtp_timestamp.abs_diff(expected_ts) <= 1, "{info:?}");
     // The far end held it 50 ms before its RR, which arrives 120 ms after
     // our SR left: RTT 70 ms.
-    let mut rr = Vec::new();
-    write_receiver_report(
-        &mut rr,
-        5,
-        &[ReportBlock {
-            ssrc: local_ssrc,
-            fraction_lost: 0,
-            cumulative_lost: 0,
-            extended_highest_seq: 3,
-            jitter: 0,
-            last_sr: ((info.ntp >> 16) & 0xffff_ffff) as u32,
-            delay_since_last_sr: 65_536 * 50 / 1000,
-        }],
+    let rr = echo(
+        local_ssrc,
+        ((info.ntp >> 16) & 0xffff_ffff) as u32,
+        65_536 * 50 / 1000,
     );
     let rtcp = LocalSocket {
         kind: MediaKind::Audio,
@@ -231,21 +238,7 @@ fn after_sending_rtp_our_reports_are_srs_and_their_echo_gives_the_rtt() {
     let rtt = s.stats().audio.unwrap().rtt_ms.expect("rtt");
     assert!((rtt - 70.0).abs() < 1.0, "{rtt}");
     // an echo of an SR we never sent (LSR 0) changes nothing
-    let mut bogus = Vec::new();
-    write_receiver_report(
-        &mut bogus,
-        5,
-        &[ReportBlock {
-            ssrc: local_ssrc,
-            fraction_lost: 0,
-            cumulative_lost: 0,
-            extended_highest_seq: 3,
-            jitter: 0,
-            last_sr: 0,
-            delay_since_last_sr: 0,
-        }],
-    );
-    s.handle_receive(sent + ms(500), rtcp, far(), &bogus);
+    s.handle_receive(sent + ms(500), rtcp, far(), &echo(local_ssrc, 0, 0));
     assert!((s.stats().audio.unwrap().rtt_ms.unwrap() - 70.0).abs() < 1.0);
 }
 

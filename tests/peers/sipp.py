@@ -36,6 +36,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .rtp import MediaSinks
@@ -117,19 +118,27 @@ def default_media(seconds: float = 30) -> tuple[Path, Path]:
     """(pcmu_raw, h264_pcap) of ``seconds`` length (440 Hz tone as raw µ-law
     for rtp_stream, test pattern pcap for play_pcap_video), generated once per
     process into a temp dir that is removed at exit."""
-    if seconds not in _media_cache:
-        from .media import make_h264_pcap, make_pcmu_raw
+    from .media import make_h264_pcap, make_pcmu_raw
 
-        if not _media_dirs:
-            atexit.register(_rm_media_dirs)
-        d = tempfile.mkdtemp(prefix="sipstream-media-")
-        _media_dirs.append(d)
-        a = Path(d) / "pcmu.ulaw"
-        v = Path(d) / "h264.pcap"
+    def make(a: Path, v: Path) -> None:
         make_pcmu_raw(a, seconds=seconds)
         make_h264_pcap(v, seconds=seconds)
-        _media_cache[seconds] = (a, v)
-    return _media_cache[seconds]
+
+    return _cached_media(_media_cache, seconds, "sipstream-media-", ("pcmu.ulaw", "h264.pcap"), make)
+
+
+def _cached_media(cache: dict[float, tuple[Path, Path]], seconds: float, prefix: str, names: tuple[str, str],
+                  make: Callable[[Path, Path], None]) -> tuple[Path, Path]:
+    """``make(audio, video)`` once per process and length, into a temp dir removed at exit."""
+    if seconds not in cache:
+        if not _media_dirs:
+            atexit.register(_rm_media_dirs)
+        d = tempfile.mkdtemp(prefix=prefix)
+        _media_dirs.append(d)
+        a, v = Path(d) / names[0], Path(d) / names[1]
+        make(a, v)
+        cache[seconds] = (a, v)
+    return cache[seconds]
 
 
 _flash_beep_cache: dict[float, tuple[Path, Path]] = {}
@@ -141,18 +150,11 @@ def flash_beep_media(seconds: float = 65) -> tuple[Path, Path]:
     pcap time and RTP time), generated once per process into a temp dir removed at exit.
     Use as ``SippUas(..., audio_pcap=a, video_pcap=v)`` (the audio pcap's payloads become
     rtp_stream's raw µ-law file); the call must end before ``seconds``."""
-    if seconds not in _flash_beep_cache:
-        from .media import make_flash_beep_pcaps
+    from .media import make_flash_beep_pcaps
 
-        if not _media_dirs:
-            atexit.register(_rm_media_dirs)
-        d = tempfile.mkdtemp(prefix="sipstream-flashbeep-")
-        _media_dirs.append(d)
-        a = Path(d) / "flash_beep_pcmu.pcap"
-        v = Path(d) / "flash_beep_h264.pcap"
-        make_flash_beep_pcaps(v, a, seconds=seconds)
-        _flash_beep_cache[seconds] = (a, v)
-    return _flash_beep_cache[seconds]
+    return _cached_media(_flash_beep_cache, seconds, "sipstream-flashbeep-",
+                         ("flash_beep_pcmu.pcap", "flash_beep_h264.pcap"),
+                         lambda a, v: make_flash_beep_pcaps(v, a, seconds=seconds))
 
 
 def pcmu_pcap_to_raw(pcap: str | os.PathLike, dest: str | os.PathLike) -> Path:
