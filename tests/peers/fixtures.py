@@ -18,6 +18,8 @@ On failure, the logs of kamailio/sipp are printed in the teardown section.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import pytest_asyncio
 
@@ -28,23 +30,30 @@ from .util import free_port, which_or_none
 
 __all__ = [
     "kamailio", "rtp_pcaps", "sipp_uas_factory", "sipp_uas", "sipp_uac_factory", "chromium",
-    "require_kamailio", "require_sipp", "require_chromium", "pytest_runtest_makereport",
+    "require", "require_kamailio", "require_sipp", "require_chromium", "pytest_runtest_makereport",
 ]
 
 
+def require(missing: str | None) -> None:
+    """Skip the test when a peer is ``missing`` (a reason), or fail it under
+    ``CI=true``: in CI every peer must be there and nothing skips silently."""
+    if missing is None:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"required peer missing: {missing}", pytrace=False)
+    pytest.skip(missing)
+
+
 def require_kamailio() -> None:
-    if which_or_none("kamailio") is None:
-        pytest.skip("kamailio not installed (Debian package 'kamailio')")
+    require(None if which_or_none("kamailio") else "kamailio not installed (Debian package 'kamailio')")
 
 
 def require_sipp() -> None:
-    if not sipp_available():
-        pytest.skip("sipp not installed (Debian package 'sip-tester')")
+    require(None if sipp_available() else "sipp not installed (Debian package 'sip-tester')")
 
 
 def require_chromium() -> None:
-    if not chromium_available():
-        pytest.skip("chromium or playwright missing (Debian 'chromium', pip 'playwright')")
+    require(None if chromium_available() else "chromium or playwright missing (Debian 'chromium', pip 'playwright')")
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
