@@ -9,12 +9,50 @@ bob's RTP ports (what the caller sends: RFC 4733 events, ...).
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from .media import rtp_parse
 from .util import LOOPBACK
+
+RTCP_RTPFB = 205  # transport-layer feedback (RFC 4585), e.g. FMT 1 generic NACK
+RTCP_PSFB = 206  # payload-specific feedback: FMT 1 PLI (RFC 4585), FMT 4 FIR (RFC 5104)
+
+
+def rtcp_feedback(packets: Iterable[bytes]) -> list[tuple[int, int, int, int]]:
+    """Every feedback message (PT 205/206) inside the given RTCP datagrams,
+    each a compound packet walked by its length fields (RFC 3550 §6.1), as
+    ``(pt, fmt, sender_ssrc, media_ssrc)``.  A PLI is ``(206, 1, ...)``; the
+    media SSRC is the stream the sender asks about.  For a FIR (206, 4) the
+    header's media SSRC is 0 and the FCI's first SSRC is returned instead
+    (RFC 5104 §4.3.1.2).  Non-RTCP datagrams are skipped; a truncated or
+    malformed compound raises ValueError saying where."""
+    out: list[tuple[int, int, int, int]] = []
+    for data in packets:
+        if len(data) < 8 or data[0] >> 6 != 2 or not 192 <= data[1] <= 223:
+            continue
+        offset = 0
+        while offset < len(data):
+            if len(data) - offset < 4:
+                raise ValueError(f"RTCP: {len(data) - offset} stray bytes at offset {offset}")
+            b0, pt, words = struct.unpack_from("!BBH", data, offset)
+            size = (words + 1) * 4
+            if b0 >> 6 != 2:
+                raise ValueError(f"RTCP: version {b0 >> 6} at offset {offset}")
+            if offset + size > len(data):
+                raise ValueError(f"RTCP: PT {pt} at offset {offset} claims {size} bytes, {len(data) - offset} left")
+            if pt in (RTCP_RTPFB, RTCP_PSFB):
+                if size < 12:
+                    raise ValueError(f"RTCP: feedback PT {pt} at offset {offset} is only {size} bytes")
+                sender, media = struct.unpack_from("!II", data, offset + 4)
+                fmt = b0 & 0x1F
+                if pt == RTCP_PSFB and fmt == 4 and size >= 20:
+                    media = struct.unpack_from("!I", data, offset + 12)[0]
+                out.append((pt, fmt, sender, media))
+            offset += size
+    return out
 
 
 class RtpSink:
@@ -56,6 +94,10 @@ class RtpSink:
 
     def rtcp(self) -> list[bytes]:
         return [d for d in self.payloads() if len(d) >= 8 and d[0] >> 6 == 2 and 200 <= d[1] <= 206]
+
+    def feedback(self) -> list[tuple[float, tuple[int, int, int, int]]]:
+        """(arrival time, :func:`rtcp_feedback` entry) of every feedback message received."""
+        return [(t, fb) for t, _, d in list(self.packets) for fb in rtcp_feedback([d])]
 
     def wait_for(self, pred: Callable[[RtpSink], bool], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
