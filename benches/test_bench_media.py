@@ -1,11 +1,23 @@
-"""Receive-path benchmark: the same synthesized 720p-ish H.264 (FU-A,
-~1200-byte packets; IDR 60 KB every 2 s, P 12 KB) + PCMU packet sequence
-through (a) sipstream's sans-IO MediaSession fed from Python in batches,
-(b) aiortc's Python path (RtpPacket.parse + depayload + JitterBuffer),
-(c) a plain asyncio DatagramProtocol over loopback (socket cost only).
+"""Receive-path benchmark, Python API against aiortc in the same run: the
+same synthesized 720p-like H.264 (FU-A, ~1200-byte packets; IDR 60 KB every
+2 s, P 12 KB) + PCMU packet sequence (media_sequence.py, 1580 packets)
+through
 
-Run: /tmp/venv/bin/pytest benches/test_bench_media.py --benchmark-only
-Per-packet figures are in each benchmark's extra_info ("us_per_packet").
+- sipstream's sans-IO ``MediaSession`` with the **batch** API
+  (``receive_batch``, 64 datagrams a call), as ``MediaIo`` uses it;
+- sipstream's ``MediaSession`` **per packet** (``handle_receive`` then
+  ``poll_output`` after every packet), the API shape aiortc has;
+- aiortc's Python path **per packet** (``RtpPacket.parse`` + ``depayload``
+  + ``JitterBuffer``);
+- a reference with no media work at all: the packets received one by one by
+  an asyncio ``DatagramProtocol`` on loopback, sent by another process on
+  the load core (socket cost of a per-packet Python receive loop).
+
+Timer: this process's CPU time (benches/conftest.py), pinned to one core.
+The receive paths run on media time (SECONDS of packets over SECONDS of the
+session clock), so the jitter buffer holds what a live call's would.
+Ratios (benches/report.py): aiortc per packet / sipstream batch, and
+aiortc per packet / sipstream per packet, from the medians of one run.
 The Rust-side socket→frame throughput is
 ``cargo run --release --example rtp_receive_throughput``."""
 
@@ -13,60 +25,61 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
-from sipstream._core import MediaConfig, MediaSession, build_rtp, h264_packetize
+from benchutil import on_load_cpu
+from media_sequence import AUDIO_FRAMES, PACKETS, SECONDS, VIDEO_FRAMES
+from sipstream._core import Frame, MediaConfig, MediaSession
 
-SECONDS = 4
 BATCH = 64
-
-
-def _sequence() -> list[bytes]:
-    packets: list[bytes] = []
-    vseq = aseq = 0
-    for f in range(SECONDS * 30):
-        key = f % 60 == 0
-        size = 60_000 if key else 12_000
-        body = bytes((i % 251) + 1 for i in range(size))
-        au = b"\x00\x00\x00\x01" + (b"\x65" if key else b"\x41") + body
-        payloads = h264_packetize(au, 1200)
-        for k, p in enumerate(payloads):
-            packets.append(build_rtp(96, vseq & 0xFFFF, f * 3000, 0xBBBB, k == len(payloads) - 1, p))
-            vseq += 1
-        for _ in range(2 if f % 2 == 0 else 1):
-            packets.append(build_rtp(0, aseq & 0xFFFF, aseq * 160, 0xAAAA, False, b"\xff" * 160))
-            aseq += 1
-    return packets
-
-
-PACKETS = _sequence()
-VIDEO_FRAMES = SECONDS * 30
-AUDIO_FRAMES = SECONDS * 45
-
-
 MEDIA_S_PER_PACKET = SECONDS / len(PACKETS)
+SOURCE = ("127.0.0.1", 5004)
+LOOPBACK_TIMEOUT_S = 5.0
 
 
-def _per_packet(benchmark) -> None:  # type: ignore[no-untyped-def]
+def _info(benchmark: Any, api: str, packets: int = len(PACKETS)) -> None:
+    benchmark.extra_info["api"] = api
+    benchmark.extra_info["packets"] = packets
     if benchmark.stats is not None:
-        benchmark.extra_info["packets"] = len(PACKETS)
-        benchmark.extra_info["us_per_packet"] = benchmark.stats.stats.mean / len(PACKETS) * 1e6
+        benchmark.extra_info["us_per_packet"] = benchmark.stats.stats.median / packets * 1e6
 
 
-def run_sipstream() -> int:
-    session = MediaSession(MediaConfig({0: ("PCMU", 8000), 96: ("H264", 90000)},
-                                       video_rtcp_fb=["nack", "nack pli"]), 0.0)
+def _session() -> MediaSession:
+    return MediaSession(MediaConfig({0: ("PCMU", 8000), 96: ("H264", 90000)},
+                                    video_rtcp_fb=["nack", "nack pli"]), 0.0)
+
+
+def _drain(session: MediaSession) -> int:
     frames = 0
-    source = ("127.0.0.1", 5004)
+    while True:
+        out = session.poll_output()
+        if isinstance(out, float):
+            return frames
+        if isinstance(out, Frame):
+            frames += 1
+
+
+def run_sipstream_batch() -> int:
+    session = _session()
+    frames = 0
     for i in range(0, len(PACKETS), BATCH):
-        # the session's clock follows the media (SECONDS of packets over
-        # SECONDS), so its jitter buffer holds what a live call's would
-        frames += len(session.receive_batch(i * MEDIA_S_PER_PACKET, PACKETS[i:i + BATCH], source))
+        frames += len(session.receive_batch(i * MEDIA_S_PER_PACKET, PACKETS[i:i + BATCH], SOURCE))
     session.handle_timeout(10.0)
-    while not isinstance(session.poll_output(), float):
-        frames += 1
-    return frames
+    return frames + _drain(session)
+
+
+def run_sipstream_per_packet() -> int:
+    session = _session()
+    frames = 0
+    for i, packet in enumerate(PACKETS):
+        session.handle_receive(i * MEDIA_S_PER_PACKET, packet, SOURCE)
+        frames += _drain(session)
+    session.handle_timeout(10.0)
+    return frames + _drain(session)
 
 
 def run_aiortc() -> int:
@@ -90,56 +103,84 @@ def run_aiortc() -> int:
     return frames
 
 
-def run_asyncio_loopback() -> int:
-    async def main() -> int:
-        loop = asyncio.get_running_loop()
-        done = asyncio.Event()
-        count = 0
+class _Counter(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.count = 0
+        self.target = 0
+        self.done: asyncio.Event | None = None
 
-        class Protocol(asyncio.DatagramProtocol):
-            def datagram_received(self, data: bytes, addr: object) -> None:
-                nonlocal count
-                count += 1
-                if count == len(PACKETS):
-                    done.set()
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        self.count += 1
+        if self.count == self.target and self.done is not None:
+            self.done.set()
 
+
+class LoopbackReference:
+    """A persistent asyncio loop and UDP socket in this process; the sender
+    (udp_sender.py) is another process on the load core."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 20)
+        try:  # root: past net.core.rmem_max, so no burst is dropped
+            sock.setsockopt(socket.SOL_SOCKET, 33, 64 << 20)  # SO_RCVBUFFORCE
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 20)
         sock.bind(("127.0.0.1", 0))
-        transport, _ = await loop.create_datagram_endpoint(Protocol, sock=sock)
-        addr = sock.getsockname()
+        self.port = sock.getsockname()[1]
+        self.transport, self.protocol = self.loop.run_until_complete(
+            self.loop.create_datagram_endpoint(_Counter, sock=sock))
+        with on_load_cpu():
+            self.sender = subprocess.Popen([sys.executable, str(Path(__file__).with_name("udp_sender.py"))],
+                                           stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
 
-        def send() -> None:
-            tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            for p in PACKETS:
-                tx.sendto(p, addr)
-            tx.close()
-
-        threading.Thread(target=send).start()
+    def round(self) -> int:
+        """Receive the whole sequence once; fails (never returns a short count) on a timeout."""
+        assert self.sender.stdin is not None
+        protocol = self.protocol
+        protocol.count, protocol.target = 0, len(PACKETS)
+        protocol.done = asyncio.Event()
+        self.sender.stdin.write(f"{self.port}\n")
+        self.sender.stdin.flush()
         try:
-            await asyncio.wait_for(done.wait(), 10)
+            self.loop.run_until_complete(asyncio.wait_for(protocol.done.wait(), LOOPBACK_TIMEOUT_S))
         except TimeoutError:
-            pass
-        transport.close()
-        return count
+            pytest.fail(f"loopback reference: {protocol.count} of {len(PACKETS)} packets arrived "
+                        f"in {LOOPBACK_TIMEOUT_S} s (dropped by the kernel?)")
+        return protocol.count
 
-    return asyncio.run(main())
+    def close(self) -> None:
+        assert self.sender.stdin is not None
+        self.sender.stdin.close()
+        self.sender.wait(5)
+        self.transport.close()
+        self.loop.close()
 
 
-def test_bench_receive_sipstream_media_session(benchmark) -> None:  # type: ignore[no-untyped-def]
-    frames = benchmark(run_sipstream)
-    _per_packet(benchmark)
+def test_receive_sipstream_batch(benchmark: Any) -> None:
+    frames = benchmark(run_sipstream_batch)
+    _info(benchmark, "sipstream MediaSession.receive_batch, 64 packets a call (batch)")
     assert frames == VIDEO_FRAMES + AUDIO_FRAMES
 
 
-def test_bench_receive_aiortc_python_path(benchmark) -> None:  # type: ignore[no-untyped-def]
-    pytest.importorskip("aiortc")
+def test_receive_sipstream_per_packet(benchmark: Any) -> None:
+    frames = benchmark(run_sipstream_per_packet)
+    _info(benchmark, "sipstream MediaSession.handle_receive + poll_output (per packet)")
+    assert frames == VIDEO_FRAMES + AUDIO_FRAMES
+
+
+def test_receive_aiortc(benchmark: Any) -> None:
     frames = benchmark(run_aiortc)
-    _per_packet(benchmark)
+    _info(benchmark, "aiortc RtpPacket.parse + depayload + JitterBuffer.add (per packet)")
     assert frames > VIDEO_FRAMES  # aiortc's buffers hold back the tail
 
 
-def test_bench_receive_asyncio_loopback_reference(benchmark) -> None:  # type: ignore[no-untyped-def]
-    received = benchmark.pedantic(run_asyncio_loopback, rounds=5, iterations=1)
-    _per_packet(benchmark)
-    assert received > 0
+def test_receive_asyncio_loopback_reference(benchmark: Any) -> None:
+    reference = LoopbackReference()
+    try:
+        reference.round()  # warm-up: the sender process is up
+        received = benchmark(reference.round)
+    finally:
+        reference.close()
+    _info(benchmark, "asyncio DatagramProtocol, sockets only (per packet)", received)
+    assert received == len(PACKETS)

@@ -5,7 +5,10 @@ compared with in the same run (SPEC.md §8). Run: ``make bench``.
   from Python.
 - RTP: one H.264 access unit (FU-A packets) through sipstream's
   ``MediaReceiver`` against aiortc's Python path (``RtpPacket.parse`` +
-  H.264 depayload), both ending in a complete Annex-B frame.
+  H.264 depayload), both ending in a complete Annex-B frame; both per
+  packet (``MediaReceiver.push`` / ``RtpPacket.parse``).
+
+Timer: this process's CPU time, pinned to one core (benches/conftest.py).
 """
 
 from __future__ import annotations
