@@ -148,3 +148,53 @@ async def chromium():
     require_chromium()
     async with launch_chromium() as ctx:
         yield ctx
+
+
+# ---------------------------------------------------------------------------
+# baresip (tests/peers/baresip.py): a real softphone as the far end
+# ---------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def baresip_video(tmp_path_factory):
+    """baresip's video source: 20 s of a moving 352x288 H.264 pattern (it rewinds)."""
+    from .baresip import baresip_available, make_video
+
+    if baresip_available() is not None:
+        return None
+    return make_video(tmp_path_factory.mktemp("baresip_video") / "pattern_352x288.mp4")
+
+
+@pytest.fixture
+def baresip_factory(request, tmp_path, baresip_video):
+    """make(proxy=None, **Baresip kwargs) -> started Baresip (registered as bob
+    at ``proxy`` when given, e.g. the ``kamailio`` fixture); all stopped in
+    teardown, their logs printed when the test failed."""
+    from .baresip import Baresip, baresip_available
+
+    require(baresip_available())
+    made = []
+
+    def make(proxy=None, **kw) -> Baresip:
+        kw.setdefault("workdir", tmp_path / f"baresip_{len(made)}")
+        kw.setdefault("video_file", baresip_video)
+        b = Baresip(proxy, **kw)
+        made.append(b)
+        b.start()
+        return b
+
+    try:
+        yield make
+    finally:
+        for b in made:
+            b.stop()
+        if _failed(request):
+            for b in made:
+                print("\n===== baresip =====\n" + b.diagnostics())
+
+
+@pytest.fixture
+def baresip(baresip_factory, kamailio):
+    """baresip registered as bob at ``kamailio``, auto-answering with H.264 352x288 + a 440 Hz PCMU tone."""
+    return baresip_factory(kamailio)
+
+
+__all__ += ["baresip_video", "baresip_factory", "baresip"]

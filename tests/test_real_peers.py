@@ -1,0 +1,228 @@
+"""The wire features that only our own LoopbackCallee covered, against real
+far ends: baresip (a softphone: H.264 352x288 from a file, a sine tone in
+PCMU/PCMA/opus, RTCP SRs and RRs, its own re-INVITE handling) registered at
+Kamailio, and its RTP impaired on the way to us. Every media claim is
+checked on frames the far end sent (never the generator's 320x240 black
+frames or silence): picture size, frame rate, tone frequency."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sipstream import CallEvent
+from sipstream._core import h264_sps_resolution
+from sipstream.media.stream import MediaFrame, Stream
+from sipstream.server import Server
+
+from .conftest import Rest
+from .peers import avcheck
+from .peers.baresip import FPS, HEIGHT, WIDTH
+from .peers.fixtures import *  # noqa: F401,F403  (kamailio, baresip fixtures, failure logs)
+from .peers.media import split_annexb
+from .test_peers_rtmp_smoke import require_ffmpeg
+
+pytestmark = pytest.mark.peers
+
+
+def alice_call(kamailio: Any, call_id: str, stream: str, callee: str = "bob", **extra: Any) -> dict[str, Any]:
+    body = {
+        "callId": call_id, "callee": callee, "toStream": stream, "hasAudio": "true", "hasVideo": "true",
+        "sipLogin": "alice", "sipAuthenticationName": "alice", "sipPassword": "alice-secret",
+        "sipDomain": "sipstream.test", "sipOutboundProxy": "127.0.0.1", "sipPort": str(kamailio.port),
+        "sipRegisterRequired": "true", "appKey": "defaultApp",
+    }
+    body.update(extra)
+    return body
+
+
+async def start_call(rest: Rest, body: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
+    code, answer = await rest.post("/rest-api/call/startup", body)
+    assert code == 200, answer
+    return await rest.wait_status(body["callId"], {"ESTABLISHED"}, timeout=timeout)
+
+
+class CallStatuses:
+    """Every status of every call, from the gateway's event stream."""
+
+    def __init__(self, server: Server) -> None:
+        self.events: list[CallEvent] = []
+        self._task = asyncio.create_task(self._collect(server))
+
+    async def _collect(self, server: Server) -> None:
+        async for event in server.gateway.events():
+            if isinstance(event, CallEvent):
+                self.events.append(event)
+
+    def of(self, call_id: str) -> list[str]:
+        return [e.status.value for e in self.events if e.call_id == call_id]
+
+    def close(self) -> None:
+        self._task.cancel()
+
+
+async def real_frames(stream: Stream, kind: str, count: int, timeout: float,
+                      after: float = 0.0) -> list[MediaFrame]:
+    """``count`` frames of ``kind`` that the far end sent (not generated),
+    completed after ``after`` (time.monotonic()), within ``timeout`` seconds."""
+    sub = stream.subscribe(kind)
+    frames: list[MediaFrame] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(frames) < count:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{stream.name}: {len(frames)}/{count} real {kind} frames in {timeout} s")
+            try:
+                frame = await asyncio.wait_for(sub.get(), left)
+            except asyncio.TimeoutError:
+                continue
+            if frame is None:
+                raise AssertionError(f"{stream.name} ended after {len(frames)}/{count} real {kind} frames")
+            if not frame.generated and frame.arrival >= after:
+                frames.append(frame)
+    finally:
+        sub.close()
+    return frames
+
+
+def picture_sizes(frames: list[MediaFrame]) -> set[tuple[int, int]]:
+    """The sizes in the SPS of the keyframes among ``frames``."""
+    sizes = set()
+    for frame in frames:
+        for nal in split_annexb(frame.data):
+            if nal and nal[0] & 0x1F == 7:
+                size = h264_sps_resolution(nal)
+                if size is not None:
+                    sizes.add(size)
+    return sizes
+
+
+def frame_rate(frames: list[MediaFrame]) -> float:
+    """Frames per second of media time (RTP timestamps), first to last."""
+    span = (frames[-1].pts - frames[0].pts) / frames[0].clock_rate
+    return (len(frames) - 1) / span if span > 0 else 0.0
+
+
+def assert_real_video(frames: list[MediaFrame]) -> None:
+    assert all(f.codec == "H264" for f in frames), {f.codec for f in frames}
+    assert picture_sizes(frames) == {(WIDTH, HEIGHT)}, picture_sizes(frames)
+    fps = frame_rate(frames)
+    assert FPS * 0.6 <= fps <= FPS * 1.2, f"video at {fps:.1f} fps from baresip's {FPS}"
+
+
+def dominant_hz(samples: np.ndarray, rate: int) -> float:
+    mono = samples.astype(np.float64) if samples.ndim == 1 else samples.astype(np.float64).mean(axis=1)
+    spectrum = np.abs(np.fft.rfft(mono * np.hanning(len(mono))))
+    return float(np.fft.rfftfreq(len(mono), 1 / rate)[int(spectrum.argmax())])
+
+
+async def wait_for(pred: Any, timeout: float, what: str) -> None:
+    """Poll ``pred()`` until true; fail with ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        await asyncio.sleep(0.1)
+
+
+def sdp_directions(message: str) -> list[str]:
+    return re.findall(r"^a=(sendrecv|sendonly|recvonly|inactive)\s*$", message, re.M)
+
+
+# ------------------------------------------------------------ hold / unhold
+async def test_hold_and_unhold_reinvite_baresip_and_its_media_resumes(
+    server: Server, rest: Rest, kamailio: Any, baresip: Any
+) -> None:
+    statuses = CallStatuses(server)
+    try:
+        await start_call(rest, alice_call(kamailio, "rp-h1", "rp-hs1"))
+        stream = server.gateway.streams["rp-hs1"]
+        assert_real_video(await real_frames(stream, "video", 2 * FPS, timeout=20))
+        assert len(baresip.received_requests("INVITE")) == 1
+
+        assert (await rest.post("/rest-api/call/hold", {"callId": "rp-h1"}))[0] == 200
+        await rest.wait_status("rp-h1", {"HOLD"})
+        await wait_for(lambda: len(baresip.received_requests("INVITE")) == 2, 10, "baresip got the hold re-INVITE")
+        hold = baresip.received_requests("INVITE")[1]
+        assert set(sdp_directions(hold)) == {"sendonly"}, hold
+        await wait_for(lambda: len([m for m in baresip.sent_responses("INVITE") if m.startswith("SIP/2.0 200")]) >= 2,
+                       10, "baresip answered the hold re-INVITE")
+        answers = [m for m in baresip.sent_responses("INVITE") if m.startswith("SIP/2.0 200")]
+        assert set(sdp_directions(answers[1])) <= {"recvonly", "inactive"}, answers[1]
+        # on hold baresip stops sending: the generator's silence takes over
+        generated = stream.generated["audio"]
+        await wait_for(lambda: stream.generated["audio"] >= generated + 25, 15, "baresip's audio paused on hold")
+
+        assert (await rest.post("/rest-api/call/unhold", {"callId": "rp-h1"}))[0] == 200
+        await rest.wait_status("rp-h1", {"ESTABLISHED"})
+        resumed = time.monotonic()
+        await wait_for(lambda: len(baresip.received_requests("INVITE")) == 3, 10, "baresip got the resume re-INVITE")
+        assert set(sdp_directions(baresip.received_requests("INVITE")[2])) == {"sendrecv"}
+        # baresip's own media again, after the resume
+        assert_real_video(await real_frames(stream, "video", 2 * FPS, timeout=20, after=resumed))
+        audio = await real_frames(stream, "audio", 50, timeout=20, after=resumed)
+        assert {f.codec for f in audio} == {"PCMU"}
+
+        assert (await rest.post("/rest-api/call/terminate", {"callId": "rp-h1"}))[0] == 200
+        await rest.wait_status("rp-h1", {"FINISH"})
+        await wait_for(lambda: baresip.received_requests("BYE"), 10, "our BYE reached baresip")
+        seen = statuses.of("rp-h1")
+        assert seen[seen.index("ESTABLISHED"):] == ["ESTABLISHED", "HOLD", "ESTABLISHED", "FINISH"], seen
+    finally:
+        statuses.close()
+
+
+# --------------------------------------------------- opus and PCMA, recorded
+@pytest.mark.parametrize("codec, tone_hz, rate", [("pcma", 440, 8000), ("opus", 660, 48000)])
+async def test_opus_and_pcma_from_baresip_are_received_decoded_and_recorded(
+    server_with: Any, kamailio: Any, baresip_factory: Any, tmp_path: Path, codec: str, tone_hz: int, rate: int
+) -> None:
+    require_ffmpeg()
+    bob = baresip_factory(kamailio, audio_codecs=(codec,), tone_hz=tone_hz)
+    server, rest = await server_with(sip_record_stream=True, record_dir=str(tmp_path / "records"))
+    call_id, name = f"rp-c-{codec}", f"rp-cs-{codec}"
+    await start_call(rest, alice_call(kamailio, call_id, name))
+    stream = server.gateway.streams[name]
+    expected = {"pcma": "PCMA", "opus": "opus"}[codec]
+
+    audio = await real_frames(stream, "audio", 50, timeout=20)
+    assert {f.codec for f in audio} == {expected}
+    assert stream.audio_codec.lower().startswith(expected.lower()), stream.audio_codec
+    chunks = []
+    async with stream.pcm() as pcm:
+        async for chunk in pcm:
+            if not chunk.generated:
+                chunks.append(chunk)
+            if sum(c.duration_s for c in chunks) >= 1.0:
+                break
+    assert {(c.codec, c.sample_rate) for c in chunks} == {(expected, rate)}
+    samples = np.concatenate([c.samples for c in chunks])
+    assert np.abs(samples).max() > 1000, "a tone, not silence"
+    assert abs(dominant_hz(samples, rate) - tone_hz) < 5
+    assert_real_video(await real_frames(stream, "video", FPS, timeout=20))
+
+    recording = stream.recording
+    assert recording is not None
+    await asyncio.sleep(0)  # let the recorder see a few seconds of media before hanging up
+    await real_frames(stream, "audio", 150, timeout=20)
+    assert (await rest.post("/rest-api/call/terminate", {"callId": call_id}))[0] == 200
+    await rest.wait_status(call_id, {"FINISH"})
+    await asyncio.wait_for(recording.wait(), 20)
+    files = recording.files
+    assert files, recording.to_json()
+    info = avcheck.probe(str(files[0]))
+    assert info["audio"]["codec_name"] == "aac", info
+    assert info["video"]["codec_name"] == "h264", info
+    assert (info["video"]["width"], info["video"]["height"]) == (WIDTH, HEIGHT)
+    _, x, file_rate = await asyncio.to_thread(avcheck.audio_samples, str(files[0]))
+    middle = x[len(x) // 4: 3 * len(x) // 4]
+    assert len(middle) > file_rate, f"{len(x) / max(file_rate, 1):.1f} s of audio recorded"
+    assert np.abs(middle).max() > 0.03, "the recorded audio is silent"
+    assert abs(dominant_hz(middle, file_rate) - tone_hz) < 5
+    assert bob.proc is not None and bob.proc.poll() is None
