@@ -226,3 +226,70 @@ async def test_opus_and_pcma_from_baresip_are_received_decoded_and_recorded(
     assert np.abs(middle).max() > 0.03, "the recorded audio is silent"
     assert abs(dominant_hz(middle, file_rate) - tone_hz) < 5
     assert bob.proc is not None and bob.proc.poll() is None
+
+
+# --------------------------------------------- REGISTER shared, un-REGISTER
+def kamailio_logging_expires(workdir: Path) -> Any:
+    """A Kamailio whose registrar also logs each accepted REGISTER's Expires
+    (the test config, with that one log line extended)."""
+    from .peers.kamailio import CFG_PATH, Kamailio
+    from .peers.util import free_port
+
+    line = 'xlog("L_INFO", "REGISTERED $tu contact $ct\\n");'
+    cfg = CFG_PATH.read_text()
+    assert line in cfg, "kamailio.cfg's REGISTERED log line changed"
+    workdir.mkdir(parents=True)
+    derived = workdir / "kamailio-expires.cfg"
+    derived.write_text(cfg.replace(line, 'xlog("L_INFO", "REGISTERED $tu contact $ct expires <$hdr(Expires)>\\n");'))
+    return Kamailio(port=free_port(), workdir=workdir, cfg=derived)
+
+
+def alice_registers(kamailio: Any) -> list[str]:
+    """The Expires of each REGISTER of alice that Kamailio accepted, in order."""
+    return re.findall(r"REGISTERED sip:alice@\S+ contact .* expires <([^>]*)>", kamailio.log_text())
+
+
+async def test_two_calls_share_one_registration_and_unregister_reaches_kamailio_after_the_last(
+    server: Server, rest: Rest, baresip_factory: Any, tmp_path: Path
+) -> None:
+    from .peers.fixtures import require_kamailio
+
+    require_kamailio()
+    kamailio = kamailio_logging_expires(tmp_path / "kamailio-expires")
+    kamailio.start()
+    bob = None
+    try:
+        bob = baresip_factory(kamailio)
+        for n in (1, 2):
+            await start_call(rest, alice_call(kamailio, f"rp-r{n}", f"rp-rs{n}"))
+        for n in (1, 2):
+            assert_real_video(await real_frames(server.gateway.streams[f"rp-rs{n}"], "video", FPS, timeout=20))
+        assert len(bob.received_requests("INVITE")) == 2
+        assert alice_registers(kamailio) == ["3600"]  # the second call used the first one's registration
+
+        assert (await rest.post("/rest-api/call/terminate", {"callId": "rp-r1"}))[0] == 200
+        await rest.wait_status("rp-r1", {"FINISH"})
+        await wait_for(lambda: bob.received_requests("BYE"), 10, "the first call's BYE reached baresip")
+        ended = time.monotonic()
+        # The defect would show as an un-REGISTER right after the first call:
+        # give it far longer than the real one takes after the last call (below).
+        while time.monotonic() - ended < 5:
+            assert alice_registers(kamailio) == ["3600"], "un-REGISTER while a call still uses the registration"
+            await asyncio.sleep(0.1)
+        assert_real_video(await real_frames(server.gateway.streams["rp-rs2"], "video", FPS, timeout=20))
+
+        assert (await rest.post("/rest-api/call/terminate", {"callId": "rp-r2"}))[0] == 200
+        await rest.wait_status("rp-r2", {"FINISH"})
+        ended = time.monotonic()
+        await wait_for(lambda: len(alice_registers(kamailio)) == 2, 10, "un-REGISTER after the last call")
+        took = time.monotonic() - ended
+        assert alice_registers(kamailio) == ["3600", "0"]
+        # ~0.1 s here: the 5 s window after the first call has a wide margin
+        print(f"un-REGISTER reached Kamailio {took * 1000:.0f} ms after the last call's FINISH")
+    except BaseException:
+        print("\n===== kamailio (Expires logged) =====\n" + kamailio.log_text()[-20000:])
+        raise
+    finally:
+        if bob is not None:
+            bob.stop()  # before its registrar goes away
+        kamailio.stop()
