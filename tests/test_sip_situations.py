@@ -12,6 +12,7 @@ import pytest
 from sipstream.server import Server
 
 from .conftest import Rest, make_settings
+from .media_checks import real_frames_grow
 from .peers.fixtures import *  # noqa: F401,F403  (kamailio, sipp fixtures, failure logs)
 from .peers.sipp import sip_header
 from .test_hooks import HookReceiver
@@ -106,13 +107,12 @@ async def test_early_media_starts_the_stream_before_the_answer(
     call = await rest.wait_status("m1", {"RING_MEDIA"}, timeout=20)
     assert call["sipStatus"] == 183
     stream = server.gateway.streams["ms1"]
-    for _ in range(40):
-        if stream.frames["video"] and stream.frames["audio"]:
-            break
-        await asyncio.sleep(0.05)
-    assert stream.status == "PUBLISHING" and stream.frames["audio"] > 0
+    # bob's early RTP itself arrived (not the generator's placeholders) ...
+    await real_frames_grow(stream, "audio", count=25, timeout=2.5)
+    await real_frames_grow(stream, "video", count=10, timeout=2.5)
+    assert stream.status == "PUBLISHING"
     code, calls = await rest.find_call("m1")
-    assert calls[0]["status"] == "RING_MEDIA"  # media flowed while still ringing
+    assert calls[0]["status"] == "RING_MEDIA"  # ... while the call still rang
     await rest.wait_status("m1", {"ESTABLISHED"}, timeout=10)
     await _finish(rest, "m1", bob, hooks, ("RING_MEDIA", "ESTABLISHED"))
     # the stream was PUBLISHING (hook) while the call still rang
@@ -239,9 +239,13 @@ async def test_sipstream_refreshes_the_session_when_it_is_the_refresher(
     _, rest = await server_with(sip_min_se_s=4, **{f"app.{APP}": f"{hooks.base}/apps/{APP}"})
     await rest.post("/rest-api/call/startup", alice_call(kamailio, "t1", "ts1"))
     await rest.wait_status("t1", {"ESTABLISHED"}, timeout=20)
-    await asyncio.sleep(5.0)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    while len(bob.received_messages("UPDATE")) < 2:  # one every 2 s
+        assert loop.time() < deadline, bob.diagnostics()[-3000:]
+        await asyncio.sleep(0.1)
     assert (await rest.find_call("t1"))[1][0]["status"] == "ESTABLISHED"
     await _finish(rest, "t1", bob, hooks)
+    # RFC 4028 §7.4: each refresh carries the interval negotiated (4 s), not our initial offer
     updates = bob.received_messages("UPDATE")
-    assert len(updates) >= 2, bob.diagnostics()[-3000:]
-    assert all(sip_header(m, "Session-Expires") == "1800;refresher=uac" for m in updates)
+    assert all(sip_header(m, "Session-Expires") == "4;refresher=uac" for m in updates), updates

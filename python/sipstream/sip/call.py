@@ -128,6 +128,7 @@ class OutgoingCall:
         self._remote_sdp_seen = False
         self._session_timer: asyncio.TimerHandle | None = None
         self._we_refresh = False
+        self._session_interval = session_expires  # as negotiated by the last 2xx
         self._dialog_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._unacked: dict[int, asyncio.Task[None]] = {}  # our 2xx to re-INVITEs awaiting ACK
@@ -476,6 +477,7 @@ class OutgoingCall:
             if key.lower() == "refresher":
                 refresher = val.strip().lower()
         self._we_refresh = (refresher == "uac") == we_are_uac
+        self._session_interval = interval
         loop = asyncio.get_running_loop()
         if self._we_refresh:
             self._session_timer = loop.call_later(interval / 2, lambda: self._spawn(self._refresh_session()))
@@ -495,7 +497,8 @@ class OutgoingCall:
                 response = await self._dialog_request(
                     "UPDATE",
                     [("Contact", self.ua.contact(self.account, self.transport)),
-                     ("Session-Expires", f"{self.session_expires};refresher=uac"), ("Supported", "timer")],
+                     # RFC 4028 §7.4: a refresh carries the current interval
+                     ("Session-Expires", f"{self._session_interval};refresher=uac"), ("Supported", "timer")],
                 )
         except (SipFailure, TransactionTimeout, TransportError) as exc:
             log.info("call %s: session refresh failed: %s", self.sip_call_id, exc)
