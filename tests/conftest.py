@@ -15,6 +15,8 @@ from sipstream import Settings
 from sipstream.server import Server
 from sipstream.testing import LoopbackCallee
 
+from .peers.media import SOURCE_FPS, SOURCE_HEIGHT, SOURCE_WIDTH
+
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
@@ -77,6 +79,17 @@ class Rest:
             await asyncio.sleep(0.1)
         raise AssertionError(f"call {call_id} never reached {statuses}; last seen {seen}")
 
+    async def wait_gone(self, call_id: str, kept_s: float, timeout: float = 20.0) -> None:
+        """Poll /call/find until the ended call is gone (404): not before about
+        ``kept_s`` (``call_keep_finished_s``; half of it as margin, since the
+        call ended a little before this is called), and within ``timeout``."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while (await self.find_call(call_id))[0] != 404:
+            assert loop.time() - start < timeout, f"call {call_id} still listed after {timeout} s"
+            await asyncio.sleep(0.1)
+        assert loop.time() - start >= kept_s / 2, f"call {call_id} forgotten before call_keep_finished_s"
+
 
 def make_settings(**overrides: Any) -> Settings:
     first, last = media_range()
@@ -125,7 +138,7 @@ async def rest(server: Server) -> AsyncIterator[Rest]:
 
 @pytest.fixture
 async def callee() -> AsyncIterator[LoopbackCallee]:
-    c = LoopbackCallee(width=320, height=240, loop_seconds=2.0)
+    c = LoopbackCallee(width=SOURCE_WIDTH, height=SOURCE_HEIGHT, fps=SOURCE_FPS, loop_seconds=2.0)
     await c.start()
     try:
         yield c

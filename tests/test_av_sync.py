@@ -15,6 +15,7 @@ import pytest
 from sipstream.testing import LoopbackCallee
 
 from .peers import avcheck
+from .peers.media import SOURCE_HEIGHT, SOURCE_WIDTH
 from .test_peers_rtmp_smoke import require_ffmpeg
 from .test_recording import _call, _finished_files, _recording_status
 
@@ -25,7 +26,7 @@ VIDEO_DELAY_MS = 150
 async def test_sender_reports_put_late_video_back_in_sync(server_with: Any, tmp_path: Path,
                                                           sender_reports: bool) -> None:
     require_ffmpeg()
-    callee = LoopbackCallee(width=320, height=240, loop_seconds=2, sync_marks=True,
+    callee = LoopbackCallee(width=SOURCE_WIDTH, height=SOURCE_HEIGHT, loop_seconds=2, sync_marks=True,
                             video_delay_ms=VIDEO_DELAY_MS, sender_reports=sender_reports)
     await callee.start()
     try:

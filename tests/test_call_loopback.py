@@ -10,6 +10,8 @@ from sipstream.server import Server
 from sipstream.testing import LoopbackCallee
 
 from .conftest import Rest, loopback_call
+from .media_checks import assert_real_video, assert_tone
+from .peers.media import SOURCE_HEIGHT, SOURCE_WIDTH
 
 
 async def test_call_reaches_established_and_publishes_h264_and_audio(
@@ -24,14 +26,19 @@ async def test_call_reaches_established_and_publishes_h264_and_audio(
     audio = stream.subscribe("audio")
     first_video = await asyncio.wait_for(video.get(), 5)
     first_audio = await asyncio.wait_for(audio.get(), 5)
+    video.close()
+    audio.close()
     assert first_video is not None and first_video.keyframe and first_video.codec == "H264"
     assert first_video.data.startswith(b"\x00\x00\x00\x01")
     assert first_audio is not None and first_audio.codec == "PCMU" and len(first_audio.data) == 160
+    # The far end's own picture and tone, not the generator's placeholders.
+    await assert_real_video(stream)
+    assert await assert_tone(stream, 440.0) == "PCMU"
 
     code, streams = await rest.post("/rest-api/stream/find", {"name": "s1"})
     assert code == 200
     assert streams[0]["status"] == "PUBLISHING"
-    assert (streams[0]["width"], streams[0]["height"]) == (320, 240)
+    assert (streams[0]["width"], streams[0]["height"]) == (SOURCE_WIDTH, SOURCE_HEIGHT)
     assert streams[0]["videoCodec"] == "H264" and streams[0]["audioCodec"] == "PCMU"
 
 
@@ -48,8 +55,7 @@ async def test_terminate_sends_bye_then_finish_then_404(server: Server, rest: Re
     assert "BYE" in callee.received
     code, streams = await rest.post("/rest-api/stream/find", {"name": "s2"})
     assert code == 200 and streams[0]["status"] == "UNPUBLISHED"
-    await asyncio.sleep(server.settings.call_keep_finished_s + 0.5)
-    assert (await rest.find_call("c2"))[0] == 404
+    await rest.wait_gone("c2", server.settings.call_keep_finished_s)
     # The stream name is free again.
     assert (await rest.post("/rest-api/call/startup", loopback_call(callee, "c3", "s2")))[0] == 200
     await rest.wait_status("c3", {"ESTABLISHED"})

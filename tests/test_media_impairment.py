@@ -16,12 +16,13 @@ from sipstream.testing import Impairment, LoopbackCallee
 
 from .conftest import loopback_call
 from .peers.chromium import chromium_available, whep_play
+from .peers.media import SOURCE_HEIGHT, SOURCE_WIDTH
 
 
 async def _play_impaired(server_with: Any, jitter_buffer: bool) -> tuple[Impairment, LoopbackCallee, int, int, dict]:
     """(impairment, callee, frames decoded, decode errors, call stats) after 8 s."""
     impairment = Impairment(loss=0.01, reorder=0.02, jitter_ms=30, seed=3)
-    callee = LoopbackCallee(width=320, height=240, loop_seconds=2, impairment=impairment)
+    callee = LoopbackCallee(width=SOURCE_WIDTH, height=SOURCE_HEIGHT, loop_seconds=2, impairment=impairment)
     await callee.start()
     try:
         srv, rest = await server_with(rtp_in_buffer=jitter_buffer, keyframe_request_interval_ms=300)
@@ -73,7 +74,7 @@ async def test_chromium_plays_an_impaired_call_without_undecodable_frames(server
     (it would ask for keyframes itself and drop frames), and each loss costs
     at most a short freeze, until the keyframe we asked the callee for."""
     impairment = Impairment(loss=0.01, reorder=0.02, jitter_ms=30, seed=5)
-    callee = LoopbackCallee(width=320, height=240, loop_seconds=2, impairment=impairment)
+    callee = LoopbackCallee(width=SOURCE_WIDTH, height=SOURCE_HEIGHT, loop_seconds=2, impairment=impairment)
     await callee.start()
     try:
         srv, rest = await server_with(rtp_in_buffer=True, keyframe_request_interval_ms=300)

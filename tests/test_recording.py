@@ -25,6 +25,7 @@ from sipstream.testing import LoopbackCallee
 
 from .conftest import Rest, free_tcp_port, loopback_call
 from .peers import avcheck
+from .peers.media import SOURCE_HEIGHT, SOURCE_WIDTH
 from .test_cli import SIPSTREAM, _get, _wait_http
 from .test_peers_rtmp_smoke import require_ffmpeg
 
@@ -62,12 +63,13 @@ async def _finished_files(recording: Any, timeout: float = 15) -> list[Path]:
     return recording.files
 
 
-def _check_file(path: Path, audio: str | None = "aac", video: bool = True) -> dict[str, Any]:
-    """ffprobe codecs, a clean decode, and aligned starts; the probe."""
+def _check_file(path: Path, audio: str | None = "aac", video: bool = True,
+                size: tuple[int, int] = (SOURCE_WIDTH, SOURCE_HEIGHT)) -> dict[str, Any]:
+    """ffprobe codecs and picture size, a clean decode, and aligned starts; the probe."""
     info = avcheck.probe(str(path))
     if video:
         assert info["video"]["codec_name"] == "h264", info
-        assert (info["video"]["width"], info["video"]["height"]) == (320, 240)
+        assert (info["video"]["width"], info["video"]["height"]) == size
     else:
         assert info.get("video") is None, info
     if audio is not None:
@@ -159,7 +161,8 @@ async def test_audio_only_call_is_recorded_with_a_generated_black_picture(
     await rest.post("/rest-api/call/terminate", {"callId": "rec3"})
     files = await _finished_files(recording)
     # H.264 (the generator's black 320x240 keyframe, one a second) + AAC
-    info = await asyncio.to_thread(_check_file, files[0], "aac", True)
+    # the generator's black picture is 320x240
+    info = await asyncio.to_thread(_check_file, files[0], "aac", True, (320, 240))
     assert 3.0 < float(info["format"]["duration"]) < 6.0
     assert abs(float(info["video"]["duration"]) - float(info["audio"]["duration"])) < 1.1
 
@@ -260,7 +263,7 @@ async def test_snapshot_is_a_png_of_the_stream(server: Server, rest: Rest, calle
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
     with av.open(io.BytesIO(png), format="png_pipe") as container:
         frame = next(container.decode(video=0))
-    assert (frame.width, frame.height) == (320, 240)
+    assert (frame.width, frame.height) == (SOURCE_WIDTH, SOURCE_HEIGHT)
     # the test pattern is not a flat picture
     assert frame.to_ndarray(format="gray").std() > 10
 
@@ -277,7 +280,7 @@ def test_kill_9_mid_recording_leaves_a_file_that_plays(tmp_path: Path) -> None:
     proc = subprocess.Popen([SIPSTREAM, "serve", "--http-port", str(port)], stdout=log, stderr=subprocess.STDOUT,
                             env=env)
     loop = asyncio.new_event_loop()
-    callee = LoopbackCallee(width=320, height=240, loop_seconds=2.0)
+    callee = LoopbackCallee(width=SOURCE_WIDTH, height=SOURCE_HEIGHT, loop_seconds=2.0)
     try:
         loop.run_until_complete(callee.start())
         base = f"http://127.0.0.1:{port}"
@@ -316,7 +319,7 @@ async def test_recording_keeps_audio_and_video_in_sync(server_with: Any, tmp_pat
     """White flash and 1 kHz beep leave the callee together every 2 s; in
     the recorded file they must still meet within 40 ms."""
     require_ffmpeg()
-    callee = LoopbackCallee(width=320, height=240, loop_seconds=2, sync_marks=True)
+    callee = LoopbackCallee(width=SOURCE_WIDTH, height=SOURCE_HEIGHT, loop_seconds=2, sync_marks=True)
     await callee.start()
     try:
         server, rest = await server_with(sip_record_stream=True, record_dir=str(tmp_path))

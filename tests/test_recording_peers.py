@@ -22,6 +22,7 @@ from sipstream.testing import LoopbackCallee
 
 from .peers import avcheck
 from .peers.fixtures import *  # noqa: F401,F403  (kamailio, sipp fixtures, failure logs)
+from .peers.media import SOURCE_HEIGHT, SOURCE_WIDTH
 from .peers.sipp import flash_beep_media
 from .test_peers_rtmp_smoke import require_ffmpeg
 from .test_recording import _call, _finished_files, _recording_status, _stream
@@ -116,7 +117,7 @@ async def test_sipp_call_recorded_by_setting_plays_in_sync(
 
     info = await asyncio.to_thread(avcheck.probe, path)
     assert info["video"]["codec_name"] == "h264" and info["audio"]["codec_name"] == "aac", info["streams"]
-    assert (info["video"]["width"], info["video"]["height"]) == (320, 240)
+    assert (info["video"]["width"], info["video"]["height"]) == (SOURCE_WIDTH, SOURCE_HEIGHT)
     duration = float(info["format"]["duration"])
     errors = await asyncio.to_thread(avcheck.decode_errors, path)
     start_offset = await asyncio.to_thread(avcheck.av_start_offset_ms, path)

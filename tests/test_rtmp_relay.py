@@ -14,6 +14,7 @@ from sipstream.testing import LoopbackCallee
 from .conftest import Rest, loopback_call
 from .peers import avcheck
 from .peers.fixtures import *  # noqa: F401,F403  (kamailio, sipp fixtures)
+from .peers.media import SOURCE_HEIGHT, SOURCE_WIDTH
 from .test_peers_rtmp_smoke import nginx_rtmp, nginx_rtmp_factory, require_ffmpeg  # noqa: F401
 
 pytestmark = pytest.mark.peers
@@ -52,7 +53,7 @@ async def test_relayed_call_records_h264_and_aac_in_sync(
     assert path is not None
     info = await asyncio.to_thread(avcheck.probe, str(path))
     assert info["video"]["codec_name"] == "h264" and info["audio"]["codec_name"] == "aac"
-    assert (info["video"]["width"], info["video"]["height"]) == (320, 240)
+    assert (info["video"]["width"], info["video"]["height"]) == (SOURCE_WIDTH, SOURCE_HEIGHT)
     duration = float(info["format"]["duration"])
     assert 4.5 < duration < 8.0, duration
     assert await asyncio.to_thread(avcheck.decode_errors, str(path)) == ""
@@ -145,7 +146,7 @@ async def test_relay_keeps_audio_and_video_in_sync(server_with: Any, nginx_rtmp:
     """White flash and 1 kHz beep leave the callee together every 2 s; in
     what nginx-rtmp recorded they must still meet: |offset| and drift small."""
     require_ffmpeg()
-    callee = LoopbackCallee(width=320, height=240, loop_seconds=2, sync_marks=True)
+    callee = LoopbackCallee(width=SOURCE_WIDTH, height=SOURCE_HEIGHT, loop_seconds=2, sync_marks=True)
     await callee.start()
     try:
         _, rest = await server_with()
@@ -192,7 +193,7 @@ async def test_video_call_without_audio_is_relayed_with_generated_silence(
     server: Server, rest: Rest, nginx_rtmp: Any
 ) -> None:
     require_ffmpeg()
-    callee = LoopbackCallee(width=320, height=240, loop_seconds=2, send_audio=False)
+    callee = LoopbackCallee(width=SOURCE_WIDTH, height=SOURCE_HEIGHT, loop_seconds=2, send_audio=False)
     await callee.start()
     try:
         await _established(rest, callee, "r9", "rs9")

@@ -17,7 +17,7 @@ from sipstream.testing import LoopbackCallee
 from .conftest import Rest, loopback_call
 from .peers import avcheck
 from .peers.fixtures import *  # noqa: F401,F403  (kamailio, sipp fixtures, failure logs)
-from .peers.media import pcap_flash_beep_times
+from .peers.media import SOURCE_HEIGHT, SOURCE_WIDTH, pcap_flash_beep_times
 from .peers.sipp import flash_beep_media
 from .test_peers_rtmp_smoke import nginx_rtmp, nginx_rtmp_factory, require_ffmpeg  # noqa: F401
 from .test_rtmp_relay import _relay_status
@@ -73,7 +73,7 @@ async def test_call_answered_by_sipp_is_relayed_to_nginx_in_sync(
     assert path is not None
     info = await asyncio.to_thread(avcheck.probe, str(path))
     assert info["video"]["codec_name"] == "h264" and info["audio"]["codec_name"] == "aac", info["streams"]
-    assert (info["video"]["width"], info["video"]["height"]) == (320, 240)
+    assert (info["video"]["width"], info["video"]["height"]) == (SOURCE_WIDTH, SOURCE_HEIGHT)
     duration = float(info["format"]["duration"])
     errors = await asyncio.to_thread(avcheck.decode_errors, str(path))
     start_offset = await asyncio.to_thread(avcheck.av_start_offset_ms, str(path))

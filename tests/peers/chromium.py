@@ -97,13 +97,15 @@ async def new_page(context) -> Any:
 
 
 WHEP_JS = r"""
-async ({whepUrl, seconds, waitForMedia, iceWaitMs, teardown}) => {
+async ({whepUrl, seconds, waitForMedia, measureS, iceWaitMs, teardown}) => {
   const out = {framesDecoded: 0, framesReceived: 0, frameWidth: 0, frameHeight: 0,
                audioSamplesReceived: 0, audioPacketsReceived: 0, videoPacketsReceived: 0,
                connectionState: 'new', iceConnectionState: 'new',
                whepStatus: 0, location: null, error: null, videoCodec: null, audioCodec: null,
                keyFramesDecoded: 0, framesDropped: 0, freezeCount: 0, totalFreezesDuration: 0,
-               pliCount: 0, firCount: 0, nackCount: 0, videoPacketsLost: 0};
+               pliCount: 0, firCount: 0, nackCount: 0, videoPacketsLost: 0, audioEnergy: 0,
+               fps: 0, audioEnergyPerS: 0, measuredS: 0, audioRms: 0, audioPeakHz: 0};
+  let mark = null;  // {t, frames, energy} when media was first seen
   let pc;
   try {
     pc = new RTCPeerConnection();
@@ -113,7 +115,17 @@ async ({whepUrl, seconds, waitForMedia, iceWaitMs, teardown}) => {
     video.muted = true; video.autoplay = true; video.playsInline = true;
     (document.body || document.documentElement).appendChild(video);
     const ms = new MediaStream();
-    pc.ontrack = (e) => { ms.addTrack(e.track); video.srcObject = ms; video.play().catch(() => {}); };
+    let analyser = null;  // Web Audio on the received audio: its level and pitch
+    pc.ontrack = (e) => {
+      ms.addTrack(e.track); video.srcObject = ms; video.play().catch(() => {});
+      if (e.track.kind === 'audio') {
+        const ac = new AudioContext();
+        analyser = ac.createAnalyser();
+        analyser.fftSize = 8192;
+        ac.createMediaStreamSource(new MediaStream([e.track])).connect(analyser);
+        ac.resume().catch(() => {});
+      }
+    };
     await pc.setLocalDescription(await pc.createOffer());
     // wait for ICE gathering (bounded): the offer then carries the candidates
     await new Promise((resolve) => {
@@ -160,11 +172,33 @@ async ({whepUrl, seconds, waitForMedia, iceWaitMs, teardown}) => {
           out.audioSamplesReceived = s.totalSamplesReceived || 0;
           out.audioPacketsReceived = s.packetsReceived || 0;
           out.audioCodec = codecs[s.codecId] || null;
+          out.audioEnergy = s.totalAudioEnergy || 0;
         }
       });
       out.connectionState = pc.connectionState;
       out.iceConnectionState = pc.iceConnectionState;
-      if (waitForMedia && out.framesDecoded > 0 && out.audioSamplesReceived > 0) break;
+      if (analyser !== null) {
+        const wave = new Float32Array(analyser.fftSize);
+        analyser.getFloatTimeDomainData(wave);
+        out.audioRms = Math.sqrt(wave.reduce((a, x) => a + x * x, 0) / wave.length);
+        const spectrum = new Float32Array(analyser.frequencyBinCount);
+        analyser.getFloatFrequencyData(spectrum);
+        let peak = 0;
+        for (let i = 1; i < spectrum.length; i++) if (spectrum[i] > spectrum[peak]) peak = i;
+        out.audioPeakHz = peak * analyser.context.sampleRate / analyser.fftSize;
+      }
+      if (waitForMedia && out.framesDecoded > 0 && out.audioSamplesReceived > 0) {
+        // then measure the rates over measureS seconds: frames decoded per
+        // second and audio energy per second (0 for silence)
+        const now = performance.now();
+        if (mark === null) mark = {t: now, frames: out.framesDecoded, energy: out.audioEnergy};
+        out.measuredS = (now - mark.t) / 1000;
+        if (out.measuredS > 0) {
+          out.fps = (out.framesDecoded - mark.frames) / out.measuredS;
+          out.audioEnergyPerS = (out.audioEnergy - mark.energy) / out.measuredS;
+        }
+        if (out.measuredS >= measureS) break;
+      }
       if (pc.connectionState === 'failed') break;
     }
   } catch (e) {
@@ -181,7 +215,7 @@ async ({whepUrl, seconds, waitForMedia, iceWaitMs, teardown}) => {
 
 
 async def whep_play(page_url_base: str, whep_url: str, seconds: float, *, context=None,
-                    wait_for_media: bool = True, ice_wait_ms: int = 2000,
+                    wait_for_media: bool = True, measure_s: float = 0.0, ice_wait_ms: int = 2000,
                     teardown: bool = True) -> dict:
     """Play a WHEP stream in Chromium and return its inbound-rtp stats.
 
@@ -192,13 +226,19 @@ async def whep_play(page_url_base: str, whep_url: str, seconds: float, *, contex
     videoPacketsReceived, connectionState, iceConnectionState, whepStatus,
     location, error, videoCodec, audioCodec, console}`` after ``seconds`` or as
     soon as video frames were decoded and audio samples received
-    (``wait_for_media``).  With ``teardown`` the WHEP resource is DELETEd."""
+    (``wait_for_media``), then ``measure_s`` seconds more, over which ``fps``
+    (frames decoded a second) and ``audioEnergyPerS`` (totalAudioEnergy a
+    second; 0 when nothing plays the audio out, as headless) are measured
+    (``measuredS``: how long it was). ``audioRms`` and ``audioPeakHz`` are the
+    received audio's level and strongest frequency at the end, from Web Audio.
+    With ``teardown`` the WHEP resource is DELETEd."""
     async with _context(context) as ctx:
         page = await new_page(ctx)
         try:
             await page.goto(page_url_base, wait_until="domcontentloaded")
             res = await page.evaluate(WHEP_JS, {
                 "whepUrl": whep_url, "seconds": float(seconds), "waitForMedia": wait_for_media,
+                "measureS": float(measure_s),
                 "iceWaitMs": int(ice_wait_ms), "teardown": teardown,
             })
             res["console"] = list(page.console_log)

@@ -43,6 +43,12 @@ PCAP_SRC = ("127.0.0.1", 7000)
 PCAP_DST_AUDIO = ("127.0.0.1", 6000)
 PCAP_DST_VIDEO = ("127.0.0.1", 6002)
 
+# Every test source sends this picture: a size, rate and moving content that
+# sipstream's generator (black 320x240 keyframes, 1 a second) never makes.
+SOURCE_WIDTH, SOURCE_HEIGHT, SOURCE_FPS = 352, 288, 25
+
+H264_PCAP_SSRC = 0x5EED0001  # the SSRC of make_h264_pcap's packets
+
 COUNTER_BITS = 16
 COUNTER_BLOCK = 16
 
@@ -333,7 +339,7 @@ def read_frame_counter(luma: np.ndarray) -> int:
     return n
 
 
-def encode_h264_access_units(seconds: float = 10, width: int = 320, height: int = 240,
+def encode_h264_access_units(seconds: float = 10, width: int = SOURCE_WIDTH, height: int = SOURCE_HEIGHT,
                              fps: int = 25, gop: int = 25, bitrate: int = 600_000,
                              frame_fn=None) -> list[bytes]:
     """Encode the test pattern (or ``frame_fn(i)`` -> yuv420p ndarray, shape (h*3/2, w));
@@ -370,9 +376,9 @@ def encode_h264_access_units(seconds: float = 10, width: int = 320, height: int 
     return aus
 
 
-def make_h264_pcap(path: os.PathLike | str, seconds: float = 10, width: int = 320, height: int = 240,
-                   fps: int = 25, gop: int = 25, *, ssrc: int = 0x5EED0001, pt: int = H264_PT,
-                   mtu: int = RTP_MTU_PAYLOAD, start_time: float = 1_700_000_000.0,
+def make_h264_pcap(path: os.PathLike | str, seconds: float = 10, width: int = SOURCE_WIDTH,
+                   height: int = SOURCE_HEIGHT, fps: int = 25, gop: int = 25, *, ssrc: int = H264_PCAP_SSRC,
+                   pt: int = H264_PT, mtu: int = RTP_MTU_PAYLOAD, start_time: float = 1_700_000_000.0,
                    seq0: int = 1000, ts0: int = 90_000, frame_fn=None) -> dict:
     """Write an RTP/H.264 pcap of the moving test pattern (or of ``frame_fn(i)``, a yuv420p
     ndarray per frame, see :func:`encode_h264_access_units`); returns stats
@@ -511,7 +517,7 @@ def flash_beep_yuv_frame(i: int, width: int, height: int, fps: int, period_s: fl
 
 
 def make_flash_beep_pcaps(video_path: os.PathLike | str, audio_path: os.PathLike | str, seconds: float = 65,
-                          width: int = 320, height: int = 240, fps: int = 25, gop: int = 25, *,
+                          width: int = SOURCE_WIDTH, height: int = SOURCE_HEIGHT, fps: int = 25, gop: int = 25, *,
                           period_s: float = 2.0, beep_ms: float = 100.0, freq: float = 1000.0,
                           amplitude: float = 0.5, start_time: float = 1_700_000_000.0,
                           video_ts0: int = 90_000, audio_ts0: int = 8000) -> dict:

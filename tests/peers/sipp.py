@@ -146,7 +146,7 @@ _flash_beep_cache: dict[float, tuple[Path, Path]] = {}
 
 def flash_beep_media(seconds: float = 65) -> tuple[Path, Path]:
     """(pcmu_pcap, h264_pcap) of ``seconds`` of A/V sync material (media.make_flash_beep_pcaps:
-    320x240 @ 25 fps, a white frame and a 100 ms 1 kHz beep together every 2 s, aligned in
+    352x288 @ 25 fps, a white frame and a 100 ms 1 kHz beep together every 2 s, aligned in
     pcap time and RTP time), generated once per process into a temp dir removed at exit.
     Use as ``SippUas(..., audio_pcap=a, video_pcap=v)`` (the audio pcap's payloads become
     rtp_stream's raw µ-law file); the call must end before ``seconds``."""

@@ -127,6 +127,9 @@ class Stream:
         self.height = 0
         self.created = time.time()
         self.frames = {"audio": 0, "video": 0}
+        # of which placeholders from the media core's generator (black
+        # pictures, silence) while a track has no RTP
+        self.generated = {"audio": 0, "video": 0}
         self.keyframes = 0
         self.keyframe_requests = 0
         self.on_keyframe_request: Callable[[], None] | None = None
@@ -153,7 +156,10 @@ class Stream:
             return
         pts = self._unwrap[kind](frame.timestamp)
         keyframe = frame.keyframe
+        generated = frame.generated
         self.frames[kind] += 1
+        if generated:
+            self.generated[kind] += 1
         data = None
         if kind == "video":
             self.video_codec = codec
@@ -172,7 +178,7 @@ class Stream:
             self.set_status("PUBLISHING")
         if subscribers:
             media = MediaFrame(kind, codec, frame.data if data is None else data, pts, frame.clock_rate, keyframe,
-                               time.monotonic(), frame.pts_us, frame.generated)
+                               time.monotonic(), frame.pts_us, generated)
             for sub in subscribers:
                 sub.offer(media)
 
@@ -278,6 +284,8 @@ class Stream:
             "stats": {
                 "audioFrames": self.frames["audio"],
                 "videoFrames": self.frames["video"],
+                "generatedAudioFrames": self.generated["audio"],
+                "generatedVideoFrames": self.generated["video"],
                 "keyframes": self.keyframes,
                 "keyframeRequests": self.keyframe_requests,
             },
