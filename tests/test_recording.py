@@ -194,6 +194,10 @@ async def test_recorder_rest_on_demand_with_template_rotation_and_hook(
     assert code == 200
     recording = await _recording_status(server, "recs4", {"RECORDING"})
     name = (await _stream(rest, "recs4"))["recordName"]
+    # While a file is written its end fields are not known yet: WCS lists it
+    # with them as placeholders (its /recorder/find_all example in
+    # shared/reference/wcs-api.md: "9c3e-test-1563776083752-{endTime}.mp4").
+    # The finished files below have them filled in.
     assert name.startswith("_recs4-H264-AAC-") and name.endswith("-{endTimeMillis}-{duration}.mp4")
     await asyncio.sleep(7)
     assert (await rest.post("/rest-api/recorder/terminate", {"mediaSessionId": stream["mediaSessionId"]}))[0] == 200
