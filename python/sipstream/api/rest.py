@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -50,9 +51,14 @@ async def cors_and_errors(request: web.Request, handler: Handler) -> web.StreamR
     if request.method == "OPTIONS":
         return web.Response(status=204, headers=CORS)
     token = request.app[GATEWAY].settings.rest_auth_token
+    # The player page is public (it holds no secret; it sends the token it is
+    # given to WHEP and REST), so is /health. Compared in constant time.
     if token and request.path not in ("/player", "/health") and not request.path.startswith("/static"):
-        if request.headers.get("Authorization", "") != f"Bearer {token}":
-            return error(401, "missing or wrong bearer token")
+        sent = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(sent, f"Bearer {token}".encode()):
+            response = error(401, "missing or wrong bearer token")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="sipstream"'  # RFC 6750 §3
+            return response
     try:
         response = await handler(request)
     except GatewayError as exc:

@@ -1,4 +1,4 @@
-"""WebRTC playback over WHEP (RFC 9725) with aiortc, forwarding the SIP
+"""WebRTC playback over WHEP (draft-ietf-wish-whep) with aiortc, forwarding the SIP
 codecs as received: frames go to aiortc as pre-encoded ``av.Packet``s, so
 nothing is decoded or re-encoded. A viewer's PLI/FIR becomes a keyframe
 request toward the SIP side."""

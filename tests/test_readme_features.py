@@ -1,0 +1,286 @@
+"""README features, each checked by its outcome rather than by a flag: the
+player with ``rest_auth_token``, the SIP INFO keyframe request, parsed RTCP
+PLIs at the ``periodic_fir_request`` interval, ``/stream/terminate``,
+``ip_local`` vs ``ip``, ``sip_port``, ``sipTransport: "TCP"``, push mute and
+unmute as heard at the RTMP server, ``rtmpTransponderFullUrl``, passwords
+never logged on a call that authenticates, and the library example as written.
+
+Media sources send what the generator never makes (352x288 moving H.264 and
+a 440 Hz tone), so no assertion here can be met by placeholder frames."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import socket
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from sipstream._core import SessionDescription
+from sipstream.server import Server
+from sipstream.testing import LoopbackCallee
+
+from .conftest import Rest, loopback_call
+from .media_checks import assert_real_video, assert_tone, real_frames_grow
+from .peers.chromium import new_page
+from .peers.fixtures import *  # noqa: F401,F403  (kamailio, sipp, chromium fixtures, failure logs)
+from .peers.util import free_port, sip_options_ping
+from .test_peers_rtmp_smoke import nginx_rtmp, nginx_rtmp_factory  # noqa: F401
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+WIDTH, HEIGHT, TONE_HZ = 352, 288, 440.0
+
+
+@pytest.fixture
+async def source() -> AsyncIterator[LoopbackCallee]:
+    """The loopback callee sending a 352x288 moving picture and a 440 Hz tone."""
+    c = LoopbackCallee(width=WIDTH, height=HEIGHT, loop_seconds=2.0)
+    await c.start()
+    try:
+        yield c
+    finally:
+        await c.stop()
+
+
+async def _established(rest: Rest, callee: LoopbackCallee, call_id: str, stream: str, **extra: Any) -> None:
+    code, body = await rest.post("/rest-api/call/startup", loopback_call(callee, call_id, stream, **extra))
+    assert code == 200, body
+    call = await rest.wait_status(call_id, {"ESTABLISHED", "FAILED", "FINISH", "BUSY"})
+    assert call["status"] == "ESTABLISHED", call
+
+
+async def _until(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, f"not within {timeout} s: {what}"
+        await asyncio.sleep(interval)
+
+
+def _alice(kamailio: Any, call_id: str, stream: str, **extra: Any) -> dict[str, Any]:
+    body = {
+        "callId": call_id, "callee": "bob", "toStream": stream, "hasAudio": "true", "hasVideo": "true",
+        "sipLogin": "alice", "sipAuthenticationName": "alice", "sipPassword": "alice-secret",
+        "sipDomain": kamailio.domain, "sipOutboundProxy": kamailio.host, "sipPort": str(kamailio.port),
+        "sipRegisterRequired": "true", "appKey": "defaultApp",
+    }
+    body.update(extra)
+    return body
+
+
+# ------------------------------------------------------------ rest_auth_token
+async def _player_stats(page: Any) -> dict[str, Any]:
+    return await page.evaluate("() => JSON.parse(JSON.stringify(window.sipstreamStats || null))")
+
+
+async def _wait_player(page: Any, predicate: Any, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    stats: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        stats = await _player_stats(page) or {}
+        if predicate(stats):
+            return stats
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"player never got there in {timeout} s: {stats}; console: {page.console_log[-10:]}")
+
+
+async def test_rest_auth_token_player_plays_with_the_token_and_requests_without_it_get_401(
+    server_with: Any, source: LoopbackCallee, chromium: Any
+) -> None:
+    token = "tok-" + secrets.token_hex(12)
+    srv, _ = await server_with(rest_auth_token=token)
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+        await _established(Rest(srv.base_url, http), source, "ta1", "tas1")
+
+    # Without the token (or with a wrong one) REST and WHEP answer 401; the page itself is public.
+    async with aiohttp.ClientSession() as anon:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": token}):
+            async with anon.get(srv.base_url + "/rest-api/call/find_all", headers=headers) as res:
+                assert res.status == 401, headers
+                assert res.headers.get("WWW-Authenticate", "").startswith("Bearer")
+            async with anon.post(srv.base_url + "/rest-api/stream/find", json={"name": "tas1"},
+                                 headers=headers) as res:
+                assert res.status == 401
+            async with anon.post(srv.base_url + "/whep/tas1", data="v=0\r\n",
+                                 headers={"Content-Type": "application/sdp", **headers}) as res:
+                assert res.status == 401
+        async with anon.get(srv.base_url + "/player?stream=tas1") as res:
+            assert res.status == 200
+    assert srv.whep.sessions == {}
+
+    # The player without a token is refused by WHEP and REST alike.
+    page = await new_page(chromium)
+    await page.goto(srv.base_url + "/player?stream=tas1", wait_until="domcontentloaded")
+    refused = await _wait_player(page, lambda s: s.get("error") and s.get("streamStatus"), 20)
+    assert "401" in refused["error"] and refused["streamStatus"] == "not found", refused
+    await page.close()
+
+    # With ?token= it plays the far end's picture and tone, and REST answers it too.
+    page = await new_page(chromium)
+    await page.goto(srv.base_url + f"/player?stream=tas1&token={token}", wait_until="domcontentloaded")
+    first = await _wait_player(page, lambda s: s.get("framesDecoded", 0) > 0 and s.get("audioSamplesReceived", 0) > 0,
+                               30)
+    t0 = time.monotonic()
+    rms, hz = await page.evaluate(PLAYER_TONE_JS)  # about 1 s of what the page's audio track carries
+    later = await _wait_player(page, lambda s: time.monotonic() - t0 >= 3.0, 30)
+    elapsed = time.monotonic() - t0
+    assert later["streamStatus"] == "PUBLISHING" and later.get("error") is None, later
+    assert (later["frameWidth"], later["frameHeight"]) == (WIDTH, HEIGHT), later
+    assert (later["framesDecoded"] - first["framesDecoded"]) / elapsed >= 10, (first, later)  # source: 25 fps
+    assert rms > 0.02 and abs(hz - TONE_HZ) < 15, (rms, hz)  # the tone, not the generator's silence
+    assert len(srv.whep.sessions) == 1
+    await page.close()
+
+
+# Headless Chromium has no audio output, so totalAudioEnergy stays 0; WebAudio
+# still reads a remote track (it must be attached to a media element, as in the player).
+PLAYER_TONE_JS = """async () => {
+  const track = document.getElementById('video').srcObject.getAudioTracks()[0];
+  const ctx = new AudioContext(); await ctx.resume();
+  const analyser = ctx.createAnalyser(); analyser.fftSize = 8192;
+  ctx.createMediaStreamSource(new MediaStream([track])).connect(analyser);
+  await new Promise(r => setTimeout(r, 1000));
+  const wave = new Float32Array(analyser.fftSize); analyser.getFloatTimeDomainData(wave);
+  const spectrum = new Float32Array(analyser.frequencyBinCount); analyser.getFloatFrequencyData(spectrum);
+  let energy = 0; for (const x of wave) energy += x * x;
+  let peak = 1; for (let i = 1; i < spectrum.length; i++) if (spectrum[i] > spectrum[peak]) peak = i;
+  const out = [Math.sqrt(energy / wave.length), peak * ctx.sampleRate / analyser.fftSize];
+  await ctx.close();
+  return out;
+}"""
+
+
+# --------------------------------------------------- SIP INFO keyframe request
+class NoFeedbackCallee(LoopbackCallee):
+    """A far end that answers without ``a=rtcp-fb``: it takes keyframe
+    requests only as SIP INFO (picture_fast_update), not as RTCP PLI/FIR."""
+
+    def _reply(self, req: Any, dest: tuple[str, int], status: int, reason: str,
+               extra: list[tuple[str, str]] | None = None, body: bytes = b"") -> None:
+        super()._reply(req, dest, status, reason, extra, re.sub(rb"a=rtcp-fb:[^\r\n]*\r\n", b"", body))
+
+
+async def test_keyframe_request_to_a_far_end_without_rtcp_feedback_is_a_sip_info_picture_fast_update(
+    server: Server, rest: Rest
+) -> None:
+    callee = NoFeedbackCallee(width=WIDTH, height=HEIGHT, loop_seconds=2.0)
+    await callee.start()
+    try:
+        await _established(rest, callee, "kf1", "kfs1")
+        answer = callee.requests[0].body.decode()  # our offer listed feedback; the answer did not
+        assert "a=rtcp-fb" in answer
+        stream = server.gateway.streams["kfs1"]
+        await real_frames_grow(stream, "video", count=5)
+        stream.request_keyframe("test: a viewer joined")
+        await _until(lambda: any("media_control" in c for c, _ in callee.infos), 10, "an INFO keyframe request")
+        (content_type, body), = [(c, b) for c, b in callee.infos if "media_control" in c]
+        assert content_type == "application/media_control+xml"
+        root = ET.fromstring(body.strip())
+        assert root.tag == "media_control"
+        assert root.find("./vc_primitive/to_encoder/picture_fast_update") is not None, body
+        assert callee.keyframe_requests == 0  # no RTCP PLI/FIR went to a far end that did not negotiate them
+    finally:
+        await callee.stop()
+
+
+# ------------------------------------------------------------ /stream/terminate
+async def test_stream_terminate_hangs_up_the_call_and_unpublishes_its_stream(
+    server: Server, rest: Rest, source: LoopbackCallee
+) -> None:
+    await _established(rest, source, "st1", "sts1")
+    await _established(rest, source, "st2", "sts2")
+    stream = server.gateway.streams["sts1"]
+    await real_frames_grow(stream, "video", count=5)
+    subscription = stream.subscribe("audio")
+    byes = source.received.count("BYE")
+
+    assert (await rest.post("/rest-api/stream/terminate", {"name": "sts1"}))[0] == 200
+    call = await rest.wait_status("st1", {"FINISH", "FAILED"})
+    assert call["status"] == "FINISH" and call["info"] == "Normal call clearing", call
+    await _until(lambda: source.received.count("BYE") == byes + 1, 5, "the BYE at the callee")
+    code, streams = await rest.post("/rest-api/stream/find", {"name": "sts1"})
+    assert code == 200 and streams[0]["status"] == "UNPUBLISHED", streams
+    while await asyncio.wait_for(subscription.get(), 5) is not None:  # its subscribers see the end
+        pass
+    # by mediaSessionId too; the other call was untouched until then
+    assert (await rest.find_call("st2"))[1][0]["status"] == "ESTABLISHED"
+    msid = (await rest.post("/rest-api/stream/find", {"name": "sts2"}))[1][0]["mediaSessionId"]
+    assert (await rest.post("/rest-api/stream/terminate", {"mediaSessionId": msid}))[0] == 200
+    assert (await rest.wait_status("st2", {"FINISH", "FAILED"}))["status"] == "FINISH"
+    # an ended or unknown stream is not found
+    assert (await rest.post("/rest-api/stream/terminate", {"name": "sts1"}))[0] == 404
+    assert (await rest.post("/rest-api/stream/terminate", {"name": "nope"}))[0] == 404
+
+
+# ------------------------------------------------------------------- sip_port
+async def test_sip_port_is_where_the_ua_listens_and_what_the_callee_sees(
+    server_with: Any, source: LoopbackCallee
+) -> None:
+    port = free_port(udp=True, tcp=True)
+    srv, rest = await server_with(sip_port=port)
+    await _established(rest, source, "sp1", "sps1")
+    invite = next(r for r in source.requests if r.method == "INVITE")
+    via = invite.header("Via") or ""
+    assert re.match(rf"SIP/2\.0/UDP 127\.0\.0\.1:{port};", via), via
+    assert f"@127.0.0.1:{port}" in (invite.header("Contact") or ""), invite.header("Contact")
+    # The UA answers on that port, and the port is taken by it.
+    assert (await asyncio.to_thread(sip_options_ping, "127.0.0.1", port, 2.0) or "").startswith("SIP/2.0 200")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe, pytest.raises(OSError):
+        probe.bind(("127.0.0.1", port))
+    await real_frames_grow(srv.gateway.streams["sps1"], "video", count=5)
+
+
+# ------------------------------------------------------------------- ip_local
+class _Nat(asyncio.DatagramProtocol):
+    """Forwards what reaches ip:port (the advertised address) to ip_local:port,
+    as the NAT in front of a server with a private ip_local would."""
+
+    def __init__(self, to: tuple[str, int]) -> None:
+        self.to = to
+        self.forwarded = 0
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        assert self.transport is not None
+        self.transport.sendto(data, self.to)
+        self.forwarded += 1
+
+
+async def test_ip_is_advertised_in_sdp_while_ip_local_is_bound(server_with: Any, source: LoopbackCallee) -> None:
+    advertised, local = "127.0.0.2", "127.0.0.1"
+    srv, _ = await server_with(ip=advertised, ip_local=local)
+    async with aiohttp.ClientSession() as http:
+        rest = Rest(f"http://{local}:{srv.settings.http_port}", http)  # HTTP is bound to ip_local
+        await _established(rest, source, "il1", "ils1")
+        offer_text = next(r for r in source.requests if r.method == "INVITE").body.decode()
+        offer = SessionDescription.parse(offer_text)
+        assert f"c=IN IP4 {advertised}" in offer_text and local not in offer_text, offer_text
+        assert all((m.connection or offer.connection) == advertised for m in offer.media)
+        # Nothing of ours is bound to the advertised address (else these binds would fail): the
+        # media sockets are on ip_local, and media reaches them through the "NAT" only.
+        loop = asyncio.get_running_loop()
+        nats = []
+        try:
+            for m in offer.media:
+                for port in (m.port, m.port + 1):
+                    transport, nat = await loop.create_datagram_endpoint(
+                        lambda port=port: _Nat((local, port)), local_addr=(advertised, port))
+                    nats.append((transport, nat))
+            stream = srv.gateway.streams["ils1"]
+            await assert_real_video(stream, size=(WIDTH, HEIGHT))
+            await assert_tone(stream, TONE_HZ)
+            assert all(nat.forwarded > 0 for _, nat in nats[::2])  # RTP of both tracks came through
+        finally:
+            for transport, _ in nats:
+                transport.close()
+        assert (await rest.post("/rest-api/call/terminate", {"callId": "il1"}))[0] == 200
+        await rest.wait_status("il1", {"FINISH"})
