@@ -52,6 +52,15 @@ async def hook_statuses(hooks: HookReceiver, call_id: str, final: set[str]) -> l
     return hooks.statuses(CALL_HOOK, value=call_id)
 
 
+async def wait_until(condition: Any, timeout: float = 10.0) -> None:
+    """Poll ``condition()`` until it holds, or fail after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
 def in_order(seen: list[str], expected: list[str]) -> bool:
     """``expected`` is a subsequence of ``seen``."""
     rest = iter(seen)
@@ -142,10 +151,10 @@ async def test_media_follows_a_reinvite_to_new_ports(
     bob = sipp_uas_factory("uas_media_change", change_after_ms=1000, telephone_event=101)
     await rest.post("/rest-api/call/startup", alice_call(kamailio, "c1", "cs1"))
     await rest.wait_status("c1", {"ESTABLISHED"}, timeout=20)
-    await asyncio.sleep(2.0)
+    await wait_until(lambda: bool(bob.sent_messages("ACK")))  # bob's re-INVITE to new ports was answered
     # After the re-INVITE, what we send (here RFC 4733 DTMF) goes to the new ports.
     assert (await rest.post("/rest-api/call/send_dtmf", {"callId": "c1", "dtmf": "4"}))[0] == 200
-    await asyncio.sleep(0.3)
+    await wait_until(lambda: any(p.pt == 101 for p in bob.media.changed.audio_sink.rtp()))
     moved = [p for p in bob.media.changed.audio_sink.rtp() if p.pt == 101]
     assert moved and all(p.payload[0] == 4 for p in moved)
     await _finish(rest, "c1", bob)
@@ -183,7 +192,7 @@ async def test_rfc2833_dtmf_reaches_the_callee_as_telephone_events(
     await rest.post("/rest-api/call/startup", alice_call(kamailio, "f1", "fs1"))
     await rest.wait_status("f1", {"ESTABLISHED"}, timeout=20)
     assert (await rest.post("/rest-api/call/send_dtmf", {"callId": "f1", "dtmf": "9"}))[0] == 200
-    await asyncio.sleep(0.3)
+    await wait_until(lambda: sum(1 for p in bob.media.audio_sink.rtp() if p.pt == 101 and p.payload[1] & 0x80) >= 3)
     packets = [p for p in bob.media.audio_sink.rtp() if p.pt == 101]
     events = [struct.unpack("!BBH", p.payload[:4]) for p in packets]
     assert events and all(e == 9 for e, _, _ in events)
