@@ -127,7 +127,8 @@ async def test_sipp_call_recorded_by_setting_plays_in_sync(
                f"{sync['unpaired_beeps']}), mean {sync['mean_ms']} ms, max |offset| {sync['max_abs_ms']} ms, "
                f"drift {sync['drift_ms_per_min']:+.1f} ms/min, offsets {sync['offsets_ms']}")
     print("SIPP RECORD:", summary)
-    assert abs(duration - recorded_s) < 1.0, summary
+    # at least the time waited (less the first keyframe), at most the time that passed
+    assert RECORD_S - 1.0 <= duration <= recorded_s + 0.5, summary
     assert errors == "", f"decode errors: {errors[:2000]}"
     assert abs(start_offset) <= 40, summary
     # 20 s at one flash per 2 s: ~10 pairs; one may be cut at either end.
