@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 from collections.abc import Callable
@@ -105,7 +106,8 @@ def benches() -> list[Bench]:
     au_s, au_a = _median_s("test_rtp_h264_receive_sipstream"), _median_s("test_rtp_h264_receive_aiortc")
     rust_io, rust_all = _rust("recvmmsg only"), _rust("recvmmsg + MediaSession")
     calls = []
-    for n in (100, 300, 1000):
+    sizes = re.search(r"^SIZES = \[(.*)\]", (HERE / "test_bench_calls.py").read_text(), re.M)
+    for n in (int(x) for x in sizes[1].split(",")) if sizes else ():
         name = f"test_calls_per_core[{n}]"
         calls.append(Figure(
             f"{n} calls", "sipstream RtpSession → MediaIo (batch recvmmsg) → Stream.publish; no peer", "calls/core",
