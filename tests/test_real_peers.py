@@ -293,3 +293,66 @@ async def test_two_calls_share_one_registration_and_unregister_reaches_kamailio_
         if bob is not None:
             bob.stop()  # before its registrar goes away
         kamailio.stop()
+
+
+# ----------------------------------------------------------- RTCP: SRs, RTT
+async def test_rtt_and_sender_reports_from_baresip(server: Server, rest: Rest, kamailio: Any, baresip: Any) -> None:
+    await start_call(rest, alice_call(kamailio, "rp-t1", "rp-ts1"))
+    stream = server.gateway.streams["rp-ts1"]
+    assert_real_video(await real_frames(stream, "video", FPS, timeout=20))
+    stats: dict[str, Any] = {}
+
+    def reported() -> bool:
+        nonlocal stats
+        stats = server.gateway.calls["rp-t1"].media.stats()
+        audio, video = stats.get("audio") or {}, stats.get("video") or {}
+        return (audio.get("sender_reports", 0) >= 2 and video.get("sender_reports", 0) >= 2
+                and audio.get("rtt_ms") is not None)
+
+    # baresip sends an SR about every 5 s per stream and answers our SRs in its RRs
+    await wait_for(reported, 30, "SRs on both tracks and an RTT from baresip's RR echo")
+    print("STATS", stats)
+    code, found = await rest.find_call("rp-t1")
+    assert code == 200
+    audio = found[0]["stats"]["audio"]
+    assert audio["sender_reports"] >= 2 and found[0]["stats"]["video"]["sender_reports"] >= 2
+    assert 0 <= audio["rtt_ms"] < 1000, audio  # loopback: a real, small round trip
+    assert (await rest.post("/rest-api/call/terminate", {"callId": "rp-t1"}))[0] == 200
+    await rest.wait_status("rp-t1", {"FINISH"})
+    # the track stats name the codec of what was received
+    assert (audio["codec"], found[0]["stats"]["video"]["codec"]) == ("PCMU", "H264"), found[0]["stats"]
+
+
+# ------------------------------------------- loss, reorder, jitter on the path
+async def test_jitter_buffer_delivers_baresips_media_over_a_lossy_reordering_path(
+    server_with: Any, baresip_factory: Any
+) -> None:
+    from .peers.netns import ImpairingSipRelay
+
+    bob = baresip_factory(None)
+    relay = ImpairingSipRelay(("127.0.0.1", bob.sip_port), loss=0.01, delay_s=0.03, jitter_s=0.01).start()
+    try:
+        server, rest = await server_with(rtp_in_buffer=True)
+        body = {
+            "callId": "rp-j1", "callee": "bob", "toStream": "rp-js1", "hasAudio": "true", "hasVideo": "true",
+            "sipLogin": "alice", "sipDomain": "127.0.0.1", "sipPort": str(relay.port), "sipRegisterRequired": "false",
+        }
+        await start_call(rest, body)
+        stream = server.gateway.streams["rp-js1"]
+        video = await real_frames(stream, "video", 4 * FPS, timeout=40)
+        assert picture_sizes(video) == {(WIDTH, HEIGHT)}
+        assert frame_rate(video) >= FPS * 0.5, f"{frame_rate(video):.1f} fps through the impaired path"
+        audio = await real_frames(stream, "audio", 150, timeout=30)
+        # the jitter buffer hands frames on in order although packets overtook each other
+        pts = [f.pts for f in audio]
+        assert all(b > a for a, b in zip(pts, pts[1:], strict=False)), "audio frames out of order"
+        stats = server.gateway.calls["rp-j1"].media.stats()
+        print("RELAY", {"forwarded": relay.forwarded, "dropped": relay.dropped, "reordered": relay.reordered})
+        print("STATS", stats)
+        assert relay.dropped > 0 and relay.reordered > 0, "the path did impair"
+        assert stats["audio"]["lost"] + stats["video"]["lost"] > 0, stats  # the drops were noticed as losses
+        assert stats["audio"]["jitter_ms"] > 1.0, stats
+        assert (await rest.post("/rest-api/call/terminate", {"callId": "rp-j1"}))[0] == 200
+        await rest.wait_status("rp-j1", {"FINISH"})
+    finally:
+        relay.stop()
