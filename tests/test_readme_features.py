@@ -11,9 +11,14 @@ a 440 Hz tone), so no assertion here can be met by placeholder frames."""
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import os
 import re
 import secrets
 import socket
+import subprocess
+import sys
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
@@ -21,16 +26,21 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import numpy as np
 import pytest
+from sipstream import CallEvent
 from sipstream._core import SessionDescription
 from sipstream.server import Server
 from sipstream.testing import LoopbackCallee
 
 from .conftest import Rest, loopback_call
-from .media_checks import assert_real_video, assert_tone, real_frames_grow
+from .media_checks import assert_real_video, assert_tone, dominant_hz, real_frames_grow
+from .peers import avcheck
 from .peers.chromium import new_page
 from .peers.fixtures import *  # noqa: F401,F403  (kamailio, sipp, chromium fixtures, failure logs)
+from .peers.media import read_pcap, rtp_parse
 from .peers.util import free_port, sip_options_ping
+from .test_hooks import HookReceiver
 from .test_peers_rtmp_smoke import nginx_rtmp, nginx_rtmp_factory  # noqa: F401
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -284,3 +294,212 @@ async def test_ip_is_advertised_in_sdp_while_ip_local_is_bound(server_with: Any,
                 transport.close()
         assert (await rest.post("/rest-api/call/terminate", {"callId": "il1"}))[0] == 200
         await rest.wait_status("il1", {"FINISH"})
+
+
+# ------------------------------------------------- periodic_fir_request + PLI
+async def test_periodic_fir_request_sends_the_callee_a_pli_for_its_video_at_that_interval(
+    kamailio: Any, sipp_uas_factory: Any, server_with: Any, rtp_pcaps: Any
+) -> None:
+    interval = 2
+    bob = sipp_uas_factory("uas_answer")
+    srv, rest = await server_with(periodic_fir_request=interval)
+    video_ssrc = rtp_parse(read_pcap(rtp_pcaps[1])[0].payload).ssrc  # what sipp sends as bob's video
+    assert (await rest.post("/rest-api/call/startup", _alice(kamailio, "pf1", "pfs1")))[0] == 200
+    call = await rest.wait_status("pf1", {"ESTABLISHED", "FAILED", "FINISH"}, timeout=20)
+    assert call["status"] == "ESTABLISHED", call
+    await real_frames_grow(srv.gateway.streams["pfs1"], "video", count=10)
+    assert bob.media is not None
+    start, window = time.monotonic(), 5 * interval
+    await asyncio.sleep(window)  # the measurement window itself
+    feedback = [(t, fb) for t, fb in bob.media.video_rtcp_sink.feedback() if start <= t <= start + window]
+    plis = [(t, fb) for t, fb in feedback if fb[:2] == (206, 1)]
+    assert all(media == video_ssrc and sender != 0 for _, (_, _, sender, media) in plis), [hex(f[3]) for _, f in plis]
+    assert 3 <= len(plis) <= window // interval + 1, plis  # about one per interval, and not more often
+    gaps = np.diff([t for t, _ in plis])
+    assert gaps.min() >= interval * 0.75, gaps
+    assert not [fb for _, fb in bob.media.audio_rtcp_sink.feedback() if fb[0] == 206]  # for the video only
+    assert (await rest.post("/rest-api/call/terminate", {"callId": "pf1"}))[0] == 200
+    await rest.wait_status("pf1", {"FINISH"})
+
+
+# ------------------------------------------------------------ sipTransport TCP
+async def test_sip_transport_tcp_in_call_startup_carries_the_call_over_tcp(
+    server: Server, rest: Rest, kamailio: Any, sipp_uas_factory: Any
+) -> None:
+    bob = sipp_uas_factory("uas_answer")
+    body = _alice(kamailio, "tc1", "tcs1", sipTransport="TCP")  # the proxy URI itself says nothing of TCP
+    assert (await rest.post("/rest-api/call/startup", body))[0] == 200
+    call = await rest.wait_status("tc1", {"ESTABLISHED", "FAILED", "FINISH"}, timeout=20)
+    assert call["status"] == "ESTABLISHED", call
+    await real_frames_grow(server.gateway.streams["tcs1"], "video", count=10)
+    assert (await rest.post("/rest-api/call/terminate", {"callId": "tc1"}))[0] == 200
+    await rest.wait_status("tc1", {"FINISH"})
+    assert await asyncio.to_thread(bob.wait, 15) == 0, bob.diagnostics()[-3000:]
+    # Kamailio logs each request's transport: everything from alice (us) came over TCP.
+    ours = re.findall(r"REQ (\w+) \S+ from [\d.]+:\d+/(\w+) \(From sip:alice@", kamailio.log_text())
+    assert {"REGISTER", "INVITE", "ACK", "BYE"} <= {m for m, _ in ours}, ours
+    assert {p.lower() for _, p in ours} == {"tcp"}, ours
+
+
+# ------------------------------------------------------- passwords never logged
+async def test_sip_password_is_never_logged_or_returned_on_a_call_that_authenticates(
+    kamailio: Any, sipp_uas_factory: Any, server_with: Any, caplog: Any, capfd: Any
+) -> None:
+    password = kamailio.users["alice"]
+    caplog.set_level(logging.DEBUG)
+    hooks = HookReceiver()
+    await hooks.start()
+    try:
+        srv, rest = await server_with(**{"app.defaultApp": f"{hooks.base}/apps/defaultApp"})
+        events: list[Any] = []
+
+        async def collect() -> None:
+            async for event in srv.gateway.events():
+                events.append(event)
+
+        collector = asyncio.create_task(collect())
+        bob = sipp_uas_factory("uas_answer")
+        answers = [await rest.post("/rest-api/call/startup", _alice(kamailio, "pw1", "pws1"))]
+        call = await rest.wait_status("pw1", {"ESTABLISHED", "FAILED", "FINISH"}, timeout=20)
+        assert call["status"] == "ESTABLISHED" and kamailio.registered("alice"), call  # it did authenticate
+        for path, body in (("/rest-api/call/find", {"callId": "pw1"}), ("/rest-api/call/find_all", None),
+                           ("/rest-api/stream/find", {"name": "pws1"}), ("/rest-api/stream/find_all", None)):
+            answers.append(await rest.post(path, body))
+        assert (await rest.post("/rest-api/call/terminate", {"callId": "pw1"}))[0] == 200
+        answers.append(await rest.post("/rest-api/call/find", {"callId": "pw1"}))
+        await hooks.wait_until(lambda: "FINISH" in hooks.statuses("/apps/defaultApp/CallStatusEvent"), 15)
+        collector.cancel()
+        assert await asyncio.to_thread(bob.wait, 15) == 0, bob.diagnostics()[-3000:]
+    finally:
+        await hooks.stop()
+    assert any(r.name.startswith("sipstream") for r in caplog.records)  # the capture did see our logs
+    captured = capfd.readouterr()
+    seen = {
+        "logs": caplog.text + "".join(repr(r.args) for r in caplog.records),
+        "REST answers": json.dumps(answers),
+        "hooks": "".join(raw for _, _, raw in hooks.received),
+        "events": repr(events) + json.dumps([e.call for e in events if isinstance(e, CallEvent)]),
+        "stdout/stderr": captured.out + captured.err,
+    }
+    assert all(seen[k] for k in ("logs", "REST answers", "hooks", "events"))  # each was really captured
+    for where, text in seen.items():
+        assert password not in text, f"the SIP password appears in the {where}"
+
+
+# ------------------------------------------------------------- RTMP push mute
+async def _relay_publishing(rest: Rest, msid: str, timeout: float = 20) -> None:
+    last = None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        code, relays = await rest.post("/rest-api/push/find_all")
+        last = [r for r in relays if r["mediaSessionId"] == msid] if code == 200 else relays
+        if last and last[0]["status"] == "PUBLISHING":
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"relay {msid} never PUBLISHING: {last}")
+
+
+def _rms_windows(path: Path, window_s: float = 0.25) -> tuple[np.ndarray, np.ndarray, int]:
+    """(RMS of each ``window_s`` of the recording's audio, the samples, the rate)."""
+    _, x, rate = avcheck.audio_samples(path)
+    n = int(window_s * rate)
+    count = len(x) // n
+    return np.sqrt((x[:count * n].reshape(count, n) ** 2).mean(axis=1)), x, rate
+
+
+async def test_push_mute_silences_what_the_rtmp_server_gets_and_unmute_brings_the_tone_back(
+    server: Server, rest: Rest, source: LoopbackCallee, nginx_rtmp: Any
+) -> None:
+    await _established(rest, source, "pm1", "pms1")
+    code, relay = await rest.post("/rest-api/push/startup", {"streamName": "pms1", "rtmpUrl": nginx_rtmp.url})
+    assert code == 200, relay
+    msid = relay["mediaSessionId"]
+    await _relay_publishing(rest, msid)
+    # Three phases of about 3 s each: tone, muted, tone again.
+    await asyncio.sleep(3)
+    assert (await rest.post("/rest-api/push/mute", {"mediaSessionId": msid}))[0] == 200
+    await asyncio.sleep(3)
+    assert (await rest.post("/rest-api/push/unmute", {"mediaSessionId": msid}))[0] == 200
+    await asyncio.sleep(3)
+    assert (await rest.post("/rest-api/push/terminate", {"mediaSessionId": msid}))[0] == 200
+    path = await asyncio.to_thread(nginx_rtmp.wait_recording_stable, "rtmp_pms1", 15)
+    assert path is not None
+
+    rms, x, rate = await asyncio.to_thread(_rms_windows, path)
+    loud, quiet = rms > 0.3 * rms.max(), rms < 0.01 * rms.max()
+    assert rms.max() > 0.02, rms  # there is a tone at all (the generator's silence would be 0)
+    # the longest run of silent windows: the muted phase
+    best, start = (0, 0), None
+    for i, q in enumerate([*quiet, False]):
+        if q and start is None:
+            start = i
+        elif not q and start is not None:
+            best, start = max(best, (i - start, start)), None
+    length, first = best
+    assert length * 0.25 >= 1.5, f"no muted stretch: RMS per 0.25 s {np.round(rms, 3).tolist()}"
+    before, after = loud[:first], loud[first + length:]
+    assert before.sum() * 0.25 >= 1.0 and after.sum() * 0.25 >= 1.0, np.round(rms, 3).tolist()
+    n = int(0.25 * rate)
+    for part in (np.flatnonzero(before), first + length + np.flatnonzero(after)):
+        tone = np.concatenate([x[i * n:(i + 1) * n] for i in part])
+        assert abs(dominant_hz(tone, rate) - TONE_HZ) < 5  # the far end's tone, before and after
+
+
+# ---------------------------------------------------- rtmpTransponderFullUrl
+async def test_rtmp_transponder_full_url_publishes_at_exactly_rtmp_url(
+    server: Server, rest: Rest, source: LoopbackCallee, nginx_rtmp: Any
+) -> None:
+    await _established(rest, source, "fu1", "fus1")
+    target = nginx_rtmp.stream_url("exactly_here")
+    code, relay = await rest.post("/rest-api/push/startup", {"streamName": "fus1", "rtmpUrl": target,
+                                                             "rtmpTransponderFullUrl": "true"})
+    assert code == 200, relay
+    await _relay_publishing(rest, relay["mediaSessionId"])
+    path = await asyncio.to_thread(nginx_rtmp.wait_recording, "exactly_here", 15, 100_000)
+    assert path is not None, nginx_rtmp.log_text()[-3000:]
+    assert (await rest.post("/rest-api/push/terminate", {"mediaSessionId": relay["mediaSessionId"]}))[0] == 200
+    assert await asyncio.to_thread(nginx_rtmp.wait_recording_stable, "exactly_here", 15) == path
+    assert nginx_rtmp.published("exactly_here") == 1
+    assert nginx_rtmp.published("rtmp_fus1") == 0 and nginx_rtmp.recordings("rtmp_fus1") == []
+    info = await asyncio.to_thread(avcheck.probe, str(path))
+    assert info["video"]["codec_name"] == "h264"
+    assert (info["video"]["width"], info["video"]["height"]) == (WIDTH, HEIGHT)
+    assert info["audio"]["codec_name"] == "aac"
+
+
+# ------------------------------------------------------- the library example
+def _readme_python_block(heading: str) -> str:
+    text = README.read_text()
+    section = text[text.index(heading):]
+    match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert match is not None, f"no python block under {heading!r} in README.md"
+    return match.group(1)
+
+
+def test_readme_library_example_runs_as_written(kamailio: Any, sipp_uas_factory: Any, tmp_path: Path) -> None:
+    """The README's first "As a library" block, with only the PBX made real:
+    this test's Kamailio as proxy and registrar, bob (sipp) answering and
+    hanging up after 3 s, and alice's account."""
+    bob = sipp_uas_factory("uas_answer_then_bye", hangup_after_s=3)
+    code = _readme_python_block("## As a library")
+    for old, new in (
+        ('callee="10005"', 'callee="bob"'),
+        ('sip_login="10006"', 'sip_login="alice"'),
+        ('sip_password="secret"', f'sip_password="{kamailio.users["alice"]}"'),
+        ('sip_domain="pbx.example.com"',
+         f'sip_domain="{kamailio.domain}", sip_outbound_proxy="{kamailio.host}", sip_port={kamailio.port}'),
+    ):
+        assert code.count(old) == 1, f"README example changed: {old!r} not found once"
+        code = code.replace(old, new)
+    script = tmp_path / "readme_example.py"
+    script.write_text(code)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIPSTREAM_")}
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                            cwd=tmp_path, env=env, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert any(re.search(r"\bESTABLISHED\b", line) for line in lines), result.stdout
+    assert re.search(r"\bFINISH\b.*Normal call clearing", lines[-1]), result.stdout
+    assert bob.wait(15) == 0, bob.diagnostics()[-3000:]
+    assert kamailio.registered("alice")
