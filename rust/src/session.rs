@@ -1086,6 +1086,9 @@ impl Ctx<'_> {
                     }));
                     track.stats.frames += 1;
                     track.rate.frames += 1;
+                    if pt.codec != "telephone-event" {
+                        track.stats.codec = Some(pt.codec);
+                    }
                 }
                 MediaKind::Video => {
                     let dropped_before = src.depacketizer.dropped;
@@ -1137,6 +1140,7 @@ impl Ctx<'_> {
                         }));
                         track.stats.frames += 1;
                         track.rate.frames += 1;
+                        track.stats.codec = Some(pt.codec);
                     }
                 }
             }

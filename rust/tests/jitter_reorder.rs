@@ -31,6 +31,7 @@ fn reordered_packets_within_and_between_frames_yield_every_au_in_order() {
     let st = s.stats().video.unwrap();
     assert_eq!((st.lost, st.late, st.dropped_frames), (0, 0, 0));
     assert_eq!((st.width, st.height), (640, 480));
+    assert_eq!(st.codec, Some("H264"));
     assert!(got.windows(2).all(|w| w[1].pts_us > w[0].pts_us));
 }
 

@@ -47,7 +47,9 @@ fn ssrc_change_emits_event_restarts_and_keeps_pts_monotonic() {
     assert!(f.windows(2).all(|w| w[1].pts_us > w[0].pts_us));
     let st = s.stats();
     assert_eq!(st.stale_ssrc, 1);
-    assert_eq!(st.audio.unwrap().ssrc_changes, 1);
+    let audio = st.audio.unwrap();
+    assert_eq!(audio.ssrc_changes, 1);
+    assert_eq!(audio.codec, Some("PCMU"));
 }
 
 #[test]
