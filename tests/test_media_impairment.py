@@ -11,11 +11,11 @@ import asyncio
 from typing import Any
 
 import av
-import pytest
 from sipstream.testing import Impairment, LoopbackCallee
 
 from .conftest import loopback_call
-from .peers.chromium import chromium_available, whep_play
+from .peers.chromium import whep_play
+from .peers.fixtures import require_chromium
 from .peers.media import SOURCE_HEIGHT, SOURCE_WIDTH
 
 
@@ -67,12 +67,12 @@ async def test_impaired_rtp_still_flows_without_the_jitter_buffer(server_with: A
     assert stats["video"]["frames"] > 25, stats["video"]
 
 
-@pytest.mark.skipif(not chromium_available(), reason="needs /usr/bin/chromium and playwright")
 async def test_chromium_plays_an_impaired_call_without_undecodable_frames(server_with: Any) -> None:
     """The SIP leg loses 1%, reorders 2% and jitters 30 ms; with the jitter
     buffer on, Chromium decodes steadily: nothing it receives is undecodable
     (it would ask for keyframes itself and drop frames), and each loss costs
     at most a short freeze, until the keyframe we asked the callee for."""
+    require_chromium()
     impairment = Impairment(loss=0.01, reorder=0.02, jitter_ms=30, seed=5)
     callee = LoopbackCallee(width=SOURCE_WIDTH, height=SOURCE_HEIGHT, loop_seconds=2, impairment=impairment)
     await callee.start()
@@ -95,6 +95,7 @@ async def test_chromium_plays_an_impaired_call_without_undecodable_frames(server
     assert callee.keyframe_requests > 0
     # 25 fps for 12 s minus what the SIP leg's losses cost until their keyframe
     assert stats["framesDecoded"] > 200, stats
+    assert (stats["frameWidth"], stats["frameHeight"]) == (SOURCE_WIDTH, SOURCE_HEIGHT), stats
     # nothing arrived that Chromium could not decode (a few frames are in its
     # decoder's pipeline when the stats are read)
     assert stats["framesDropped"] == 0 and stats["framesReceived"] - stats["framesDecoded"] <= 5, stats

@@ -18,19 +18,17 @@ import numpy as np
 import pytest
 
 from tests.peers import avcheck
+from tests.peers.fixtures import require
 from tests.peers.nginx_rtmp import NginxRtmp, nginx_rtmp_missing
 
 
 def require_nginx_rtmp() -> None:
-    reason = nginx_rtmp_missing()
-    if reason:
-        pytest.skip(reason)
+    require(nginx_rtmp_missing())
     require_ffmpeg()
 
 
 def require_ffmpeg() -> None:
-    if not avcheck.ffmpeg_available():
-        pytest.skip("ffmpeg/ffprobe not installed (Debian package 'ffmpeg')")
+    require(None if avcheck.ffmpeg_available() else "ffmpeg/ffprobe not installed (Debian package 'ffmpeg')")
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from sipstream.testing import LoopbackCallee
 
 from .peers import avcheck
 from .peers.fixtures import *  # noqa: F401,F403  (kamailio, sipp fixtures, failure logs)
+from .peers.fixtures import require
 from .peers.media import SOURCE_HEIGHT, SOURCE_WIDTH
 from .peers.sipp import flash_beep_media
 from .test_peers_rtmp_smoke import require_ffmpeg
@@ -146,9 +147,9 @@ def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
         res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mnt)],
                              capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        pytest.skip(f"cannot mount a tmpfs: {exc}")
+        require(f"cannot mount a tmpfs (needs root): {exc}")
     if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs (exit {res.returncode}): {(res.stderr or res.stdout).strip()}")
+        require(f"cannot mount a tmpfs (needs root; exit {res.returncode}): {(res.stderr or res.stdout).strip()}")
     try:
         yield mnt
     finally:
