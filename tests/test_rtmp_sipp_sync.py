@@ -86,7 +86,8 @@ async def test_call_answered_by_sipp_is_relayed_to_nginx_in_sync(
                f"drift first->last {first_last} ms, fitted {sync['drift_ms_per_min']:+.1f} ms/min, "
                f"offsets {offsets}")
     print("SIPP RTMP AVSYNC:", summary)
-    assert abs(duration - relay_s) <= 2.0, summary
+    # at least the time relayed (less the first keyframe), at most the time that passed
+    assert RELAY_S - 1.0 <= duration <= relay_s + 0.5, summary
     assert errors == "", f"decode errors: {errors[:2000]}"
     assert abs(start_offset) <= 100, summary
     # 60 s at one flash per 2 s: ~30 pairs; a pair may be lost at the very start or end.
