@@ -165,7 +165,8 @@ def benches() -> list[Bench]:
               "N production RtpSessions (PCMU + H.264, default settings) fed by rust/examples/rtp_blaster in another "
               "process on the other core, 50 + 250 packets/s a call; this process's CPU (getrusage, all threads) over "
               "a 5 s window after 3 s of warm-up. Only frames built from received RTP count (the generator's are "
-              "subtracted); a size with more than 1% of the frames missing fails.", calls),
+              "subtracted), and CPU per call is over the calls' worth of frames the window received. A size fails when "
+              "more than 1% of the frames sent never came out, or the sender ran more than 500 ms late.", calls),
         Bench("rtmp", "CPU per RTMP relay", "benches/test_bench_rtmp.py",
               "One call (loopback callee in another process, H.264 320x240 25 fps + PCMU) relayed 8 times to "
               "nginx-rtmp (on the other core); this process's CPU over 5 s with the 8 relays minus 5 s with none, "
