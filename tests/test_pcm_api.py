@@ -13,12 +13,7 @@ from sipstream import PcmChunk
 from sipstream.testing import LoopbackCallee
 
 from .conftest import loopback_call
-
-
-def dominant_hz(samples: np.ndarray, rate: int) -> float:
-    mono = samples.astype(np.float64) if samples.ndim == 1 else samples.astype(np.float64).mean(axis=1)
-    spectrum = np.abs(np.fft.rfft(mono * np.hanning(len(mono))))
-    return float(np.fft.rfftfreq(len(mono), 1 / rate)[int(spectrum.argmax())])
+from .media_checks import dominant_hz
 
 
 @pytest.mark.parametrize("codecs, codec, rate, channels", [

@@ -15,55 +15,26 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sipstream import CallEvent
 from sipstream._core import h264_sps_resolution
 from sipstream.media.stream import MediaFrame, Stream
 from sipstream.server import Server
 
 from .conftest import Rest
+from .media_checks import dominant_hz
 from .peers import avcheck
 from .peers.baresip import FPS, HEIGHT, WIDTH
 from .peers.fixtures import *  # noqa: F401,F403  (kamailio, baresip fixtures, failure logs)
 from .peers.media import split_annexb
 from .test_peers_rtmp_smoke import require_ffmpeg
+from .test_sip_kamailio import StatusLog, alice_call, status_log  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.peers
-
-
-def alice_call(kamailio: Any, call_id: str, stream: str, callee: str = "bob", **extra: Any) -> dict[str, Any]:
-    body = {
-        "callId": call_id, "callee": callee, "toStream": stream, "hasAudio": "true", "hasVideo": "true",
-        "sipLogin": "alice", "sipAuthenticationName": "alice", "sipPassword": "alice-secret",
-        "sipDomain": "sipstream.test", "sipOutboundProxy": "127.0.0.1", "sipPort": str(kamailio.port),
-        "sipRegisterRequired": "true", "appKey": "defaultApp",
-    }
-    body.update(extra)
-    return body
 
 
 async def start_call(rest: Rest, body: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
     code, answer = await rest.post("/rest-api/call/startup", body)
     assert code == 200, answer
     return await rest.wait_status(body["callId"], {"ESTABLISHED"}, timeout=timeout)
-
-
-class CallStatuses:
-    """Every status of every call, from the gateway's event stream."""
-
-    def __init__(self, server: Server) -> None:
-        self.events: list[CallEvent] = []
-        self._task = asyncio.create_task(self._collect(server))
-
-    async def _collect(self, server: Server) -> None:
-        async for event in server.gateway.events():
-            if isinstance(event, CallEvent):
-                self.events.append(event)
-
-    def of(self, call_id: str) -> list[str]:
-        return [e.status.value for e in self.events if e.call_id == call_id]
-
-    def close(self) -> None:
-        self._task.cancel()
 
 
 async def real_frames(stream: Stream, kind: str, count: int, timeout: float,
@@ -116,12 +87,6 @@ def assert_real_video(frames: list[MediaFrame]) -> None:
     assert FPS * 0.6 <= fps <= FPS * 1.2, f"video at {fps:.1f} fps from baresip's {FPS}"
 
 
-def dominant_hz(samples: np.ndarray, rate: int) -> float:
-    mono = samples.astype(np.float64) if samples.ndim == 1 else samples.astype(np.float64).mean(axis=1)
-    spectrum = np.abs(np.fft.rfft(mono * np.hanning(len(mono))))
-    return float(np.fft.rfftfreq(len(mono), 1 / rate)[int(spectrum.argmax())])
-
-
 async def wait_for(pred: Any, timeout: float, what: str) -> None:
     """Poll ``pred()`` until true; fail with ``what`` after ``timeout`` s."""
     deadline = time.monotonic() + timeout
@@ -137,45 +102,41 @@ def sdp_directions(message: str) -> list[str]:
 
 # ------------------------------------------------------------ hold / unhold
 async def test_hold_and_unhold_reinvite_baresip_and_its_media_resumes(
-    server: Server, rest: Rest, kamailio: Any, baresip: Any
+    server: Server, rest: Rest, kamailio: Any, baresip: Any, status_log: StatusLog
 ) -> None:
-    statuses = CallStatuses(server)
-    try:
-        await start_call(rest, alice_call(kamailio, "rp-h1", "rp-hs1"))
-        stream = server.gateway.streams["rp-hs1"]
-        assert_real_video(await real_frames(stream, "video", 2 * FPS, timeout=20))
-        assert len(baresip.received_requests("INVITE")) == 1
+    await start_call(rest, alice_call(kamailio, "rp-h1", "rp-hs1"))
+    stream = server.gateway.streams["rp-hs1"]
+    assert_real_video(await real_frames(stream, "video", 2 * FPS, timeout=20))
+    assert len(baresip.received_requests("INVITE")) == 1
 
-        assert (await rest.post("/rest-api/call/hold", {"callId": "rp-h1"}))[0] == 200
-        await rest.wait_status("rp-h1", {"HOLD"})
-        await wait_for(lambda: len(baresip.received_requests("INVITE")) == 2, 10, "baresip got the hold re-INVITE")
-        hold = baresip.received_requests("INVITE")[1]
-        assert set(sdp_directions(hold)) == {"sendonly"}, hold
-        await wait_for(lambda: len([m for m in baresip.sent_responses("INVITE") if m.startswith("SIP/2.0 200")]) >= 2,
-                       10, "baresip answered the hold re-INVITE")
-        answers = [m for m in baresip.sent_responses("INVITE") if m.startswith("SIP/2.0 200")]
-        assert set(sdp_directions(answers[1])) <= {"recvonly", "inactive"}, answers[1]
-        # on hold baresip stops sending: the generator's silence takes over
-        generated = stream.generated["audio"]
-        await wait_for(lambda: stream.generated["audio"] >= generated + 25, 15, "baresip's audio paused on hold")
+    assert (await rest.post("/rest-api/call/hold", {"callId": "rp-h1"}))[0] == 200
+    await rest.wait_status("rp-h1", {"HOLD"})
+    await wait_for(lambda: len(baresip.received_requests("INVITE")) == 2, 10, "baresip got the hold re-INVITE")
+    hold = baresip.received_requests("INVITE")[1]
+    assert set(sdp_directions(hold)) == {"sendonly"}, hold
+    await wait_for(lambda: len([m for m in baresip.sent_responses("INVITE") if m.startswith("SIP/2.0 200")]) >= 2,
+                   10, "baresip answered the hold re-INVITE")
+    answers = [m for m in baresip.sent_responses("INVITE") if m.startswith("SIP/2.0 200")]
+    assert set(sdp_directions(answers[1])) <= {"recvonly", "inactive"}, answers[1]
+    # on hold baresip stops sending: the generator's silence takes over
+    generated = stream.generated["audio"]
+    await wait_for(lambda: stream.generated["audio"] >= generated + 25, 15, "baresip's audio paused on hold")
 
-        assert (await rest.post("/rest-api/call/unhold", {"callId": "rp-h1"}))[0] == 200
-        await rest.wait_status("rp-h1", {"ESTABLISHED"})
-        resumed = time.monotonic()
-        await wait_for(lambda: len(baresip.received_requests("INVITE")) == 3, 10, "baresip got the resume re-INVITE")
-        assert set(sdp_directions(baresip.received_requests("INVITE")[2])) == {"sendrecv"}
-        # baresip's own media again, after the resume
-        assert_real_video(await real_frames(stream, "video", 2 * FPS, timeout=20, after=resumed))
-        audio = await real_frames(stream, "audio", 50, timeout=20, after=resumed)
-        assert {f.codec for f in audio} == {"PCMU"}
+    assert (await rest.post("/rest-api/call/unhold", {"callId": "rp-h1"}))[0] == 200
+    await rest.wait_status("rp-h1", {"ESTABLISHED"})
+    resumed = time.monotonic()
+    await wait_for(lambda: len(baresip.received_requests("INVITE")) == 3, 10, "baresip got the resume re-INVITE")
+    assert set(sdp_directions(baresip.received_requests("INVITE")[2])) == {"sendrecv"}
+    # baresip's own media again, after the resume
+    assert_real_video(await real_frames(stream, "video", 2 * FPS, timeout=20, after=resumed))
+    audio = await real_frames(stream, "audio", 50, timeout=20, after=resumed)
+    assert {f.codec for f in audio} == {"PCMU"}
 
-        assert (await rest.post("/rest-api/call/terminate", {"callId": "rp-h1"}))[0] == 200
-        await rest.wait_status("rp-h1", {"FINISH"})
-        await wait_for(lambda: baresip.received_requests("BYE"), 10, "our BYE reached baresip")
-        seen = statuses.of("rp-h1")
-        assert seen[seen.index("ESTABLISHED"):] == ["ESTABLISHED", "HOLD", "ESTABLISHED", "FINISH"], seen
-    finally:
-        statuses.close()
+    assert (await rest.post("/rest-api/call/terminate", {"callId": "rp-h1"}))[0] == 200
+    await rest.wait_status("rp-h1", {"FINISH"})
+    await wait_for(lambda: baresip.received_requests("BYE"), 10, "our BYE reached baresip")
+    seen = status_log.statuses("rp-h1")
+    assert seen[seen.index("ESTABLISHED"):] == ["ESTABLISHED", "HOLD", "ESTABLISHED", "FINISH"], seen
 
 
 # --------------------------------------------------- opus and PCMA, recorded
