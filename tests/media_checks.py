@@ -93,8 +93,9 @@ async def assert_real_video(stream: Any, size: tuple[int, int] = (SOURCE_WIDTH, 
     return sample
 
 
-async def real_audio(stream: Any, seconds: float = 1.0, timeout: float = 15.0) -> tuple[np.ndarray, int, str]:
-    """``seconds`` of the stream's real (not generated) audio as PCM: (samples, rate, codec)."""
+async def real_pcm(stream: Any, seconds: float = 1.0, timeout: float = 15.0) -> list[Any]:
+    """``seconds`` of the stream's real (not generated) audio as PcmChunks,
+    read through ``Stream.pcm()``; fails after ``timeout`` seconds."""
     chunks: list[Any] = []
 
     async def read() -> None:
@@ -110,16 +111,17 @@ async def real_audio(stream: Any, seconds: float = 1.0, timeout: float = 15.0) -
     except TimeoutError:
         raise AssertionError(f"stream {stream.name}: {len(chunks)} real audio frames in {timeout} s") from None
     assert chunks, f"stream {stream.name} ended before any real audio"
-    return np.concatenate([c.samples for c in chunks]), chunks[0].sample_rate, chunks[0].codec
+    return chunks
 
 
 async def assert_tone(stream: Any, hz: float = 440.0, seconds: float = 1.0, timeout: float = 15.0) -> str:
     """The stream's audio is a tone of ``hz`` (not silence); returns its codec."""
-    samples, rate, codec = await real_audio(stream, seconds, timeout)
+    chunks = await real_pcm(stream, seconds, timeout)
+    samples = np.concatenate([c.samples for c in chunks])
     assert np.abs(samples).max() > 2000, "silence, not the far end's tone"
-    found = dominant_hz(samples, rate)
+    found = dominant_hz(samples, chunks[0].sample_rate)
     assert abs(found - hz) < 5, f"tone at {found:.1f} Hz, expected {hz}"
-    return codec
+    return str(chunks[0].codec)
 
 
 async def real_frames_grow(stream: Any, kind: str = "video", count: int = SOURCE_FPS, timeout: float = 15.0) -> None:

@@ -13,7 +13,7 @@ from sipstream import PcmChunk
 from sipstream.testing import LoopbackCallee
 
 from .conftest import loopback_call
-from .media_checks import dominant_hz
+from .media_checks import dominant_hz, real_pcm
 
 
 @pytest.mark.parametrize("codecs, codec, rate, channels", [
@@ -27,13 +27,7 @@ async def test_stream_audio_as_numpy_pcm(server_with: Any, callee: LoopbackCalle
     await rest.post("/rest-api/call/startup", loopback_call(callee, "a1", "as1"))
     await rest.wait_status("a1", {"ESTABLISHED"})
     stream = srv.gateway.streams["as1"]
-    chunks: list[PcmChunk] = []
-    async with stream.pcm() as audio:
-        async for chunk in audio:
-            if not chunk.generated:
-                chunks.append(chunk)
-            if sum(c.duration_s for c in chunks) >= 1.0:
-                break
+    chunks: list[PcmChunk] = await real_pcm(stream, 1.0)
     assert stream._subscribers["audio"] == []  # the reader let go of its subscription
     assert {(c.codec, c.sample_rate, c.channels) for c in chunks} == {(codec, rate, channels)}
     assert all(c.samples.dtype == np.int16 for c in chunks)
