@@ -21,9 +21,12 @@ from .peers.media import SOURCE_FPS, SOURCE_HEIGHT, SOURCE_WIDTH
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     """Under ``CI=true`` (the test command's default) a skipped test fails:
-    CI proves every claim or says which peer is missing."""
+    CI proves every claim or says which peer is missing. Each phase's report
+    is also kept on the item (``rep_setup``, ``rep_call``) for the peer
+    fixtures, which print their logs only when the test failed."""
     outcome = yield
     report = outcome.get_result()
+    setattr(item, "rep_" + report.when, report)
     if report.skipped and not hasattr(report, "wasxfail") and os.environ.get("CI", "").lower() == "true":
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr

@@ -30,7 +30,7 @@ from .util import free_port, which_or_none
 
 __all__ = [
     "kamailio", "rtp_pcaps", "sipp_uas_factory", "sipp_uas", "sipp_uac_factory", "chromium",
-    "require", "require_kamailio", "require_sipp", "require_chromium", "pytest_runtest_makereport",
+    "require", "require_kamailio", "require_sipp", "require_chromium",
 ]
 
 
@@ -56,14 +56,9 @@ def require_chromium() -> None:
     require(None if chromium_available() else "chromium or playwright missing (Debian 'chromium', pip 'playwright')")
 
 
-@pytest.hookimpl(hookwrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    rep = outcome.get_result()
-    setattr(item, "rep_" + rep.when, rep)
-
-
 def _failed(request) -> bool:
+    """The test failed (or has no result): its peers' logs are worth printing.
+    ``rep_call`` is set by tests/conftest.py's report hook."""
     rep = getattr(request.node, "rep_call", None)
     return rep is None or rep.failed
 
