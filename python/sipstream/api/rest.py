@@ -54,7 +54,7 @@ async def cors_and_errors(request: web.Request, handler: Handler) -> web.StreamR
     # The player page is public (it holds no secret; it sends the token it is
     # given to WHEP and REST), so is /health. Compared in constant time.
     if token and request.path not in ("/player", "/health") and not request.path.startswith("/static"):
-        sent = request.headers.get("Authorization", "").encode()
+        sent = request.headers.get("Authorization", "").encode("utf-8", "replace")  # any bytes: a 401, never a 500
         if not hmac.compare_digest(sent, f"Bearer {token}".encode()):
             response = error(401, "missing or wrong bearer token")
             response.headers["WWW-Authenticate"] = 'Bearer realm="sipstream"'  # RFC 6750 §3
