@@ -25,7 +25,7 @@ import pytest
 
 from .peers import avcheck
 from .peers.fixtures import *  # noqa: F401,F403  (kamailio, sipp fixtures, failure logs)
-from .peers.fixtures import _failed, require
+from .peers.fixtures import require, started_peers
 from .peers.gstreamer import GstRtpSender, gstreamer_available
 from .peers.sipp import sip_body
 from .test_peers_rtmp_smoke import require_ffmpeg
@@ -61,21 +61,13 @@ def gst_sender_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     """make(**GstRtpSender kwargs) -> a started sender; all stopped in teardown, their
     command lines and logs printed when the test failed."""
     require(gstreamer_available())
-    made: list[GstRtpSender] = []
+    with started_peers(request, "gst-launch") as made:
+        def make(media_file: Path, **kw: Any) -> GstRtpSender:
+            sender = GstRtpSender(media_file, workdir=tmp_path / f"gst_{len(made)}", **kw)
+            made.append(sender)
+            return sender.start()
 
-    def make(media_file: Path, **kw: Any) -> GstRtpSender:
-        sender = GstRtpSender(media_file, workdir=tmp_path / f"gst_{len(made)}", **kw)
-        made.append(sender)
-        return sender.start()
-
-    try:
         yield make
-    finally:
-        for sender in made:
-            sender.stop()
-        if _failed(request):
-            for sender in made:
-                print("\n===== gst-launch =====\n" + sender.diagnostics())
 
 
 def offered_media(invite: str) -> dict[str, tuple[str, int, dict[str, int]]]:

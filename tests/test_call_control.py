@@ -116,14 +116,22 @@ async def test_calls_of_one_account_share_its_registration_and_unregister_after_
     assert registers() == ["3600"]  # the second call reused the registration
     await rest.post("/rest-api/call/terminate", {"callId": "r1"})
     await rest.wait_status("r1", {"FINISH"})
-    # r2 still uses the registration: the un-REGISTER must come only after r2
-    # ends. Waiting for it (the event that would show an early one) proves both.
-    before_r2_ends = len(registers())
+    # r2 still uses the registration. An early un-REGISTER would follow r1's
+    # BYE at once: wait for that BYE, then give it 2 s to show up.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while callee.received.count("BYE") < 1:
+        assert loop.time() < deadline, callee.received
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(2.0)
+    assert registers() == ["3600"], "un-REGISTER while a call still uses the registration"
     await rest.post("/rest-api/call/terminate", {"callId": "r2"})
     await rest.wait_status("r2", {"FINISH"})
-    for _ in range(100):
-        if "0" in registers():
-            break
+    deadline = loop.time() + 10
+    while "0" not in registers():
+        assert loop.time() < deadline, "no un-REGISTER after the last call"
         await asyncio.sleep(0.1)
-    assert before_r2_ends == 1
+    last_bye = max(i for i, r in enumerate(callee.requests) if r.method == "BYE")
+    unregister = next(i for i, r in enumerate(callee.requests) if r.method == "REGISTER" and r.header("Expires") == "0")
+    assert unregister > last_bye  # after r2's BYE
     assert registers() == ["3600", "0"]  # one un-REGISTER, after the last call

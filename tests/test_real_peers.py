@@ -20,7 +20,7 @@ from sipstream.media.stream import MediaFrame, Stream
 from sipstream.server import Server
 
 from .conftest import Rest
-from .media_checks import dominant_hz
+from .media_checks import dominant_hz, real_pcm
 from .peers import avcheck
 from .peers.baresip import FPS, HEIGHT, WIDTH
 from .peers.fixtures import *  # noqa: F401,F403  (kamailio, baresip fixtures, failure logs)
@@ -155,13 +155,7 @@ async def test_opus_and_pcma_from_baresip_are_received_decoded_and_recorded(
     audio = await real_frames(stream, "audio", 50, timeout=20)
     assert {f.codec for f in audio} == {expected}
     assert stream.audio_codec.lower().startswith(expected.lower()), stream.audio_codec
-    chunks = []
-    async with stream.pcm() as pcm:
-        async for chunk in pcm:
-            if not chunk.generated:
-                chunks.append(chunk)
-            if sum(c.duration_s for c in chunks) >= 1.0:
-                break
+    chunks = await real_pcm(stream, 1.0, timeout=20)
     assert {(c.codec, c.sample_rate) for c in chunks} == {(expected, rate)}
     samples = np.concatenate([c.samples for c in chunks])
     assert np.abs(samples).max() > 1000, "a tone, not silence"
@@ -170,8 +164,7 @@ async def test_opus_and_pcma_from_baresip_are_received_decoded_and_recorded(
 
     recording = stream.recording
     assert recording is not None
-    await asyncio.sleep(0)  # let the recorder see a few seconds of media before hanging up
-    await real_frames(stream, "audio", 150, timeout=20)
+    await real_frames(stream, "audio", 150, timeout=20)  # 3 s more for the recording
     assert (await rest.post("/rest-api/call/terminate", {"callId": call_id}))[0] == 200
     await rest.wait_status(call_id, {"FINISH"})
     await asyncio.wait_for(recording.wait(), 20)

@@ -18,7 +18,9 @@ On failure, the logs of kamailio/sipp are printed in the teardown section.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import pytest
 import pytest_asyncio
@@ -30,7 +32,7 @@ from .util import free_port, which_or_none
 
 __all__ = [
     "kamailio", "rtp_pcaps", "sipp_uas_factory", "sipp_uas", "sipp_uac_factory", "chromium",
-    "require", "require_kamailio", "require_sipp", "require_chromium",
+    "require", "require_kamailio", "require_sipp", "require_chromium", "started_peers",
 ]
 
 
@@ -63,6 +65,21 @@ def _failed(request) -> bool:
     return rep is None or rep.failed
 
 
+@contextlib.contextmanager
+def started_peers(request, name: str) -> Iterator[list]:
+    """A list for a factory fixture's started peers: on exit each is stopped
+    and, when the test failed, its ``diagnostics()`` printed under ``name``."""
+    made: list = []
+    try:
+        yield made
+    finally:
+        for peer in made:
+            peer.stop()
+        if _failed(request):
+            for peer in made:
+                print(f"\n===== {name} =====\n" + peer.diagnostics()[-20000:])
+
+
 @pytest.fixture
 def kamailio(request, tmp_path):
     require_kamailio()
@@ -90,25 +107,17 @@ def rtp_pcaps(tmp_path_factory):
 @pytest.fixture
 def sipp_uas_factory(request, kamailio, rtp_pcaps, tmp_path):
     require_sipp()
-    made = []
+    with started_peers(request, "sipp uas") as made:
+        def make(scenario: str = "uas_answer", **kw) -> SippUas:
+            kw.setdefault("audio_pcap", rtp_pcaps[0])
+            kw.setdefault("video_pcap", rtp_pcaps[1])
+            kw.setdefault("workdir", tmp_path / f"sipp_uas_{len(made)}")
+            uas = SippUas(kamailio, scenario, **kw)
+            made.append(uas)
+            uas.start()
+            return uas
 
-    def make(scenario: str = "uas_answer", **kw) -> SippUas:
-        kw.setdefault("audio_pcap", rtp_pcaps[0])
-        kw.setdefault("video_pcap", rtp_pcaps[1])
-        kw.setdefault("workdir", tmp_path / f"sipp_uas_{len(made)}")
-        uas = SippUas(kamailio, scenario, **kw)
-        made.append(uas)
-        uas.start()
-        return uas
-
-    try:
         yield make
-    finally:
-        for u in made:
-            u.stop()
-        if _failed(request):
-            for u in made:
-                print("\n===== sipp uas =====\n" + u.diagnostics()[-20000:])
 
 
 @pytest.fixture
@@ -119,23 +128,15 @@ def sipp_uas(sipp_uas_factory):
 @pytest.fixture
 def sipp_uac_factory(request, kamailio, tmp_path):
     require_sipp()
-    made = []
+    with started_peers(request, "sipp uac") as made:
+        def make(callee: str = "bob", scenario: str = "uac_call", **kw) -> SippUac:
+            kw.setdefault("workdir", tmp_path / f"sipp_uac_{len(made)}")
+            uac = SippUac(kamailio, callee, scenario=scenario, **kw)
+            made.append(uac)
+            uac.start()
+            return uac
 
-    def make(callee: str = "bob", scenario: str = "uac_call", **kw) -> SippUac:
-        kw.setdefault("workdir", tmp_path / f"sipp_uac_{len(made)}")
-        uac = SippUac(kamailio, callee, scenario=scenario, **kw)
-        made.append(uac)
-        uac.start()
-        return uac
-
-    try:
         yield make
-    finally:
-        for u in made:
-            u.stop()
-        if _failed(request):
-            for u in made:
-                print("\n===== sipp uac =====\n" + u.diagnostics()[-20000:])
 
 
 @pytest_asyncio.fixture
@@ -166,24 +167,16 @@ def baresip_factory(request, tmp_path, baresip_video):
     from .baresip import Baresip, baresip_available
 
     require(baresip_available())
-    made = []
+    with started_peers(request, "baresip") as made:
+        def make(proxy=None, **kw) -> Baresip:
+            kw.setdefault("workdir", tmp_path / f"baresip_{len(made)}")
+            kw.setdefault("video_file", baresip_video)
+            b = Baresip(proxy, **kw)
+            made.append(b)
+            b.start()
+            return b
 
-    def make(proxy=None, **kw) -> Baresip:
-        kw.setdefault("workdir", tmp_path / f"baresip_{len(made)}")
-        kw.setdefault("video_file", baresip_video)
-        b = Baresip(proxy, **kw)
-        made.append(b)
-        b.start()
-        return b
-
-    try:
         yield make
-    finally:
-        for b in made:
-            b.stop()
-        if _failed(request):
-            for b in made:
-                print("\n===== baresip =====\n" + b.diagnostics())
 
 
 @pytest.fixture
