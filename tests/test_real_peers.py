@@ -281,7 +281,7 @@ async def test_rtt_and_sender_reports_from_baresip(server: Server, rest: Rest, k
 async def test_jitter_buffer_delivers_baresips_media_over_a_lossy_reordering_path(
     server_with: Any, baresip_factory: Any
 ) -> None:
-    from .peers.netns import ImpairingSipRelay
+    from .peers.impair import ImpairingSipRelay
 
     bob = baresip_factory(None)
     relay = ImpairingSipRelay(("127.0.0.1", bob.sip_port), loss=0.01, delay_s=0.03, jitter_s=0.01).start()

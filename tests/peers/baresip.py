@@ -10,8 +10,7 @@ reports, and its own handling of hold re-INVITEs.
     bob.stop()
 
 Without a proxy (``proxy=None``) baresip does not register; callers dial
-``bob.direct_uri``.  ``netns`` runs it inside a network namespace
-(``ip netns exec``), listening on ``listen_ip`` there.
+``bob.direct_uri``.
 
 Headless: no sound card and no display.  The audio player is ``aubridge``
 (a device no source reads: decoded audio goes nowhere), the display
@@ -74,7 +73,7 @@ class Baresip:
                  audio_codecs: tuple[str, ...] = ("pcmu",), video: bool = True,
                  video_file: os.PathLike | str | None = None,
                  tone_hz: int = 440, workdir: os.PathLike | str, sip_port: int | None = None,
-                 listen_ip: str = LOOPBACK, net_interface: str = LOOPBACK, netns: str | None = None, regint: int = 600,
+                 listen_ip: str = LOOPBACK, net_interface: str = LOOPBACK, regint: int = 600,
                  extra_config: str = "", start_timeout: float = 15.0) -> None:
         self.proxy = proxy
         self.user = user
@@ -86,7 +85,6 @@ class Baresip:
         self.tone_hz = tone_hz
         self.workdir = Path(workdir)
         self.listen_ip = listen_ip
-        self.netns = netns
         self.net_interface = net_interface
         self.sip_port = sip_port or free_port(udp=True, tcp=True)
         self.rtp_first = free_udp_port_pair(16)
@@ -179,8 +177,6 @@ class Baresip:
         (self.workdir / "contacts").write_text("")
         # line-buffered stdout: the -s trace is read while baresip runs
         cmd = ["stdbuf", "-oL", "-eL", binary, "-4", "-f", str(self.workdir), "-s", "-v"]
-        if self.netns:
-            cmd = ["ip", "netns", "exec", self.netns, *cmd]
         self._log_fh = open(self.log_path, "wb")
         env = dict(os.environ, HOME=str(self.workdir))
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._log_fh, stderr=subprocess.STDOUT,

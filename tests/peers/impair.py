@@ -1,117 +1,18 @@
-"""A network namespace of the test's own, joined to the host by a veth pair,
-so a peer's packets cross a real (impairable) link instead of loopback.
-
-    with NetNs() as ns:                       # ip netns add sst<pid><n>; veth host <-> ns
-        ns.host_ip, ns.ns_ip                  # 10.231.x.1 (host side), 10.231.x.2 (inside)
-        ns.netem("loss 1% reorder 2% delay 30ms 10ms")   # on the ns side: ns -> host traffic
-        ns.run(["ip", "addr"])                # a command inside the namespace
-    # gone: the namespace and both veth ends
-
-Needs root (CAP_NET_ADMIN) and iproute2 (``ip``, ``tc``); nothing outside the
-namespace and the one host-side veth end is touched.
+"""A bad network for a real peer's RTP, on any kernel: this machine's kernel
+has no netem qdisc (``tc qdisc add ... netem`` answers "Specified qdisc kind
+is unknown", and there are no modules to load), so instead of impairing a
+link in a network namespace, a relay in front of the peer loses, delays and
+reorders what it sends us.
 """
 
 from __future__ import annotations
 
-import itertools
-import os
+import heapq
 import random
 import re
-import subprocess
-
-from .util import which_or_none
-
-_counter = itertools.count()
-
-
-class NetNsError(RuntimeError):
-    pass
-
-
-def netns_available() -> str | None:
-    """None when network namespaces and netem can be used here, else why not."""
-    if which_or_none("ip") is None or which_or_none("tc") is None:
-        return "iproute2 ('ip', 'tc') not installed"
-    if os.geteuid() != 0:
-        return "network namespaces need root"
-    return None
-
-
-def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
-    if check and result.returncode != 0:
-        raise NetNsError(f"ip {' '.join(args)}: {result.stderr.strip()}")
-    return result
-
-
-def _used_subnets() -> str:
-    return _ip("-4", "addr", check=False).stdout + _ip("-4", "route", check=False).stdout
-
-
-class NetNs:
-    def __init__(self) -> None:
-        n = next(_counter)
-        tag = f"{os.getpid() % 100000}{n}"
-        self.name = f"sst{tag}"
-        self.host_if = f"ssh{tag}"[:15]
-        self.ns_if = f"ssn{tag}"[:15]
-        used = _used_subnets()
-        for _ in range(100):
-            third = random.randint(1, 254)
-            if f"10.231.{third}." not in used:
-                break
-        else:
-            raise NetNsError("no free 10.231.x.0/30 subnet")
-        self.host_ip = f"10.231.{third}.1"
-        self.ns_ip = f"10.231.{third}.2"
-        self.started = False
-
-    def start(self) -> NetNs:
-        _ip("netns", "add", self.name)
-        self.started = True
-        try:
-            _ip("link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if)
-            _ip("link", "set", self.ns_if, "netns", self.name)
-            _ip("addr", "add", f"{self.host_ip}/30", "dev", self.host_if)
-            _ip("link", "set", self.host_if, "up")
-            self.run(["ip", "addr", "add", f"{self.ns_ip}/30", "dev", self.ns_if])
-            self.run(["ip", "link", "set", self.ns_if, "up"])
-            self.run(["ip", "link", "set", "lo", "up"])
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def run(self, cmd: list[str], check: bool = True) -> subprocess.CompletedProcess:
-        """``cmd`` inside the namespace."""
-        result = subprocess.run(["ip", "netns", "exec", self.name, *cmd], capture_output=True, text=True,
-                                timeout=30)
-        if check and result.returncode != 0:
-            raise NetNsError(f"in {self.name}: {' '.join(cmd)}: {result.stderr.strip()}")
-        return result
-
-    def netem(self, spec: str) -> None:
-        """A netem qdisc on the namespace's veth end: impairs what leaves the
-        namespace (a peer inside sending toward the host)."""
-        self.run(["tc", "qdisc", "replace", "dev", self.ns_if, "root", "netem", *spec.split()])
-
-    def qdisc_stats(self) -> str:
-        return self.run(["tc", "-s", "qdisc", "show", "dev", self.ns_if], check=False).stdout
-
-    def stop(self) -> None:
-        if not self.started:
-            return
-        self.started = False
-        # deleting the namespace destroys its veth end, and with it the host end
-        _ip("netns", "del", self.name, check=False)
-        if self.host_if in _ip("link", "show", check=False).stdout:
-            _ip("link", "del", self.host_if, check=False)
-
-    def __enter__(self) -> NetNs:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+import socket
+import threading
+import time
 
 
 class ImpairingSipRelay:
@@ -130,13 +31,10 @@ class ImpairingSipRelay:
 
     def __init__(self, target: tuple[str, int], *, loss: float = 0.01, delay_s: float = 0.03,
                  jitter_s: float = 0.01, seed: int = 7) -> None:
-        import socket as _socket
-
-        self._socket = _socket
         self.target = target
         self.loss, self.delay_s, self.jitter_s = loss, delay_s, jitter_s
         self.random = random.Random(seed)
-        self.sip = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+        self.sip = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sip.bind(("127.0.0.1", 0))
         self.port = self.sip.getsockname()[1]
         self.caller: tuple[str, int] | None = None
@@ -159,7 +57,7 @@ class ImpairingSipRelay:
             caller_port = int(m.group(2))
             ports = []
             for port in (caller_port, caller_port + 1):  # RTP, RTCP
-                sock = self._socket.socket(self._socket.AF_INET, self._socket.SOCK_DGRAM)
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 sock.bind(("127.0.0.1", 0))
                 self.media[sock] = ((addr, port), [])
                 ports.append(sock.getsockname()[1])
@@ -171,14 +69,12 @@ class ImpairingSipRelay:
         return head + sep + new
 
     def start(self) -> ImpairingSipRelay:
-        import threading
 
         self._thread = threading.Thread(target=self._run, name="impairing-relay", daemon=True)
         self._thread.start()
         return self
 
     def _send_later(self, sock: object, data: bytes, to: tuple[str, int]) -> None:
-        import heapq
         import time
 
         if self.random.random() < self.loss:
@@ -189,9 +85,7 @@ class ImpairingSipRelay:
         heapq.heappush(self._queue, (due, self._n, sock, data, to))
 
     def _run(self) -> None:
-        import heapq
         import select
-        import time
 
         while not self._stop:
             socks = [self.sip, *self.media]
