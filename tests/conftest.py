@@ -4,6 +4,7 @@ built-in loopback callee, and a small REST client."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import socket
 from collections.abc import AsyncIterator
@@ -39,14 +40,18 @@ def free_tcp_port() -> int:
         return int(sock.getsockname()[1])
 
 
-_media_base = [40000]
+# Media port ranges for test servers: 200 ports each, below the kernel's
+# ephemeral range (32768-60999 here) so no peer's random port lands in one.
+# The ranges cycle; a server lives for one test, so a range is free again
+# long before it comes back.
+MEDIA_PORTS_FIRST, MEDIA_PORTS_END, MEDIA_PORTS_EACH = 10000, 32600, 200
+_media_ranges = itertools.cycle(range(MEDIA_PORTS_FIRST, MEDIA_PORTS_END, MEDIA_PORTS_EACH))
 
 
 def media_range() -> tuple[int, int]:
-    """A distinct media port range per server so parallel servers never meet."""
-    base = _media_base[0]
-    _media_base[0] += 200
-    return base, base + 199
+    """A media port range no other server of the last ~110 uses."""
+    base = next(_media_ranges)
+    return base, base + MEDIA_PORTS_EACH - 1
 
 
 class Rest:
