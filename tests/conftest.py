@@ -7,7 +7,7 @@ import asyncio
 import itertools
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -97,6 +97,16 @@ class Rest:
             assert loop.time() - start < timeout, f"call {call_id} still listed after {timeout} s"
             await asyncio.sleep(0.1)
         assert loop.time() - start >= kept_s / 2, f"call {call_id} forgotten before call_keep_finished_s"
+
+
+async def wait_until(condition: Callable[[], Any], timeout: float = 10.0, what: str = "the condition",
+                     interval: float = 0.05) -> None:
+    """Poll ``condition()`` until it is true; fail naming ``what`` after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, f"not within {timeout} s: {what}"
+        await asyncio.sleep(interval)
 
 
 def make_settings(**overrides: Any) -> Settings:

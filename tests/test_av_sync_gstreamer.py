@@ -27,6 +27,7 @@ from .peers import avcheck
 from .peers.fixtures import *  # noqa: F401,F403  (kamailio, sipp fixtures, failure logs)
 from .peers.fixtures import require, started_peers
 from .peers.gstreamer import GstRtpSender, gstreamer_available
+from .peers.media import SOURCE_FPS, SOURCE_HEIGHT, SOURCE_WIDTH
 from .peers.sipp import sip_body
 from .test_peers_rtmp_smoke import require_ffmpeg
 from .test_recording import _finished_files, _recording_status
@@ -34,7 +35,7 @@ from .test_sip_kamailio import alice_call
 
 pytestmark = pytest.mark.peers
 
-WIDTH, HEIGHT, FPS = 352, 288, 25   # a size sipstream's placeholder generator never makes
+WIDTH, HEIGHT, FPS = SOURCE_WIDTH, SOURCE_HEIGHT, SOURCE_FPS  # never the placeholder generator's
 MEDIA_S = 40          # the MP4 outlasts the call: GStreamer plays it once
 PERIOD_S = 2.0        # one flash + beep every 2 s
 TONE_HZ = 1000.0

@@ -20,7 +20,7 @@ from sipstream.settings import SettingsError
 from sipstream.sip.call import CallStatus
 from sipstream.testing import LoopbackCallee
 
-from .conftest import Rest, free_tcp_port, loopback_call, make_settings
+from .conftest import Rest, free_tcp_port, loopback_call, make_settings, wait_until
 
 HOOK_LOG = "sipstream.api.hooks"
 PASSWORD = "s3cret-sip-pw"
@@ -115,14 +115,6 @@ async def start_server(**overrides: Any) -> Server:
     srv = Server(make_settings(**overrides))
     await srv.start()
     return srv
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition never became true")
-        await asyncio.sleep(0.05)
 
 
 async def run_call(rest: Rest, callee: LoopbackCallee, call_id: str, stream: str, **extra: Any) -> None:
@@ -232,7 +224,7 @@ async def test_a_hook_that_sleeps_does_not_delay_the_call_and_is_cut_by_the_time
             assert srv.hooks.sent == 0 and srv.hooks.failed == 0
             assert receiver.statuses("/apps/EchoApp/CallStatusEvent") == ["TRYING"]
             # The held POST is cut after rest_hook_timeout_s and the next event goes out.
-            await wait_for(lambda: srv.hooks is not None and srv.hooks.failed >= 1, timeout=15)
+            await wait_until(lambda: srv.hooks is not None and srv.hooks.failed >= 1, timeout=15)
             await receiver.wait_until(lambda: len(receiver.statuses("/apps/EchoApp/CallStatusEvent")) >= 2)
             second = receiver.statuses("/apps/EchoApp/CallStatusEvent")[1]
             assert second in ("RING", "ESTABLISHED"), second
@@ -256,7 +248,7 @@ async def test_a_dead_hook_is_logged_without_its_password_and_the_call_goes_on(
         async with aiohttp.ClientSession() as http:
             rest = Rest(srv.base_url, http)
             await run_call(rest, callee, "dead", "ds1", appKey="EchoApp", sipPassword=PASSWORD)
-        await wait_for(lambda: srv.hooks is not None and srv.hooks.failed >= 4)
+        await wait_until(lambda: srv.hooks is not None and srv.hooks.failed >= 4)
         assert srv.hooks.sent == 0
         warnings = [r.getMessage() for r in caplog.records if r.name == HOOK_LOG and r.levelno == logging.WARNING]
         # One warning per app per interval, naming the URL and the reason.
@@ -390,11 +382,11 @@ async def test_a_full_queue_drops_the_oldest_and_warns_once_per_burst(
         await receiver.wait_until(lambda: len(receiver.received) == 1)  # in flight, held
         for i in range(1, 21):
             gw.emit(call_event(f"C{i}", "TRYING"))
-        await wait_for(lambda: hooks.dropped + hooks.queued == 20)
+        await wait_until(lambda: hooks.dropped + hooks.queued == 20)
         assert hooks.queued == 5 and hooks.dropped == 15
         receiver.hold = lambda path, body: False
         receiver.release.set()
-        await wait_for(lambda: hooks.sent == 6)
+        await wait_until(lambda: hooks.sent == 6)
         # The newest five were kept, in order.
         assert [b["callId"] for _, b, _ in receiver.received] == ["C0", "C16", "C17", "C18", "C19", "C20"]
         messages = [r.getMessage() for r in caplog.records if r.name == HOOK_LOG]

@@ -21,7 +21,6 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -33,29 +32,19 @@ from sipstream._core import SessionDescription
 from sipstream.server import Server
 from sipstream.testing import LoopbackCallee
 
-from .conftest import Rest, loopback_call
+from .conftest import Rest, loopback_call, wait_until
 from .media_checks import assert_real_video, assert_tone, dominant_hz, real_frames_grow
 from .peers import avcheck
 from .peers.chromium import new_page
 from .peers.fixtures import *  # noqa: F401,F403  (kamailio, sipp, chromium fixtures, failure logs)
-from .peers.media import read_pcap, rtp_parse
+from .peers.media import SOURCE_HEIGHT, SOURCE_WIDTH, read_pcap, rtp_parse
 from .peers.util import free_port, sip_options_ping
 from .test_hooks import HookReceiver
 from .test_peers_rtmp_smoke import nginx_rtmp, nginx_rtmp_factory  # noqa: F401
+from .test_sip_kamailio import alice_call
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-WIDTH, HEIGHT, TONE_HZ = 352, 288, 440.0
-
-
-@pytest.fixture
-async def source() -> AsyncIterator[LoopbackCallee]:
-    """The loopback callee sending a 352x288 moving picture and a 440 Hz tone."""
-    c = LoopbackCallee(width=WIDTH, height=HEIGHT, loop_seconds=2.0)
-    await c.start()
-    try:
-        yield c
-    finally:
-        await c.stop()
+WIDTH, HEIGHT, TONE_HZ = SOURCE_WIDTH, SOURCE_HEIGHT, 440.0
 
 
 async def _established(rest: Rest, callee: LoopbackCallee, call_id: str, stream: str, **extra: Any) -> None:
@@ -63,25 +52,6 @@ async def _established(rest: Rest, callee: LoopbackCallee, call_id: str, stream:
     assert code == 200, body
     call = await rest.wait_status(call_id, {"ESTABLISHED", "FAILED", "FINISH", "BUSY"})
     assert call["status"] == "ESTABLISHED", call
-
-
-async def _until(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, f"not within {timeout} s: {what}"
-        await asyncio.sleep(interval)
-
-
-def _alice(kamailio: Any, call_id: str, stream: str, **extra: Any) -> dict[str, Any]:
-    body = {
-        "callId": call_id, "callee": "bob", "toStream": stream, "hasAudio": "true", "hasVideo": "true",
-        "sipLogin": "alice", "sipAuthenticationName": "alice", "sipPassword": "alice-secret",
-        "sipDomain": kamailio.domain, "sipOutboundProxy": kamailio.host, "sipPort": str(kamailio.port),
-        "sipRegisterRequired": "true", "appKey": "defaultApp",
-    }
-    body.update(extra)
-    return body
 
 
 # ------------------------------------------------------------ rest_auth_token
@@ -101,12 +71,12 @@ async def _wait_player(page: Any, predicate: Any, timeout: float) -> dict[str, A
 
 
 async def test_rest_auth_token_player_plays_with_the_token_and_requests_without_it_get_401(
-    server_with: Any, source: LoopbackCallee, chromium: Any
+    server_with: Any, callee: LoopbackCallee, chromium: Any
 ) -> None:
     token = "tok-" + secrets.token_hex(12)
     srv, _ = await server_with(rest_auth_token=token)
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
-        await _established(Rest(srv.base_url, http), source, "ta1", "tas1")
+        await _established(Rest(srv.base_url, http), callee, "ta1", "tas1")
 
     # Without the token (or with a wrong one) REST and WHEP answer 401; the page itself is public.
     async with aiohttp.ClientSession() as anon:
@@ -188,7 +158,7 @@ async def test_keyframe_request_to_a_far_end_without_rtcp_feedback_is_a_sip_info
         stream = server.gateway.streams["kfs1"]
         await real_frames_grow(stream, "video", count=5)
         stream.request_keyframe("test: a viewer joined")
-        await _until(lambda: any("media_control" in c for c, _ in callee.infos), 10, "an INFO keyframe request")
+        await wait_until(lambda: any("media_control" in c for c, _ in callee.infos), 10, "an INFO keyframe request")
         (content_type, body), = [(c, b) for c, b in callee.infos if "media_control" in c]
         assert content_type == "application/media_control+xml"
         root = ET.fromstring(body.strip())
@@ -201,19 +171,19 @@ async def test_keyframe_request_to_a_far_end_without_rtcp_feedback_is_a_sip_info
 
 # ------------------------------------------------------------ /stream/terminate
 async def test_stream_terminate_hangs_up_the_call_and_unpublishes_its_stream(
-    server: Server, rest: Rest, source: LoopbackCallee
+    server: Server, rest: Rest, callee: LoopbackCallee
 ) -> None:
-    await _established(rest, source, "st1", "sts1")
-    await _established(rest, source, "st2", "sts2")
+    await _established(rest, callee, "st1", "sts1")
+    await _established(rest, callee, "st2", "sts2")
     stream = server.gateway.streams["sts1"]
     await real_frames_grow(stream, "video", count=5)
     subscription = stream.subscribe("audio")
-    byes = source.received.count("BYE")
+    byes = callee.received.count("BYE")
 
     assert (await rest.post("/rest-api/stream/terminate", {"name": "sts1"}))[0] == 200
     call = await rest.wait_status("st1", {"FINISH", "FAILED"})
     assert call["status"] == "FINISH" and call["info"] == "Normal call clearing", call
-    await _until(lambda: source.received.count("BYE") == byes + 1, 5, "the BYE at the callee")
+    await wait_until(lambda: callee.received.count("BYE") == byes + 1, 5, "the BYE at the callee")
     code, streams = await rest.post("/rest-api/stream/find", {"name": "sts1"})
     assert code == 200 and streams[0]["status"] == "UNPUBLISHED", streams
     while await asyncio.wait_for(subscription.get(), 5) is not None:  # its subscribers see the end
@@ -230,12 +200,12 @@ async def test_stream_terminate_hangs_up_the_call_and_unpublishes_its_stream(
 
 # ------------------------------------------------------------------- sip_port
 async def test_sip_port_is_where_the_ua_listens_and_what_the_callee_sees(
-    server_with: Any, source: LoopbackCallee
+    server_with: Any, callee: LoopbackCallee
 ) -> None:
     port = free_port(udp=True, tcp=True)
     srv, rest = await server_with(sip_port=port)
-    await _established(rest, source, "sp1", "sps1")
-    invite = next(r for r in source.requests if r.method == "INVITE")
+    await _established(rest, callee, "sp1", "sps1")
+    invite = next(r for r in callee.requests if r.method == "INVITE")
     via = invite.header("Via") or ""
     assert re.match(rf"SIP/2\.0/UDP 127\.0\.0\.1:{port};", via), via
     assert f"@127.0.0.1:{port}" in (invite.header("Contact") or ""), invite.header("Contact")
@@ -265,13 +235,13 @@ class _Nat(asyncio.DatagramProtocol):
         self.forwarded += 1
 
 
-async def test_ip_is_advertised_in_sdp_while_ip_local_is_bound(server_with: Any, source: LoopbackCallee) -> None:
+async def test_ip_is_advertised_in_sdp_while_ip_local_is_bound(server_with: Any, callee: LoopbackCallee) -> None:
     advertised, local = "127.0.0.2", "127.0.0.1"
     srv, _ = await server_with(ip=advertised, ip_local=local)
     async with aiohttp.ClientSession() as http:
         rest = Rest(f"http://{local}:{srv.settings.http_port}", http)  # HTTP is bound to ip_local
-        await _established(rest, source, "il1", "ils1")
-        offer_text = next(r for r in source.requests if r.method == "INVITE").body.decode()
+        await _established(rest, callee, "il1", "ils1")
+        offer_text = next(r for r in callee.requests if r.method == "INVITE").body.decode()
         offer = SessionDescription.parse(offer_text)
         assert f"c=IN IP4 {advertised}" in offer_text and local not in offer_text, offer_text
         assert all((m.connection or offer.connection) == advertised for m in offer.media)
@@ -304,7 +274,7 @@ async def test_periodic_fir_request_sends_the_callee_a_pli_for_its_video_at_that
     bob = sipp_uas_factory("uas_answer")
     srv, rest = await server_with(periodic_fir_request=interval)
     video_ssrc = rtp_parse(read_pcap(rtp_pcaps[1])[0].payload).ssrc  # what sipp sends as bob's video
-    assert (await rest.post("/rest-api/call/startup", _alice(kamailio, "pf1", "pfs1")))[0] == 200
+    assert (await rest.post("/rest-api/call/startup", alice_call(kamailio, "pf1", "pfs1")))[0] == 200
     call = await rest.wait_status("pf1", {"ESTABLISHED", "FAILED", "FINISH"}, timeout=20)
     assert call["status"] == "ESTABLISHED", call
     await real_frames_grow(srv.gateway.streams["pfs1"], "video", count=10)
@@ -327,7 +297,7 @@ async def test_sip_transport_tcp_in_call_startup_carries_the_call_over_tcp(
     server: Server, rest: Rest, kamailio: Any, sipp_uas_factory: Any
 ) -> None:
     bob = sipp_uas_factory("uas_answer")
-    body = _alice(kamailio, "tc1", "tcs1", sipTransport="TCP")  # the proxy URI itself says nothing of TCP
+    body = alice_call(kamailio, "tc1", "tcs1", sipTransport="TCP")  # the proxy URI itself says nothing of TCP
     assert (await rest.post("/rest-api/call/startup", body))[0] == 200
     call = await rest.wait_status("tc1", {"ESTABLISHED", "FAILED", "FINISH"}, timeout=20)
     assert call["status"] == "ESTABLISHED", call
@@ -359,7 +329,7 @@ async def test_sip_password_is_never_logged_or_returned_on_a_call_that_authentic
 
         collector = asyncio.create_task(collect())
         bob = sipp_uas_factory("uas_answer")
-        answers = [await rest.post("/rest-api/call/startup", _alice(kamailio, "pw1", "pws1"))]
+        answers = [await rest.post("/rest-api/call/startup", alice_call(kamailio, "pw1", "pws1"))]
         call = await rest.wait_status("pw1", {"ESTABLISHED", "FAILED", "FINISH"}, timeout=20)
         assert call["status"] == "ESTABLISHED" and kamailio.registered("alice"), call  # it did authenticate
         for path, body in (("/rest-api/call/find", {"callId": "pw1"}), ("/rest-api/call/find_all", None),
@@ -409,9 +379,9 @@ def _rms_windows(path: Path, window_s: float = 0.25) -> tuple[np.ndarray, np.nda
 
 
 async def test_push_mute_silences_what_the_rtmp_server_gets_and_unmute_brings_the_tone_back(
-    server: Server, rest: Rest, source: LoopbackCallee, nginx_rtmp: Any
+    server: Server, rest: Rest, callee: LoopbackCallee, nginx_rtmp: Any
 ) -> None:
-    await _established(rest, source, "pm1", "pms1")
+    await _established(rest, callee, "pm1", "pms1")
     code, relay = await rest.post("/rest-api/push/startup", {"streamName": "pms1", "rtmpUrl": nginx_rtmp.url})
     assert code == 200, relay
     msid = relay["mediaSessionId"]
@@ -448,9 +418,9 @@ async def test_push_mute_silences_what_the_rtmp_server_gets_and_unmute_brings_th
 
 # ---------------------------------------------------- rtmpTransponderFullUrl
 async def test_rtmp_transponder_full_url_publishes_at_exactly_rtmp_url(
-    server: Server, rest: Rest, source: LoopbackCallee, nginx_rtmp: Any
+    server: Server, rest: Rest, callee: LoopbackCallee, nginx_rtmp: Any
 ) -> None:
-    await _established(rest, source, "fu1", "fus1")
+    await _established(rest, callee, "fu1", "fus1")
     target = nginx_rtmp.stream_url("exactly_here")
     code, relay = await rest.post("/rest-api/push/startup", {"streamName": "fus1", "rtmpUrl": target,
                                                              "rtmpTransponderFullUrl": "true"})

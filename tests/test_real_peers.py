@@ -19,7 +19,7 @@ from sipstream._core import h264_sps_resolution
 from sipstream.media.stream import MediaFrame, Stream
 from sipstream.server import Server
 
-from .conftest import Rest
+from .conftest import Rest, wait_until
 from .media_checks import dominant_hz, real_pcm
 from .peers import avcheck
 from .peers.baresip import FPS, HEIGHT, WIDTH
@@ -87,15 +87,6 @@ def assert_real_video(frames: list[MediaFrame]) -> None:
     assert FPS * 0.6 <= fps <= FPS * 1.2, f"video at {fps:.1f} fps from baresip's {FPS}"
 
 
-async def wait_for(pred: Any, timeout: float, what: str) -> None:
-    """Poll ``pred()`` until true; fail with ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.1)
-
-
 def sdp_directions(message: str) -> list[str]:
     return re.findall(r"^a=(sendrecv|sendonly|recvonly|inactive)\s*$", message, re.M)
 
@@ -111,21 +102,21 @@ async def test_hold_and_unhold_reinvite_baresip_and_its_media_resumes(
 
     assert (await rest.post("/rest-api/call/hold", {"callId": "rp-h1"}))[0] == 200
     await rest.wait_status("rp-h1", {"HOLD"})
-    await wait_for(lambda: len(baresip.received_requests("INVITE")) == 2, 10, "baresip got the hold re-INVITE")
+    await wait_until(lambda: len(baresip.received_requests("INVITE")) == 2, 10, "baresip got the hold re-INVITE")
     hold = baresip.received_requests("INVITE")[1]
     assert set(sdp_directions(hold)) == {"sendonly"}, hold
-    await wait_for(lambda: len([m for m in baresip.sent_responses("INVITE") if m.startswith("SIP/2.0 200")]) >= 2,
+    await wait_until(lambda: len([m for m in baresip.sent_responses("INVITE") if m.startswith("SIP/2.0 200")]) >= 2,
                    10, "baresip answered the hold re-INVITE")
     answers = [m for m in baresip.sent_responses("INVITE") if m.startswith("SIP/2.0 200")]
     assert set(sdp_directions(answers[1])) <= {"recvonly", "inactive"}, answers[1]
     # on hold baresip stops sending: the generator's silence takes over
     generated = stream.generated["audio"]
-    await wait_for(lambda: stream.generated["audio"] >= generated + 25, 15, "baresip's audio paused on hold")
+    await wait_until(lambda: stream.generated["audio"] >= generated + 25, 15, "baresip's audio paused on hold")
 
     assert (await rest.post("/rest-api/call/unhold", {"callId": "rp-h1"}))[0] == 200
     await rest.wait_status("rp-h1", {"ESTABLISHED"})
     resumed = time.monotonic()
-    await wait_for(lambda: len(baresip.received_requests("INVITE")) == 3, 10, "baresip got the resume re-INVITE")
+    await wait_until(lambda: len(baresip.received_requests("INVITE")) == 3, 10, "baresip got the resume re-INVITE")
     assert set(sdp_directions(baresip.received_requests("INVITE")[2])) == {"sendrecv"}
     # baresip's own media again, after the resume
     assert_real_video(await real_frames(stream, "video", 2 * FPS, timeout=20, after=resumed))
@@ -134,7 +125,7 @@ async def test_hold_and_unhold_reinvite_baresip_and_its_media_resumes(
 
     assert (await rest.post("/rest-api/call/terminate", {"callId": "rp-h1"}))[0] == 200
     await rest.wait_status("rp-h1", {"FINISH"})
-    await wait_for(lambda: baresip.received_requests("BYE"), 10, "our BYE reached baresip")
+    await wait_until(lambda: baresip.received_requests("BYE"), 10, "our BYE reached baresip")
     seen = status_log.statuses("rp-h1")
     assert seen[seen.index("ESTABLISHED"):] == ["ESTABLISHED", "HOLD", "ESTABLISHED", "FINISH"], seen
 
@@ -223,7 +214,7 @@ async def test_two_calls_share_one_registration_and_unregister_reaches_kamailio_
 
         assert (await rest.post("/rest-api/call/terminate", {"callId": "rp-r1"}))[0] == 200
         await rest.wait_status("rp-r1", {"FINISH"})
-        await wait_for(lambda: bob.received_requests("BYE"), 10, "the first call's BYE reached baresip")
+        await wait_until(lambda: bob.received_requests("BYE"), 10, "the first call's BYE reached baresip")
         ended = time.monotonic()
         # The defect would show as an un-REGISTER right after the first call:
         # give it far longer than the real one takes after the last call (below).
@@ -235,7 +226,7 @@ async def test_two_calls_share_one_registration_and_unregister_reaches_kamailio_
         assert (await rest.post("/rest-api/call/terminate", {"callId": "rp-r2"}))[0] == 200
         await rest.wait_status("rp-r2", {"FINISH"})
         ended = time.monotonic()
-        await wait_for(lambda: len(alice_registers(kamailio)) == 2, 10, "un-REGISTER after the last call")
+        await wait_until(lambda: len(alice_registers(kamailio)) == 2, 10, "un-REGISTER after the last call")
         took = time.monotonic() - ended
         assert alice_registers(kamailio) == ["3600", "0"]
         # ~0.1 s here: the 5 s window after the first call has a wide margin
@@ -264,7 +255,7 @@ async def test_rtt_and_sender_reports_from_baresip(server: Server, rest: Rest, k
                 and audio.get("rtt_ms") is not None)
 
     # baresip sends an SR about every 5 s per stream and answers our SRs in its RRs
-    await wait_for(reported, 30, "SRs on both tracks and an RTT from baresip's RR echo")
+    await wait_until(reported, 30, "SRs on both tracks and an RTT from baresip's RR echo")
     print("STATS", stats)
     code, found = await rest.find_call("rp-t1")
     assert code == 200

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sipstream.server import Server
 
-from .conftest import Rest, make_settings
+from .conftest import Rest, make_settings, wait_until
 from .media_checks import real_frames_grow
 from .peers.fixtures import *  # noqa: F401,F403  (kamailio, sipp fixtures, failure logs)
 from .peers.sipp import sip_header
@@ -50,15 +50,6 @@ async def hook_statuses(hooks: HookReceiver, call_id: str, final: set[str]) -> l
     """The call's statuses as its CallStatusEvent hooks reported them, once the last is final."""
     await hooks.wait_until(lambda: bool(set(hooks.statuses(CALL_HOOK, value=call_id)[-1:]) & final))
     return hooks.statuses(CALL_HOOK, value=call_id)
-
-
-async def wait_until(condition: Any, timeout: float = 10.0) -> None:
-    """Poll ``condition()`` until it holds, or fail after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 def in_order(seen: list[str], expected: list[str]) -> bool:

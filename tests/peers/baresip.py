@@ -26,10 +26,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from .media import SOURCE_FPS, SOURCE_HEIGHT, SOURCE_WIDTH
 from .util import LOOPBACK, free_port, free_udp_port_pair, terminate_process, wait_until, which_or_none
 
 DOMAIN = "sipstream.test"
-WIDTH, HEIGHT, FPS = 352, 288, 25
+WIDTH, HEIGHT, FPS = SOURCE_WIDTH, SOURCE_HEIGHT, SOURCE_FPS
 
 # baresip's names for the codecs of an account's audio_codecs= parameter
 AUDIO_CODECS = {"pcmu": "PCMU/8000/1", "pcma": "PCMA/8000/1", "opus": "opus/48000/2"}
