@@ -87,6 +87,15 @@ class Rest:
             await asyncio.sleep(0.1)
         raise AssertionError(f"call {call_id} never reached {statuses}; last seen {seen}")
 
+    async def start_call(self, body: dict[str, Any], timeout: float = 15.0) -> dict[str, Any]:
+        """POST /call/startup with ``body`` and wait until the call is
+        ESTABLISHED (failing at once if it ends instead); the Call object."""
+        code, answer = await self.post("/rest-api/call/startup", body)
+        assert code == 200, answer
+        call = await self.wait_status(body["callId"], {"ESTABLISHED", "FAILED", "FINISH", "BUSY"}, timeout)
+        assert call["status"] == "ESTABLISHED", call
+        return call
+
     async def wait_gone(self, call_id: str, kept_s: float, timeout: float = 20.0) -> None:
         """Poll /call/find until the ended call is gone (404): not before about
         ``kept_s`` (``call_keep_finished_s``; half of it as margin, since the

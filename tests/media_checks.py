@@ -48,7 +48,8 @@ async def sample_video(stream: Any, seconds: float = 2.0, timeout: float = 15.0)
     sub = stream.subscribe("video")
     decoder = av.CodecContext.create("h264", "r")
     real = generated = 0
-    first_pts = last_pts = None
+    first_pts = None
+    span = 0.0  # seconds of media time from the first real keyframe
     size = (0, 0)
     pictures: list[np.ndarray] = []
     loop = asyncio.get_running_loop()
@@ -63,20 +64,19 @@ async def sample_video(stream: Any, seconds: float = 2.0, timeout: float = 15.0)
             if first_pts is None and not frame.keyframe:
                 continue
             first_pts = frame.pts if first_pts is None else first_pts
-            last_pts = frame.pts
+            span = (frame.pts - first_pts) / frame.clock_rate
             real += 1
             for picture in decoder.decode(av.Packet(frame.data)):
                 size = (picture.width, picture.height)
                 if len(pictures) < 50:
                     pictures.append(picture.to_ndarray(format="gray"))
-            if (last_pts - first_pts) / frame.clock_rate >= seconds:
+            if span >= seconds:
                 break
     except TimeoutError:
         raise AssertionError(f"stream {stream.name}: {real} real video frames in {timeout} s "
                              f"({generated} generated)") from None
     finally:
         sub.close()
-    span = (last_pts - first_pts) / 90000
     moving = len(pictures) > 1 and any(
         float(np.abs(a.astype(np.int16) - b).mean()) > 0.5 for a, b in zip(pictures, pictures[1:], strict=False))
     return VideoSample(real, generated, (real - 1) / span if span else 0.0, size, moving)
@@ -122,6 +122,28 @@ async def assert_tone(stream: Any, hz: float = 440.0, seconds: float = 1.0, time
     found = dominant_hz(samples, chunks[0].sample_rate)
     assert abs(found - hz) < 5, f"tone at {found:.1f} Hz, expected {hz}"
     return str(chunks[0].codec)
+
+
+async def real_frames(stream: Any, kind: str, count: int, timeout: float = 15.0) -> list[Any]:
+    """The next ``count`` real (not generated) ``kind`` frames of ``stream``
+    (MediaFrames), within ``timeout`` seconds."""
+    sub = stream.subscribe(kind)
+    frames: list[Any] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    try:
+        while len(frames) < count:
+            try:
+                frame = await asyncio.wait_for(sub.get(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                missing = f"{stream.name}: {len(frames)}/{count} real {kind} frames in {timeout} s"
+                raise AssertionError(missing) from None
+            assert frame is not None, f"{stream.name} ended after {len(frames)}/{count} real {kind} frames"
+            if not frame.generated:
+                frames.append(frame)
+    finally:
+        sub.close()
+    return frames
 
 
 async def real_frames_grow(stream: Any, kind: str = "video", count: int = SOURCE_FPS, timeout: float = 15.0) -> None:

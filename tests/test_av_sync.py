@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 from sipstream.testing import LoopbackCallee
 
+from .conftest import loopback_call
 from .peers import avcheck
 from .peers.media import SOURCE_HEIGHT, SOURCE_WIDTH
 from .test_peers_rtmp_smoke import require_ffmpeg
-from .test_recording import _call, _finished_files, _recording_status
+from .test_recording import _finished_files, _recording_status
 
 VIDEO_DELAY_MS = 150
 
@@ -31,7 +32,7 @@ async def test_sender_reports_put_late_video_back_in_sync(server_with: Any, tmp_
     await callee.start()
     try:
         server, rest = await server_with(sip_record_stream=True, record_dir=str(tmp_path))
-        await _call(rest, callee, "av1", "avs1")
+        await rest.start_call(loopback_call(callee, "av1", "avs1"))
         recording = await _recording_status(server, "avs1", {"RECORDING"})
         await asyncio.sleep(9)
         stats = (await rest.find_call("av1"))[1][0]["stats"]

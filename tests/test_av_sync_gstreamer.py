@@ -16,12 +16,12 @@ The sync is judged on the pairs after that, where the video clock runs at 1/25 s
 from __future__ import annotations
 
 import asyncio
-import re
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sipstream._core import SessionDescription
 
 from .peers import avcheck
 from .peers.fixtures import *  # noqa: F401,F403  (kamailio, sipp fixtures, failure logs)
@@ -73,17 +73,9 @@ def gst_sender_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
 
 def offered_media(invite: str) -> dict[str, tuple[str, int, dict[str, int]]]:
     """kind -> (address, RTP port, {codec name: payload type}) of the SDP offer in an INVITE."""
-    body = sip_body(invite)
-    session_c = re.search(r"^c=IN IP4 (\S+)", body, flags=re.M)
-    out: dict[str, tuple[str, int, dict[str, int]]] = {}
-    for section in re.split(r"^(?=m=)", body, flags=re.M)[1:]:
-        m = re.match(r"m=(\w+) (\d+) ", section)
-        assert m, section
-        c = re.search(r"^c=IN IP4 (\S+)", section, flags=re.M) or session_c
-        assert c, f"no connection address for {m.group(1)} in the offer:\n{body}"
-        codecs = {name: int(pt) for pt, name in re.findall(r"^a=rtpmap:(\d+) ([\w-]+)/", section, flags=re.M)}
-        out[m.group(1)] = (c.group(1), int(m.group(2)), codecs)
-    return out
+    offer = SessionDescription.parse(sip_body(invite))
+    return {m.kind: (m.connection or offer.connection, m.port, {c.name: c.payload_type for c in m.codecs})
+            for m in offer.media}
 
 
 async def wait_invite(bob: Any, timeout: float = 20.0) -> str:

@@ -14,8 +14,7 @@ from .conftest import Rest, loopback_call
 
 
 async def _established(rest: Rest, callee: LoopbackCallee, call_id: str) -> None:
-    assert (await rest.post("/rest-api/call/startup", loopback_call(callee, call_id, call_id + "-s")))[0] == 200
-    await rest.wait_status(call_id, {"ESTABLISHED"})
+    await rest.start_call(loopback_call(callee, call_id, call_id + "-s"))
 
 
 async def test_hold_and_unhold_send_reinvites_and_change_status(rest: Rest, callee: LoopbackCallee) -> None:

@@ -18,9 +18,10 @@ from sipstream.testing import LoopbackCallee
 
 from .conftest import Rest
 from .media_checks import assert_real_video, assert_tone
-from .peers.fixtures import require_kamailio
-from .peers.kamailio import Kamailio, register
-from .peers.util import free_port
+from .peers.fixtures import kamailio_sha256  # noqa: F401  (fixture)
+from .peers.kamailio import Kamailio, digest_fields, register
+from .peers.media import SOURCE_FPS, SOURCE_HEIGHT, SOURCE_WIDTH
+from .test_sip_kamailio import alice_call
 
 REALM = "auth.test"
 PASSWORD = "s3cret"
@@ -113,25 +114,10 @@ async def test_digest_register_and_invite_with_stale_nonce_retry(rest: Rest, alg
 
 # ------------------------------------------------- Kamailio, qop=auth + SHA-256
 @pytest.fixture
-def kamailio_sha256(request: Any, tmp_path: Any) -> Any:
-    """Kamailio challenging with qop="auth" and algorithm=SHA-256, logging the credentials it gets."""
-    require_kamailio()
-    k = Kamailio(port=free_port(), workdir=tmp_path / "kamailio-sha256", qop="auth", algorithm="SHA-256")
-    k.start()
-    try:
-        yield k
-    finally:
-        k.stop()
-        rep = getattr(request.node, "rep_call", None)
-        if rep is None or rep.failed:
-            print("\n===== kamailio (qop=auth, SHA-256) log =====\n" + k.log_text()[-20000:])
-
-
-@pytest.fixture
 async def bob(kamailio_sha256: Kamailio) -> Any:
     """The loopback callee registered at Kamailio as bob (sipp knows only MD5,
     so the REGISTER is the test's own, answered with hashlib)."""
-    callee = LoopbackCallee(width=352, height=288, loop_seconds=2.0)
+    callee = LoopbackCallee(width=SOURCE_WIDTH, height=SOURCE_HEIGHT, fps=SOURCE_FPS, loop_seconds=2.0)
     await callee.start()
     try:
         await asyncio.to_thread(register, kamailio_sha256, "bob", callee.port)
@@ -140,28 +126,16 @@ async def bob(kamailio_sha256: Kamailio) -> Any:
         await callee.stop()
 
 
-def _alice(kamailio: Kamailio, call_id: str, stream: str, **extra: Any) -> dict[str, Any]:
-    body = {"callId": call_id, "callee": "bob", "toStream": stream, "sipLogin": "alice",
-            "sipAuthenticationName": "alice", "sipPassword": "alice-secret", "sipDomain": kamailio.domain,
-            "sipOutboundProxy": kamailio.host, "sipPort": str(kamailio.port), "sipRegisterRequired": "true"}
-    body.update(extra)
-    return body
-
-
-def _fields(credentials: str) -> dict[str, str]:
-    return {k: v1 or v2 for k, v1, v2 in re.findall(r'(\w+)=(?:"([^"]*)"|([^\s,]+))', credentials)}
-
-
 async def test_register_and_invite_authenticate_with_qop_auth_and_sha256_at_kamailio(
     server: Server, rest: Rest, kamailio_sha256: Kamailio, bob: LoopbackCallee
 ) -> None:
-    assert (await rest.post("/rest-api/call/startup", _alice(kamailio_sha256, "q1", "qs1")))[0] == 200
+    assert (await rest.post("/rest-api/call/startup", alice_call(kamailio_sha256, "q1", "qs1")))[0] == 200
     call = await rest.wait_status("q1", {"ESTABLISHED", "FAILED", "FINISH"}, timeout=20)
     assert call["status"] == "ESTABLISHED" and call["sipStatus"] == 200, call
     assert kamailio_sha256.registered("alice")
     # What Kamailio received from us: SHA-256 digests with qop=auth, a nonce count and a client nonce.
     for method in ("REGISTER", "INVITE"):
-        sent = [_fields(c) for c in kamailio_sha256.credentials(method) if 'username="alice"' in c]
+        sent = [digest_fields(c) for c in kamailio_sha256.credentials(method) if 'username="alice"' in c]
         assert sent, f"no {method} credentials from alice in kamailio's log"
         for f in sent:
             assert f["algorithm"] == "SHA-256" and f["qop"] == "auth", f
@@ -169,7 +143,7 @@ async def test_register_and_invite_authenticate_with_qop_auth_and_sha256_at_kama
             assert re.fullmatch(r"[0-9a-f]{64}", f["response"]), f  # a SHA-256 digest, not MD5's 32
     # And the call carries bob's media, not the generator's placeholders.
     stream = server.gateway.streams["qs1"]
-    await assert_real_video(stream, size=(352, 288))
+    await assert_real_video(stream)
     await assert_tone(stream, 440.0)
     assert (await rest.post("/rest-api/call/terminate", {"callId": "q1"}))[0] == 200
     await rest.wait_status("q1", {"FINISH"})
@@ -179,13 +153,13 @@ async def test_register_and_invite_authenticate_with_qop_auth_and_sha256_at_kama
 async def test_wrong_password_fails_with_authentication_failed_at_sha256_kamailio(
     server: Server, rest: Rest, kamailio_sha256: Kamailio, bob: LoopbackCallee, register_first: str
 ) -> None:
-    body = _alice(kamailio_sha256, "q2", "qs2", sipPassword="not-the-secret", sipRegisterRequired=register_first)
+    body = alice_call(kamailio_sha256, "q2", "qs2", sipPassword="not-the-secret", sipRegisterRequired=register_first)
     assert (await rest.post("/rest-api/call/startup", body))[0] == 200
     call = await rest.wait_status("q2", {"FAILED", "FINISH", "ESTABLISHED"}, timeout=20)
     assert call["status"] == "FAILED" and call["info"] == "Authentication failed", call
     assert call["sipStatus"] in (401, 407)
     method = "REGISTER" if register_first == "true" else "INVITE"
     # We did answer the SHA-256 challenge (with the wrong secret), once.
-    sent = [_fields(c) for c in kamailio_sha256.credentials(method) if 'username="alice"' in c]
+    sent = [digest_fields(c) for c in kamailio_sha256.credentials(method) if 'username="alice"' in c]
     assert len(sent) == 1 and sent[0]["algorithm"] == "SHA-256" and sent[0]["qop"] == "auth", sent
     assert "INVITE" not in bob.received

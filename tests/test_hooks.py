@@ -119,9 +119,7 @@ async def start_server(**overrides: Any) -> Server:
 
 async def run_call(rest: Rest, callee: LoopbackCallee, call_id: str, stream: str, **extra: Any) -> None:
     """Place a call to the loopback callee, wait for ESTABLISHED, hang up, wait for FINISH."""
-    code, body = await rest.post("/rest-api/call/startup", loopback_call(callee, call_id, stream, **extra))
-    assert code == 200, body
-    await rest.wait_status(call_id, {"ESTABLISHED"})
+    await rest.start_call(loopback_call(callee, call_id, stream, **extra))
     assert (await rest.post("/rest-api/call/terminate", {"callId": call_id}))[0] == 200
     await rest.wait_status(call_id, {"FINISH"})
 

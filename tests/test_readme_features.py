@@ -35,23 +35,17 @@ from sipstream.testing import LoopbackCallee
 from .conftest import Rest, loopback_call, wait_until
 from .media_checks import assert_real_video, assert_tone, dominant_hz, real_frames_grow
 from .peers import avcheck
-from .peers.chromium import new_page
+from .peers.chromium import new_page, track_tone
 from .peers.fixtures import *  # noqa: F401,F403  (kamailio, sipp, chromium fixtures, failure logs)
 from .peers.media import SOURCE_HEIGHT, SOURCE_WIDTH, read_pcap, rtp_parse
 from .peers.util import free_port, sip_options_ping
 from .test_hooks import HookReceiver
 from .test_peers_rtmp_smoke import nginx_rtmp, nginx_rtmp_factory  # noqa: F401
+from .test_rtmp_relay import _relay_status
 from .test_sip_kamailio import alice_call
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 WIDTH, HEIGHT, TONE_HZ = SOURCE_WIDTH, SOURCE_HEIGHT, 440.0
-
-
-async def _established(rest: Rest, callee: LoopbackCallee, call_id: str, stream: str, **extra: Any) -> None:
-    code, body = await rest.post("/rest-api/call/startup", loopback_call(callee, call_id, stream, **extra))
-    assert code == 200, body
-    call = await rest.wait_status(call_id, {"ESTABLISHED", "FAILED", "FINISH", "BUSY"})
-    assert call["status"] == "ESTABLISHED", call
 
 
 # ------------------------------------------------------------ rest_auth_token
@@ -76,7 +70,7 @@ async def test_rest_auth_token_player_plays_with_the_token_and_requests_without_
     token = "tok-" + secrets.token_hex(12)
     srv, _ = await server_with(rest_auth_token=token)
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
-        await _established(Rest(srv.base_url, http), callee, "ta1", "tas1")
+        await Rest(srv.base_url, http).start_call(loopback_call(callee, "ta1", "tas1"))
 
     # Without the token (or with a wrong one) REST and WHEP answer 401; the page itself is public.
     async with aiohttp.ClientSession() as anon:
@@ -107,7 +101,7 @@ async def test_rest_auth_token_player_plays_with_the_token_and_requests_without_
     first = await _wait_player(page, lambda s: s.get("framesDecoded", 0) > 0 and s.get("audioSamplesReceived", 0) > 0,
                                30)
     t0 = time.monotonic()
-    rms, hz = await page.evaluate(PLAYER_TONE_JS)  # about 1 s of what the page's audio track carries
+    rms, hz = await track_tone(page, "#video")  # about 1 s of what the player's audio track carries
     later = await _wait_player(page, lambda s: time.monotonic() - t0 >= 3.0, 30)
     elapsed = time.monotonic() - t0
     assert later["streamStatus"] == "PUBLISHING" and later.get("error") is None, later
@@ -116,24 +110,6 @@ async def test_rest_auth_token_player_plays_with_the_token_and_requests_without_
     assert rms > 0.02 and abs(hz - TONE_HZ) < 15, (rms, hz)  # the tone, not the generator's silence
     assert len(srv.whep.sessions) == 1
     await page.close()
-
-
-# Headless Chromium has no audio output, so totalAudioEnergy stays 0; WebAudio
-# still reads a remote track (it must be attached to a media element, as in the player).
-PLAYER_TONE_JS = """async () => {
-  const track = document.getElementById('video').srcObject.getAudioTracks()[0];
-  const ctx = new AudioContext(); await ctx.resume();
-  const analyser = ctx.createAnalyser(); analyser.fftSize = 8192;
-  ctx.createMediaStreamSource(new MediaStream([track])).connect(analyser);
-  await new Promise(r => setTimeout(r, 1000));
-  const wave = new Float32Array(analyser.fftSize); analyser.getFloatTimeDomainData(wave);
-  const spectrum = new Float32Array(analyser.frequencyBinCount); analyser.getFloatFrequencyData(spectrum);
-  let energy = 0; for (const x of wave) energy += x * x;
-  let peak = 1; for (let i = 1; i < spectrum.length; i++) if (spectrum[i] > spectrum[peak]) peak = i;
-  const out = [Math.sqrt(energy / wave.length), peak * ctx.sampleRate / analyser.fftSize];
-  await ctx.close();
-  return out;
-}"""
 
 
 # --------------------------------------------------- SIP INFO keyframe request
@@ -152,7 +128,7 @@ async def test_keyframe_request_to_a_far_end_without_rtcp_feedback_is_a_sip_info
     callee = NoFeedbackCallee(width=WIDTH, height=HEIGHT, loop_seconds=2.0)
     await callee.start()
     try:
-        await _established(rest, callee, "kf1", "kfs1")
+        await rest.start_call(loopback_call(callee, "kf1", "kfs1"))
         answer = callee.requests[0].body.decode()  # our offer listed feedback; the answer did not
         assert "a=rtcp-fb" in answer
         stream = server.gateway.streams["kfs1"]
@@ -173,8 +149,8 @@ async def test_keyframe_request_to_a_far_end_without_rtcp_feedback_is_a_sip_info
 async def test_stream_terminate_hangs_up_the_call_and_unpublishes_its_stream(
     server: Server, rest: Rest, callee: LoopbackCallee
 ) -> None:
-    await _established(rest, callee, "st1", "sts1")
-    await _established(rest, callee, "st2", "sts2")
+    await rest.start_call(loopback_call(callee, "st1", "sts1"))
+    await rest.start_call(loopback_call(callee, "st2", "sts2"))
     stream = server.gateway.streams["sts1"]
     await real_frames_grow(stream, "video", count=5)
     subscription = stream.subscribe("audio")
@@ -204,7 +180,7 @@ async def test_sip_port_is_where_the_ua_listens_and_what_the_callee_sees(
 ) -> None:
     port = free_port(udp=True, tcp=True)
     srv, rest = await server_with(sip_port=port)
-    await _established(rest, callee, "sp1", "sps1")
+    await rest.start_call(loopback_call(callee, "sp1", "sps1"))
     invite = next(r for r in callee.requests if r.method == "INVITE")
     via = invite.header("Via") or ""
     assert re.match(rf"SIP/2\.0/UDP 127\.0\.0\.1:{port};", via), via
@@ -240,7 +216,7 @@ async def test_ip_is_advertised_in_sdp_while_ip_local_is_bound(server_with: Any,
     srv, _ = await server_with(ip=advertised, ip_local=local)
     async with aiohttp.ClientSession() as http:
         rest = Rest(f"http://{local}:{srv.settings.http_port}", http)  # HTTP is bound to ip_local
-        await _established(rest, callee, "il1", "ils1")
+        await rest.start_call(loopback_call(callee, "il1", "ils1"))
         offer_text = next(r for r in callee.requests if r.method == "INVITE").body.decode()
         offer = SessionDescription.parse(offer_text)
         assert f"c=IN IP4 {advertised}" in offer_text and local not in offer_text, offer_text
@@ -357,19 +333,6 @@ async def test_sip_password_is_never_logged_or_returned_on_a_call_that_authentic
 
 
 # ------------------------------------------------------------- RTMP push mute
-async def _relay_publishing(rest: Rest, msid: str, timeout: float = 20) -> None:
-    last = None
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        code, relays = await rest.post("/rest-api/push/find_all")
-        last = [r for r in relays if r["mediaSessionId"] == msid] if code == 200 else relays
-        if last and last[0]["status"] == "PUBLISHING":
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"relay {msid} never PUBLISHING: {last}")
-
-
 def _rms_windows(path: Path, window_s: float = 0.25) -> tuple[np.ndarray, np.ndarray, int]:
     """(RMS of each ``window_s`` of the recording's audio, the samples, the rate)."""
     _, x, rate = avcheck.audio_samples(path)
@@ -381,11 +344,11 @@ def _rms_windows(path: Path, window_s: float = 0.25) -> tuple[np.ndarray, np.nda
 async def test_push_mute_silences_what_the_rtmp_server_gets_and_unmute_brings_the_tone_back(
     server: Server, rest: Rest, callee: LoopbackCallee, nginx_rtmp: Any
 ) -> None:
-    await _established(rest, callee, "pm1", "pms1")
+    await rest.start_call(loopback_call(callee, "pm1", "pms1"))
     code, relay = await rest.post("/rest-api/push/startup", {"streamName": "pms1", "rtmpUrl": nginx_rtmp.url})
     assert code == 200, relay
     msid = relay["mediaSessionId"]
-    await _relay_publishing(rest, msid)
+    await _relay_status(rest, relay["streamName"], {"PUBLISHING"}, 20)
     # Three phases of about 3 s each: tone, muted, tone again.
     await asyncio.sleep(3)
     assert (await rest.post("/rest-api/push/mute", {"mediaSessionId": msid}))[0] == 200
@@ -420,12 +383,12 @@ async def test_push_mute_silences_what_the_rtmp_server_gets_and_unmute_brings_th
 async def test_rtmp_transponder_full_url_publishes_at_exactly_rtmp_url(
     server: Server, rest: Rest, callee: LoopbackCallee, nginx_rtmp: Any
 ) -> None:
-    await _established(rest, callee, "fu1", "fus1")
+    await rest.start_call(loopback_call(callee, "fu1", "fus1"))
     target = nginx_rtmp.stream_url("exactly_here")
     code, relay = await rest.post("/rest-api/push/startup", {"streamName": "fus1", "rtmpUrl": target,
                                                              "rtmpTransponderFullUrl": "true"})
     assert code == 200, relay
-    await _relay_publishing(rest, relay["mediaSessionId"])
+    await _relay_status(rest, relay["streamName"], {"PUBLISHING"}, 20)
     path = await asyncio.to_thread(nginx_rtmp.wait_recording, "exactly_here", 15, 100_000)
     assert path is not None, nginx_rtmp.log_text()[-3000:]
     assert (await rest.post("/rest-api/push/terminate", {"mediaSessionId": relay["mediaSessionId"]}))[0] == 200

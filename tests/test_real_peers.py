@@ -15,76 +15,25 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sipstream._core import h264_sps_resolution
-from sipstream.media.stream import MediaFrame, Stream
+from sipstream.media.stream import Stream
 from sipstream.server import Server
 
 from .conftest import Rest, wait_until
-from .media_checks import dominant_hz, real_pcm
+from .media_checks import assert_real_video, dominant_hz, real_frames, real_pcm
 from .peers import avcheck
 from .peers.baresip import FPS, HEIGHT, WIDTH
 from .peers.fixtures import *  # noqa: F401,F403  (kamailio, baresip fixtures, failure logs)
-from .peers.media import split_annexb
 from .test_peers_rtmp_smoke import require_ffmpeg
 from .test_sip_kamailio import StatusLog, alice_call, status_log  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.peers
 
 
-async def start_call(rest: Rest, body: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
-    code, answer = await rest.post("/rest-api/call/startup", body)
-    assert code == 200, answer
-    return await rest.wait_status(body["callId"], {"ESTABLISHED"}, timeout=timeout)
-
-
-async def real_frames(stream: Stream, kind: str, count: int, timeout: float,
-                      after: float = 0.0) -> list[MediaFrame]:
-    """``count`` frames of ``kind`` that the far end sent (not generated),
-    completed after ``after`` (time.monotonic()), within ``timeout`` seconds."""
-    sub = stream.subscribe(kind)
-    frames: list[MediaFrame] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while len(frames) < count:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"{stream.name}: {len(frames)}/{count} real {kind} frames in {timeout} s")
-            try:
-                frame = await asyncio.wait_for(sub.get(), left)
-            except asyncio.TimeoutError:
-                continue
-            if frame is None:
-                raise AssertionError(f"{stream.name} ended after {len(frames)}/{count} real {kind} frames")
-            if not frame.generated and frame.arrival >= after:
-                frames.append(frame)
-    finally:
-        sub.close()
-    return frames
-
-
-def picture_sizes(frames: list[MediaFrame]) -> set[tuple[int, int]]:
-    """The sizes in the SPS of the keyframes among ``frames``."""
-    sizes = set()
-    for frame in frames:
-        for nal in split_annexb(frame.data):
-            if nal and nal[0] & 0x1F == 7:
-                size = h264_sps_resolution(nal)
-                if size is not None:
-                    sizes.add(size)
-    return sizes
-
-
-def frame_rate(frames: list[MediaFrame]) -> float:
-    """Frames per second of media time (RTP timestamps), first to last."""
-    span = (frames[-1].pts - frames[0].pts) / frames[0].clock_rate
-    return (len(frames) - 1) / span if span > 0 else 0.0
-
-
-def assert_real_video(frames: list[MediaFrame]) -> None:
-    assert all(f.codec == "H264" for f in frames), {f.codec for f in frames}
-    assert picture_sizes(frames) == {(WIDTH, HEIGHT)}, picture_sizes(frames)
-    fps = frame_rate(frames)
-    assert FPS * 0.6 <= fps <= FPS * 1.2, f"video at {fps:.1f} fps from baresip's {FPS}"
+async def assert_baresip_video(stream: Stream, **kw: Any) -> None:
+    """The stream's video is baresip's own (media_checks.assert_real_video:
+    its size, moving, at least 15 fps) and H.264 at no more than its rate."""
+    sample = await assert_real_video(stream, **kw)
+    assert stream.video_codec == "H264" and sample.fps <= FPS * 1.2, (stream.video_codec, sample)
 
 
 def sdp_directions(message: str) -> list[str]:
@@ -95,9 +44,9 @@ def sdp_directions(message: str) -> list[str]:
 async def test_hold_and_unhold_reinvite_baresip_and_its_media_resumes(
     server: Server, rest: Rest, kamailio: Any, baresip: Any, status_log: StatusLog
 ) -> None:
-    await start_call(rest, alice_call(kamailio, "rp-h1", "rp-hs1"))
+    await rest.start_call(alice_call(kamailio, "rp-h1", "rp-hs1"), timeout=30)
     stream = server.gateway.streams["rp-hs1"]
-    assert_real_video(await real_frames(stream, "video", 2 * FPS, timeout=20))
+    await assert_baresip_video(stream, timeout=20)
     assert len(baresip.received_requests("INVITE")) == 1
 
     assert (await rest.post("/rest-api/call/hold", {"callId": "rp-h1"}))[0] == 200
@@ -115,12 +64,11 @@ async def test_hold_and_unhold_reinvite_baresip_and_its_media_resumes(
 
     assert (await rest.post("/rest-api/call/unhold", {"callId": "rp-h1"}))[0] == 200
     await rest.wait_status("rp-h1", {"ESTABLISHED"})
-    resumed = time.monotonic()
     await wait_until(lambda: len(baresip.received_requests("INVITE")) == 3, 10, "baresip got the resume re-INVITE")
     assert set(sdp_directions(baresip.received_requests("INVITE")[2])) == {"sendrecv"}
     # baresip's own media again, after the resume
-    assert_real_video(await real_frames(stream, "video", 2 * FPS, timeout=20, after=resumed))
-    audio = await real_frames(stream, "audio", 50, timeout=20, after=resumed)
+    await assert_baresip_video(stream, timeout=20)
+    audio = await real_frames(stream, "audio", 50, timeout=20)
     assert {f.codec for f in audio} == {"PCMU"}
 
     assert (await rest.post("/rest-api/call/terminate", {"callId": "rp-h1"}))[0] == 200
@@ -139,7 +87,7 @@ async def test_opus_and_pcma_from_baresip_are_received_decoded_and_recorded(
     bob = baresip_factory(kamailio, audio_codecs=(codec,), tone_hz=tone_hz)
     server, rest = await server_with(sip_record_stream=True, record_dir=str(tmp_path / "records"))
     call_id, name = f"rp-c-{codec}", f"rp-cs-{codec}"
-    await start_call(rest, alice_call(kamailio, call_id, name))
+    await rest.start_call(alice_call(kamailio, call_id, name), timeout=30)
     stream = server.gateway.streams[name]
     expected = {"pcma": "PCMA", "opus": "opus"}[codec]
 
@@ -151,7 +99,7 @@ async def test_opus_and_pcma_from_baresip_are_received_decoded_and_recorded(
     samples = np.concatenate([c.samples for c in chunks])
     assert np.abs(samples).max() > 1000, "a tone, not silence"
     assert abs(dominant_hz(samples, rate) - tone_hz) < 5
-    assert_real_video(await real_frames(stream, "video", FPS, timeout=20))
+    await assert_baresip_video(stream, timeout=20)
 
     recording = stream.recording
     assert recording is not None
@@ -174,77 +122,43 @@ async def test_opus_and_pcma_from_baresip_are_received_decoded_and_recorded(
 
 
 # --------------------------------------------- REGISTER shared, un-REGISTER
-def kamailio_logging_expires(workdir: Path) -> Any:
-    """A Kamailio whose registrar also logs each accepted REGISTER's Expires
-    (the test config, with that one log line extended)."""
-    from .peers.kamailio import CFG_PATH, Kamailio
-    from .peers.util import free_port
-
-    line = 'xlog("L_INFO", "REGISTERED $tu contact $ct\\n");'
-    cfg = CFG_PATH.read_text()
-    assert line in cfg, "kamailio.cfg's REGISTERED log line changed"
-    workdir.mkdir(parents=True)
-    derived = workdir / "kamailio-expires.cfg"
-    derived.write_text(cfg.replace(line, 'xlog("L_INFO", "REGISTERED $tu contact $ct expires <$hdr(Expires)>\\n");'))
-    return Kamailio(port=free_port(), workdir=workdir, cfg=derived)
-
-
-def alice_registers(kamailio: Any) -> list[str]:
-    """The Expires of each REGISTER of alice that Kamailio accepted, in order."""
-    return re.findall(r"REGISTERED sip:alice@\S+ contact .* expires <([^>]*)>", kamailio.log_text())
-
-
 async def test_two_calls_share_one_registration_and_unregister_reaches_kamailio_after_the_last(
-    server: Server, rest: Rest, baresip_factory: Any, tmp_path: Path
+    server: Server, rest: Rest, kamailio: Any, baresip_factory: Any
 ) -> None:
-    from .peers.fixtures import require_kamailio
+    bob = baresip_factory(kamailio)  # stopped before kamailio (fixture order)
+    for n in (1, 2):
+        await rest.start_call(alice_call(kamailio, f"rp-r{n}", f"rp-rs{n}"), timeout=30)
+    for n in (1, 2):
+        await assert_baresip_video(server.gateway.streams[f"rp-rs{n}"], timeout=20)
+    assert len(bob.received_requests("INVITE")) == 2
+    assert kamailio.registrations("alice") == ["3600"]  # the second call used the first one's registration
 
-    require_kamailio()
-    kamailio = kamailio_logging_expires(tmp_path / "kamailio-expires")
-    kamailio.start()
-    bob = None
-    try:
-        bob = baresip_factory(kamailio)
-        for n in (1, 2):
-            await start_call(rest, alice_call(kamailio, f"rp-r{n}", f"rp-rs{n}"))
-        for n in (1, 2):
-            assert_real_video(await real_frames(server.gateway.streams[f"rp-rs{n}"], "video", FPS, timeout=20))
-        assert len(bob.received_requests("INVITE")) == 2
-        assert alice_registers(kamailio) == ["3600"]  # the second call used the first one's registration
+    assert (await rest.post("/rest-api/call/terminate", {"callId": "rp-r1"}))[0] == 200
+    await rest.wait_status("rp-r1", {"FINISH"})
+    await wait_until(lambda: bob.received_requests("BYE"), 10, "the first call's BYE reached baresip")
+    ended = time.monotonic()
+    # The defect would show as an un-REGISTER right after the first call:
+    # give it far longer than the real one takes after the last call (below).
+    while time.monotonic() - ended < 5:
+        assert kamailio.registrations("alice") == ["3600"], "un-REGISTER while a call still uses the registration"
+        await asyncio.sleep(0.1)
+    await assert_baresip_video(server.gateway.streams["rp-rs2"], timeout=20)  # the second call goes on
 
-        assert (await rest.post("/rest-api/call/terminate", {"callId": "rp-r1"}))[0] == 200
-        await rest.wait_status("rp-r1", {"FINISH"})
-        await wait_until(lambda: bob.received_requests("BYE"), 10, "the first call's BYE reached baresip")
-        ended = time.monotonic()
-        # The defect would show as an un-REGISTER right after the first call:
-        # give it far longer than the real one takes after the last call (below).
-        while time.monotonic() - ended < 5:
-            assert alice_registers(kamailio) == ["3600"], "un-REGISTER while a call still uses the registration"
-            await asyncio.sleep(0.1)
-        assert_real_video(await real_frames(server.gateway.streams["rp-rs2"], "video", FPS, timeout=20))
-
-        assert (await rest.post("/rest-api/call/terminate", {"callId": "rp-r2"}))[0] == 200
-        await rest.wait_status("rp-r2", {"FINISH"})
-        ended = time.monotonic()
-        await wait_until(lambda: len(alice_registers(kamailio)) == 2, 10, "un-REGISTER after the last call")
-        took = time.monotonic() - ended
-        assert alice_registers(kamailio) == ["3600", "0"]
-        # ~0.1 s here: the 5 s window after the first call has a wide margin
-        print(f"un-REGISTER reached Kamailio {took * 1000:.0f} ms after the last call's FINISH")
-    except BaseException:
-        print("\n===== kamailio (Expires logged) =====\n" + kamailio.log_text()[-20000:])
-        raise
-    finally:
-        if bob is not None:
-            bob.stop()  # before its registrar goes away
-        kamailio.stop()
+    assert (await rest.post("/rest-api/call/terminate", {"callId": "rp-r2"}))[0] == 200
+    await rest.wait_status("rp-r2", {"FINISH"})
+    ended = time.monotonic()
+    await wait_until(lambda: len(kamailio.registrations("alice")) == 2, 10, "un-REGISTER after the last call")
+    took = time.monotonic() - ended
+    assert kamailio.registrations("alice") == ["3600", "0"]
+    # ~0.1 s here: the 5 s window after the first call has a wide margin
+    print(f"un-REGISTER reached Kamailio {took * 1000:.0f} ms after the last call's FINISH")
 
 
 # ----------------------------------------------------------- RTCP: SRs, RTT
 async def test_rtt_and_sender_reports_from_baresip(server: Server, rest: Rest, kamailio: Any, baresip: Any) -> None:
-    await start_call(rest, alice_call(kamailio, "rp-t1", "rp-ts1"))
+    await rest.start_call(alice_call(kamailio, "rp-t1", "rp-ts1"), timeout=30)
     stream = server.gateway.streams["rp-ts1"]
-    assert_real_video(await real_frames(stream, "video", FPS, timeout=20))
+    await assert_baresip_video(stream, timeout=20)
     stats: dict[str, Any] = {}
 
     def reported() -> bool:
@@ -282,11 +196,10 @@ async def test_jitter_buffer_delivers_baresips_media_over_a_lossy_reordering_pat
             "callId": "rp-j1", "callee": "bob", "toStream": "rp-js1", "hasAudio": "true", "hasVideo": "true",
             "sipLogin": "alice", "sipDomain": "127.0.0.1", "sipPort": str(relay.port), "sipRegisterRequired": "false",
         }
-        await start_call(rest, body)
+        await rest.start_call(body, timeout=30)
         stream = server.gateway.streams["rp-js1"]
-        video = await real_frames(stream, "video", 4 * FPS, timeout=40)
-        assert picture_sizes(video) == {(WIDTH, HEIGHT)}
-        assert frame_rate(video) >= FPS * 0.5, f"{frame_rate(video):.1f} fps through the impaired path"
+        # baresip's picture, at half its rate at least through the impaired path
+        await assert_real_video(stream, min_fps=FPS * 0.5, seconds=4.0, timeout=40)
         audio = await real_frames(stream, "audio", 150, timeout=30)
         # the jitter buffer hands frames on in order although packets overtook each other
         pts = [f.pts for f in audio]

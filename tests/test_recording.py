@@ -32,12 +32,6 @@ from .test_peers_rtmp_smoke import require_ffmpeg
 pytestmark = pytest.mark.peers
 
 
-async def _call(rest: Rest, callee: LoopbackCallee, call_id: str, stream: str, **extra: Any) -> None:
-    code, body = await rest.post("/rest-api/call/startup", loopback_call(callee, call_id, stream, **extra))
-    assert code == 200, body
-    await rest.wait_status(call_id, {"ESTABLISHED"})
-
-
 async def _stream(rest: Rest, name: str) -> dict[str, Any]:
     code, streams = await rest.post("/rest-api/stream/find", {"name": name})
     assert code == 200, streams
@@ -115,7 +109,7 @@ async def test_sip_record_stream_records_the_call_to_an_mp4_that_plays(
 ) -> None:
     require_ffmpeg()
     server, rest = await server_with(sip_record_stream=True, record_dir=str(tmp_path))
-    await _call(rest, callee, "rec1", "recs1")
+    await rest.start_call(loopback_call(callee, "rec1", "recs1"))
     recording = await _recording_status(server, "recs1", {"RECORDING"})
     started = time.monotonic()
     stream = await _stream(rest, "recs1")
@@ -146,7 +140,7 @@ async def test_pcma_and_opus_calls_are_recorded(server_with: Any, callee: Loopba
     require_ffmpeg()
     server, rest = await server_with(sip_record_stream=True, record_dir=str(tmp_path), codecs=codecs,
                                      record_audio_codec="opus" if keep_opus else "aac")
-    await _call(rest, callee, "rec2", "recs2")
+    await rest.start_call(loopback_call(callee, "rec2", "recs2"))
     stream = await _stream(rest, "recs2")
     assert stream["audioCodec"] in ("PCMA", "opus")
     recording = await _recording_status(server, "recs2", {"RECORDING"})
@@ -163,7 +157,7 @@ async def test_audio_only_call_is_recorded_with_a_generated_black_picture(
 ) -> None:
     require_ffmpeg()
     server, rest = await server_with(sip_record_stream=True, record_dir=str(tmp_path))
-    await _call(rest, callee, "rec3", "recs3", hasVideo="false")
+    await rest.start_call(loopback_call(callee, "rec3", "recs3", hasVideo="false"))
     recording = await _recording_status(server, "recs3", {"RECORDING"})
     started = time.monotonic()
     await asyncio.sleep(4)
@@ -186,7 +180,7 @@ async def test_recorder_rest_on_demand_with_template_rotation_and_hook(
     hook.chmod(hook.stat().st_mode | stat.S_IXUSR)
     records = tmp_path / "records"
     server, rest = await server_with(record_dir=str(records), on_record_hook_script=str(hook))
-    await _call(rest, callee, "rec4", "recs4")
+    await rest.start_call(loopback_call(callee, "rec4", "recs4"))
     stream = await _stream(rest, "recs4")
     assert stream["record"] is False
     # contract errors first
@@ -232,7 +226,7 @@ async def test_startup_on_a_recording_stream_restarts_it(server_with: Any, calle
                                                          tmp_path: Path) -> None:
     require_ffmpeg()
     server, rest = await server_with(record_dir=str(tmp_path))
-    await _call(rest, callee, "rec5", "recs5")
+    await rest.start_call(loopback_call(callee, "rec5", "recs5"))
     assert (await rest.post("/rest-api/recorder/startup", {"streamName": "recs5",
                                                            "config": {"fileTemplate": "first"}}))[0] == 200
     first = await _recording_status(server, "recs5", {"RECORDING"})
@@ -255,7 +249,7 @@ async def test_unwritable_record_dir_fails_the_recording_not_the_call(
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     server, rest = await server_with(sip_record_stream=True, record_dir=str(blocker / "records"))
-    await _call(rest, callee, "rec6", "recs6")
+    await rest.start_call(loopback_call(callee, "rec6", "recs6"))
     recording = await _recording_status(server, "recs6", {"FAILED"})
     assert "records" in recording.info and "Not a directory" in recording.info, recording.info
     frames = (await _stream(rest, "recs6"))["stats"]["videoFrames"]
@@ -268,7 +262,7 @@ async def test_unwritable_record_dir_fails_the_recording_not_the_call(
 async def test_snapshot_is_a_png_of_the_stream(server: Server, rest: Rest, callee: LoopbackCallee) -> None:
     assert (await rest.post("/rest-api/stream/snapshot", {"streamName": "nope"}))[0] == 404
     assert (await rest.post("/rest-api/stream/snapshot", {}))[0] == 400
-    await _call(rest, callee, "rec7", "recs7")
+    await rest.start_call(loopback_call(callee, "rec7", "recs7"))
     await asyncio.sleep(1)
     code, body = await rest.post("/rest-api/stream/snapshot", {"streamName": "recs7"})
     assert code == 200, body
@@ -336,7 +330,7 @@ async def test_recording_keeps_audio_and_video_in_sync(server_with: Any, tmp_pat
     await callee.start()
     try:
         server, rest = await server_with(sip_record_stream=True, record_dir=str(tmp_path))
-        await _call(rest, callee, "rec8", "recs8")
+        await rest.start_call(loopback_call(callee, "rec8", "recs8"))
         recording = await _recording_status(server, "recs8", {"RECORDING"})
         await asyncio.sleep(14)
         await rest.post("/rest-api/call/terminate", {"callId": "rec8"})
@@ -352,7 +346,7 @@ async def test_recording_keeps_audio_and_video_in_sync(server_with: Any, tmp_pat
 async def test_rotation_by_size(server_with: Any, callee: LoopbackCallee, tmp_path: Path) -> None:
     require_ffmpeg()
     server, rest = await server_with(sip_record_stream=True, record_dir=str(tmp_path), record_rotation="64K")
-    await _call(rest, callee, "rec9", "recs9")
+    await rest.start_call(loopback_call(callee, "rec9", "recs9"))
     recording = await _recording_status(server, "recs9", {"RECORDING"})
     await asyncio.sleep(6)
     await rest.post("/rest-api/call/terminate", {"callId": "rec9"})
@@ -368,7 +362,7 @@ async def test_rotation_by_size(server_with: Any, callee: LoopbackCallee, tmp_pa
 async def test_finished_recordings_are_forgotten(server_with: Any, callee: LoopbackCallee, tmp_path: Path) -> None:
     """A server recording every call must not keep every recording it ever made."""
     server, rest = await server_with(sip_record_stream=True, record_dir=str(tmp_path))
-    await _call(rest, callee, "rec10", "recs10")
+    await rest.start_call(loopback_call(callee, "rec10", "recs10"))
     recording = await _recording_status(server, "recs10", {"RECORDING"})
     assert list(server.gateway.recorders.recordings.values()) == [recording]
     await asyncio.sleep(1)

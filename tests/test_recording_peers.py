@@ -20,13 +20,14 @@ import av
 import pytest
 from sipstream.testing import LoopbackCallee
 
+from .conftest import loopback_call
 from .peers import avcheck
 from .peers.fixtures import *  # noqa: F401,F403  (kamailio, sipp fixtures, failure logs)
 from .peers.fixtures import require
 from .peers.media import SOURCE_HEIGHT, SOURCE_WIDTH
 from .peers.sipp import flash_beep_media
 from .test_peers_rtmp_smoke import require_ffmpeg
-from .test_recording import _call, _finished_files, _recording_status, _stream
+from .test_recording import _finished_files, _recording_status, _stream
 from .test_sip_kamailio import alice_call
 
 pytestmark = pytest.mark.peers
@@ -173,7 +174,7 @@ async def test_disk_full_fails_the_recording_and_the_call_goes_on(
 ) -> None:
     require_ffmpeg()
     server, rest = await server_with(sip_record_stream=True, record_dir=str(small_tmpfs))
-    await _call(rest, callee, "df1", "recdf1")
+    await rest.start_call(loopback_call(callee, "df1", "recdf1"))
     await _recording_status(server, "recdf1", {"RECORDING"})
     started = time.monotonic()
     recording = await _recording_status(server, "recdf1", {"FAILED", "STOPPED"}, timeout=40)

@@ -22,11 +22,6 @@ from .test_peers_rtmp_smoke import nginx_rtmp, nginx_rtmp_factory, require_ffmpe
 pytestmark = pytest.mark.peers
 
 
-async def _established(rest: Rest, callee: LoopbackCallee, call_id: str, stream: str, **extra: Any) -> None:
-    assert (await rest.post("/rest-api/call/startup", loopback_call(callee, call_id, stream, **extra)))[0] == 200
-    await rest.wait_status(call_id, {"ESTABLISHED"})
-
-
 async def _relay_status(rest: Rest, name: str, statuses: set[str], timeout: float = 15) -> dict[str, Any]:
     last = None
     for _ in range(int(timeout / 0.1)):
@@ -43,7 +38,7 @@ async def test_relayed_call_records_h264_and_aac_in_sync(
     server: Server, rest: Rest, callee: LoopbackCallee, nginx_rtmp: Any
 ) -> None:
     require_ffmpeg()
-    await _established(rest, callee, "r1", "rs1")
+    await rest.start_call(loopback_call(callee, "r1", "rs1"))
     code, relay = await rest.post("/rest-api/push/startup", {"streamName": "rs1", "rtmpUrl": nginx_rtmp.url})
     assert code == 200
     assert relay["streamName"] == "rtmp_rs1" and relay["rtmpUrl"] == nginx_rtmp.url
@@ -68,7 +63,7 @@ async def test_relayed_call_records_h264_and_aac_in_sync(
 
 
 async def test_push_contract_errors(server: Server, rest: Rest, callee: LoopbackCallee, nginx_rtmp: Any) -> None:
-    await _established(rest, callee, "r2", "rs2")
+    await rest.start_call(loopback_call(callee, "r2", "rs2"))
     code, body = await rest.post("/rest-api/push/startup", {"streamName": "rs2"})
     assert code == 400 and "rtmpUrl" in body["error"]
     code, body = await rest.post("/rest-api/push/startup", {"streamName": "rs2", "rtmpUrl": "http://x/live"})
@@ -91,7 +86,7 @@ async def test_refusing_server_is_reported_and_the_call_goes_on(
     server: Server, rest: Rest, callee: LoopbackCallee, nginx_rtmp_factory: Any
 ) -> None:
     refusing = nginx_rtmp_factory(allow_publish=False)
-    await _established(rest, callee, "r3", "rs3")
+    await rest.start_call(loopback_call(callee, "r3", "rs3"))
     await rest.post("/rest-api/push/startup", {"streamName": "rs3", "rtmpUrl": refusing.url})
     relay = await _relay_status(rest, "rtmp_rs3", {"RECONNECTING", "FAILED"}, timeout=20)
     assert relay["info"]
@@ -102,7 +97,7 @@ async def test_refusing_server_is_reported_and_the_call_goes_on(
 async def test_relay_survives_an_rtmp_server_restart(
     server: Server, rest: Rest, callee: LoopbackCallee, nginx_rtmp: Any
 ) -> None:
-    await _established(rest, callee, "r4", "rs4")
+    await rest.start_call(loopback_call(callee, "r4", "rs4"))
     await rest.post("/rest-api/push/startup", {"streamName": "rs4", "rtmpUrl": nginx_rtmp.url})
     await _relay_status(rest, "rtmp_rs4", {"PUBLISHING"})
     await asyncio.sleep(2)
@@ -116,7 +111,7 @@ async def test_relay_survives_an_rtmp_server_restart(
 async def test_sip_as_rtmp_pushes_the_call_and_reports_its_status(
     server: Server, rest: Rest, callee: LoopbackCallee, nginx_rtmp: Any
 ) -> None:
-    await _established(rest, callee, "r5", "rs5", rtmpUrl=nginx_rtmp.url, rtmpStream="direct5")
+    await rest.start_call(loopback_call(callee, "r5", "rs5", rtmpUrl=nginx_rtmp.url, rtmpStream="direct5"))
     for _ in range(100):
         call = (await rest.find_call("r5"))[1][0]
         if call["rtmpStreamStatus"] == "PUBLISHING":
@@ -134,7 +129,7 @@ async def test_audio_only_call_is_relayed_with_a_generated_video_track(
     server: Server, rest: Rest, callee: LoopbackCallee, nginx_rtmp: Any
 ) -> None:
     require_ffmpeg()
-    await _established(rest, callee, "r6", "rs6", hasVideo="false")
+    await rest.start_call(loopback_call(callee, "r6", "rs6", hasVideo="false"))
     await rest.post("/rest-api/push/startup", {"streamName": "rs6", "rtmpUrl": nginx_rtmp.url})
     await _relay_status(rest, "rtmp_rs6", {"PUBLISHING"})
     await asyncio.sleep(4)
@@ -155,7 +150,7 @@ async def test_relay_keeps_audio_and_video_in_sync(server_with: Any, nginx_rtmp:
     await callee.start()
     try:
         _, rest = await server_with()
-        await _established(rest, callee, "r7", "rs7")
+        await rest.start_call(loopback_call(callee, "r7", "rs7"))
         await rest.post("/rest-api/push/startup", {"streamName": "rs7", "rtmpUrl": nginx_rtmp.url})
         await _relay_status(rest, "rtmp_rs7", {"PUBLISHING"})
         await asyncio.sleep(60)
@@ -201,7 +196,7 @@ async def test_video_call_without_audio_is_relayed_with_generated_silence(
     callee = LoopbackCallee(width=SOURCE_WIDTH, height=SOURCE_HEIGHT, loop_seconds=2, send_audio=False)
     await callee.start()
     try:
-        await _established(rest, callee, "r9", "rs9")
+        await rest.start_call(loopback_call(callee, "r9", "rs9"))
         await rest.post("/rest-api/push/startup", {"streamName": "rs9", "rtmpUrl": nginx_rtmp.url})
         await _relay_status(rest, "rtmp_rs9", {"PUBLISHING"})
         await asyncio.sleep(4)

@@ -21,13 +21,8 @@ def _chromium() -> None:
     require_chromium()
 
 
-async def _established(rest: Rest, callee: LoopbackCallee, call_id: str, stream: str) -> None:
-    assert (await rest.post("/rest-api/call/startup", loopback_call(callee, call_id, stream)))[0] == 200
-    await rest.wait_status(call_id, {"ESTABLISHED"})
-
-
 async def test_chromium_plays_h264_and_pcmu_over_whep(server: Server, rest: Rest, callee: LoopbackCallee) -> None:
-    await _established(rest, callee, "w1", "ws1")
+    await rest.start_call(loopback_call(callee, "w1", "ws1"))
     # Keyframe requests are throttled to one per second; let the first one pass.
     await asyncio.sleep(server.settings.keyframe_request_interval_ms / 1000 + 0.2)
     requests_before = callee.keyframe_requests
@@ -50,7 +45,7 @@ async def test_chromium_plays_h264_and_pcmu_over_whep(server: Server, rest: Rest
 async def test_viewer_joining_mid_call_gets_a_picture_within_a_keyframe_interval(
     server: Server, rest: Rest, callee: LoopbackCallee
 ) -> None:
-    await _established(rest, callee, "w2", "ws2")
+    await rest.start_call(loopback_call(callee, "w2", "ws2"))
     await asyncio.sleep(3.3)  # well inside a GOP of the callee's loop
     async with launch_chromium() as ctx:
         stats = await whep_play(server.base_url + "/health", server.base_url + "/whep/ws2", seconds=6,
@@ -62,7 +57,7 @@ async def test_viewer_joining_mid_call_gets_a_picture_within_a_keyframe_interval
 
 
 async def test_player_page_plays_and_shows_stream_status(server: Server, rest: Rest, callee: LoopbackCallee) -> None:
-    await _established(rest, callee, "w3", "ws3")
+    await rest.start_call(loopback_call(callee, "w3", "ws3"))
     # The generator's 1 frame a second could not reach this count in the time
     # given: only the far end's 25 fps can.
     frames = 4 * SOURCE_FPS
@@ -74,7 +69,7 @@ async def test_player_page_plays_and_shows_stream_status(server: Server, rest: R
 
 
 async def test_viewers_are_released_when_the_call_ends(server: Server, rest: Rest, callee: LoopbackCallee) -> None:
-    await _established(rest, callee, "w4", "ws4")
+    await rest.start_call(loopback_call(callee, "w4", "ws4"))
     async with launch_chromium() as ctx:
         stats = await whep_play(server.base_url + "/health", server.base_url + "/whep/ws4", seconds=15,
                                 context=ctx, teardown=False, measure_s=1.0)

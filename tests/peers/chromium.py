@@ -96,16 +96,40 @@ async def new_page(context) -> Any:
     return page
 
 
+# Web Audio on a received audio track: its level and its strongest frequency.
+# (Headless Chromium plays no audio out, so the stats' totalAudioEnergy stays 0.)
+TONE_JS = r"""
+function toneAnalyser(track) {
+  const ac = new AudioContext();
+  const analyser = ac.createAnalyser();
+  analyser.fftSize = 8192;
+  ac.createMediaStreamSource(new MediaStream([track])).connect(analyser);
+  ac.resume().catch(() => {});
+  return analyser;
+}
+function readTone(analyser) {  // [RMS (full scale 1.0), peak frequency in Hz]
+  const wave = new Float32Array(analyser.fftSize);
+  analyser.getFloatTimeDomainData(wave);
+  const spectrum = new Float32Array(analyser.frequencyBinCount);
+  analyser.getFloatFrequencyData(spectrum);
+  let peak = 1;
+  for (let i = 2; i < spectrum.length; i++) if (spectrum[i] > spectrum[peak]) peak = i;
+  return [Math.sqrt(wave.reduce((a, x) => a + x * x, 0) / wave.length),
+          peak * analyser.context.sampleRate / analyser.fftSize];
+}
+"""
+
 WHEP_JS = r"""
 async ({whepUrl, seconds, waitForMedia, measureS, iceWaitMs, teardown}) => {
+""" + TONE_JS + r"""
   const out = {framesDecoded: 0, framesReceived: 0, frameWidth: 0, frameHeight: 0,
                audioSamplesReceived: 0, audioPacketsReceived: 0, videoPacketsReceived: 0,
                connectionState: 'new', iceConnectionState: 'new',
                whepStatus: 0, location: null, error: null, videoCodec: null, audioCodec: null,
                keyFramesDecoded: 0, framesDropped: 0, freezeCount: 0, totalFreezesDuration: 0,
-               pliCount: 0, firCount: 0, nackCount: 0, videoPacketsLost: 0, audioEnergy: 0,
-               fps: 0, audioEnergyPerS: 0, measuredS: 0, audioRms: 0, audioPeakHz: 0};
-  let mark = null;  // {t, frames, energy} when media was first seen
+               pliCount: 0, firCount: 0, nackCount: 0, videoPacketsLost: 0,
+               fps: 0, measuredS: 0, audioRms: 0, audioPeakHz: 0};
+  let mark = null;  // {t, frames} when media was first seen
   let pc;
   try {
     pc = new RTCPeerConnection();
@@ -118,13 +142,7 @@ async ({whepUrl, seconds, waitForMedia, measureS, iceWaitMs, teardown}) => {
     let analyser = null;  // Web Audio on the received audio: its level and pitch
     pc.ontrack = (e) => {
       ms.addTrack(e.track); video.srcObject = ms; video.play().catch(() => {});
-      if (e.track.kind === 'audio') {
-        const ac = new AudioContext();
-        analyser = ac.createAnalyser();
-        analyser.fftSize = 8192;
-        ac.createMediaStreamSource(new MediaStream([e.track])).connect(analyser);
-        ac.resume().catch(() => {});
-      }
+      if (e.track.kind === 'audio') analyser = toneAnalyser(e.track);
     };
     await pc.setLocalDescription(await pc.createOffer());
     // wait for ICE gathering (bounded): the offer then carries the candidates
@@ -172,30 +190,18 @@ async ({whepUrl, seconds, waitForMedia, measureS, iceWaitMs, teardown}) => {
           out.audioSamplesReceived = s.totalSamplesReceived || 0;
           out.audioPacketsReceived = s.packetsReceived || 0;
           out.audioCodec = codecs[s.codecId] || null;
-          out.audioEnergy = s.totalAudioEnergy || 0;
         }
       });
       out.connectionState = pc.connectionState;
       out.iceConnectionState = pc.iceConnectionState;
-      if (analyser !== null) {
-        const wave = new Float32Array(analyser.fftSize);
-        analyser.getFloatTimeDomainData(wave);
-        out.audioRms = Math.sqrt(wave.reduce((a, x) => a + x * x, 0) / wave.length);
-        const spectrum = new Float32Array(analyser.frequencyBinCount);
-        analyser.getFloatFrequencyData(spectrum);
-        let peak = 0;
-        for (let i = 1; i < spectrum.length; i++) if (spectrum[i] > spectrum[peak]) peak = i;
-        out.audioPeakHz = peak * analyser.context.sampleRate / analyser.fftSize;
-      }
+      if (analyser !== null) [out.audioRms, out.audioPeakHz] = readTone(analyser);
       if (waitForMedia && out.framesDecoded > 0 && out.audioSamplesReceived > 0) {
-        // then measure the rates over measureS seconds: frames decoded per
-        // second and audio energy per second (0 for silence)
+        // then measure the frames decoded per second over measureS seconds
         const now = performance.now();
-        if (mark === null) mark = {t: now, frames: out.framesDecoded, energy: out.audioEnergy};
+        if (mark === null) mark = {t: now, frames: out.framesDecoded};
         out.measuredS = (now - mark.t) / 1000;
         if (out.measuredS > 0) {
           out.fps = (out.framesDecoded - mark.frames) / out.measuredS;
-          out.audioEnergyPerS = (out.audioEnergy - mark.energy) / out.measuredS;
         }
         if (out.measuredS >= measureS) break;
       }
@@ -227,10 +233,9 @@ async def whep_play(page_url_base: str, whep_url: str, seconds: float, *, contex
     location, error, videoCodec, audioCodec, console}`` after ``seconds`` or as
     soon as video frames were decoded and audio samples received
     (``wait_for_media``), then ``measure_s`` seconds more, over which ``fps``
-    (frames decoded a second) and ``audioEnergyPerS`` (totalAudioEnergy a
-    second; 0 when nothing plays the audio out, as headless) are measured
-    (``measuredS``: how long it was). ``audioRms`` and ``audioPeakHz`` are the
-    received audio's level and strongest frequency at the end, from Web Audio.
+    (frames decoded a second) is measured (``measuredS``: how long it was).
+    ``audioRms`` and ``audioPeakHz`` are the received audio's level and
+    strongest frequency at the end, from Web Audio (``TONE_JS``).
     With ``teardown`` the WHEP resource is DELETEd."""
     async with _context(context) as ctx:
         page = await new_page(ctx)
@@ -245,6 +250,23 @@ async def whep_play(page_url_base: str, whep_url: str, seconds: float, *, contex
             return res
         finally:
             await page.close()
+
+
+TRACK_TONE_JS = "async (selector) => {" + TONE_JS + r"""
+  const track = document.querySelector(selector).srcObject.getAudioTracks()[0];
+  const analyser = toneAnalyser(track);
+  await new Promise(r => setTimeout(r, 1000));
+  const out = readTone(analyser);
+  await analyser.context.close();
+  return out;
+}"""
+
+
+async def track_tone(page: Any, selector: str) -> tuple[float, float]:
+    """(RMS, peak Hz) over about 1 s of the audio the page's media element
+    ``selector`` plays (a remote track must be attached to one for Web Audio)."""
+    rms, hz = await page.evaluate(TRACK_TONE_JS, selector)
+    return float(rms), float(hz)
 
 
 async def page_stats(url: str, js_expr: str, timeout: float, *, context=None,

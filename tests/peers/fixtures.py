@@ -31,7 +31,7 @@ from .sipp import SippUac, SippUas, sipp_available
 from .util import free_port, which_or_none
 
 __all__ = [
-    "kamailio", "rtp_pcaps", "sipp_uas_factory", "sipp_uas", "sipp_uac_factory", "chromium",
+    "kamailio", "kamailio_sha256", "rtp_pcaps", "sipp_uas_factory", "sipp_uas", "sipp_uac_factory", "chromium",
     "require", "require_kamailio", "require_sipp", "require_chromium", "started_peers",
 ]
 
@@ -80,17 +80,25 @@ def started_peers(request, name: str) -> Iterator[list]:
                 print(f"\n===== {name} =====\n" + peer.diagnostics()[-20000:])
 
 
+def _kamailio(request, tmp_path, name: str, **options) -> Iterator[Kamailio]:
+    require_kamailio()
+    with started_peers(request, name) as made:
+        k = Kamailio(port=free_port(), workdir=tmp_path / name, **options)
+        k.start()
+        made.append(k)
+        yield k
+
+
 @pytest.fixture
 def kamailio(request, tmp_path):
-    require_kamailio()
-    k = Kamailio(port=free_port(), workdir=tmp_path / "kamailio")
-    k.start()
-    try:
-        yield k
-    finally:
-        k.stop()
-        if _failed(request):
-            print("\n===== kamailio log =====\n" + k.log_text()[-20000:])
+    yield from _kamailio(request, tmp_path, "kamailio")
+
+
+@pytest.fixture
+def kamailio_sha256(request, tmp_path):
+    """Kamailio in its second configuration: digest with qop="auth" and
+    algorithm SHA-256, logging the credentials it receives."""
+    yield from _kamailio(request, tmp_path, "kamailio-sha256", qop="auth", algorithm="SHA-256")
 
 
 @pytest.fixture(scope="session")

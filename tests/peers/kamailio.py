@@ -102,6 +102,14 @@ class Kamailio:
     def registered(self, user: str) -> bool:
         return re.search(rf"REGISTERED sip:{re.escape(user)}@", self.log_text()) is not None
 
+    def diagnostics(self) -> str:
+        return self.log_text()
+
+    def registrations(self, user: str) -> list[str]:
+        """The Expires header of each REGISTER of ``user`` accepted, in order
+        ("0" for an un-REGISTER)."""
+        return re.findall(rf"REGISTERED sip:{re.escape(user)}@\S+ contact .* expires <([^>]*)>", self.log_text())
+
     def credentials(self, method: str) -> list[str]:
         """The Authorization (REGISTER) or Proxy-Authorization (other methods)
         header values of the ``method`` requests kamailio received, in order;
@@ -195,7 +203,8 @@ class Kamailio:
         self.cleanup()
 
 
-def _digest_fields(challenge: str) -> dict[str, str]:
+def digest_fields(challenge: str) -> dict[str, str]:
+    """The parameters of a Digest challenge or credentials, names lowercased."""
     return {k.lower(): v1 or v2 for k, v1, v2 in re.findall(r'(\w+)=(?:"([^"]*)"|([^\s,]+))', challenge)}
 
 
@@ -242,7 +251,7 @@ def register(kamailio: Kamailio, user: str, contact_port: int, password: str | N
         challenge = re.search(r"^WWW-Authenticate:\s*Digest\s+(.*)$", answer, re.MULTILINE | re.IGNORECASE)
         if challenge is None:
             raise KamailioError(f"REGISTER {user}: 401 without a Digest challenge:\n{answer}")
-        f = _digest_fields(challenge.group(1).strip())
+        f = digest_fields(challenge.group(1).strip())
         algorithm = f.get("algorithm", "MD5")
         h = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}[algorithm]
 
