@@ -123,6 +123,7 @@ def make_settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "http_port": free_tcp_port(), "ip": "127.0.0.1", "media_port_from": first, "media_port_to": last,
         "call_keep_finished_s": 2, "sip_transaction_timeout_s": 4, "sip_t1_ms": 100,
+        "webrtc_port": 0,
     }
     values.update(overrides)
     return Settings.load(environ={}, overrides=values)

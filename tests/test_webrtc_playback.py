@@ -31,6 +31,9 @@ async def test_chromium_plays_h264_and_pcmu_over_whep(server: Server, rest: Rest
     assert stats["whepStatus"] == 201 and stats["location"].startswith("/whep/ws1/")
     assert_real_playback(stats)
     assert stats["videoCodec"] == "video/H264" and stats["audioCodec"] == "audio/PCMU"
+    # served by the engine's one port, with AES-GCM SRTP (Chromium offers it)
+    assert stats["remoteAddress"] == f"127.0.0.1:{server.whep.port}", stats
+    assert stats["srtpCipher"] in ("SRTP_AEAD_AES_256_GCM", "SRTP_AEAD_AES_128_GCM"), stats
     # Joining asked the SIP side for a keyframe (RTCP PLI toward the callee).
     assert callee.keyframe_requests > requests_before
     # The viewer's DELETE ended its session.

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from .api.hooks import RestHooks
 from .api.rest import create_app
-from .egress.whep import WhepEndpoint, limit_ice_to
+from .egress.whep import WhepEndpoint
 from .gateway import Gateway
 from .settings import Settings
 
@@ -21,7 +21,7 @@ class Server:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.gateway = Gateway(settings)
-        self.whep = WhepEndpoint(settings.ip, settings.max_viewers)
+        self.whep = WhepEndpoint(settings.ip, settings.max_viewers, settings.webrtc_port, settings.bind_ip)
         self._runner: web.AppRunner | None = None
         self.hooks: RestHooks | None = None
 
@@ -30,8 +30,8 @@ class Server:
         return f"http://{self.settings.ip}:{self.settings.http_port}"
 
     async def start(self) -> None:
-        limit_ice_to(self.settings.ip)
         hooks = RestHooks(self.gateway)  # checks the hook settings before anything opens
+        self.whep.start()
         await self.gateway.start()
         self.hooks = hooks
         await hooks.start()

@@ -70,6 +70,8 @@ class Settings:
     sip_port: int = 0  # 0: an ephemeral port
     media_port_from: int = 31001
     media_port_to: int = 32000
+    # One UDP port for every WebRTC viewer (0: an ephemeral port).
+    webrtc_port: int = 31000
     rtp_receive_buffer_size: int = 131072
     rtp_send_buffer_size: int = 131072
     rtp_in_buffer: bool = False
@@ -121,6 +123,10 @@ class Settings:
                 raise SettingsError(f"{key}: {value!r} is not an IP address") from None
         if not 0 < self.http_port < 65536:
             raise SettingsError(f"http_port: {self.http_port} is out of range [1, 65535]")
+        if not 0 <= self.webrtc_port < 65536:
+            raise SettingsError(f"webrtc_port: {self.webrtc_port} is out of range [0, 65535]")
+        if self.webrtc_port and self.media_port_from <= self.webrtc_port <= self.media_port_to:
+            raise SettingsError(f"webrtc_port: {self.webrtc_port} is inside media_port_from/media_port_to")
         if not 0 <= self.sip_port < 65536:
             raise SettingsError(f"sip_port: {self.sip_port} is out of range [0, 65535]")
         if not 1024 <= self.media_port_from < self.media_port_to < 65536:

@@ -12,6 +12,7 @@ use crate::media::Frame;
 use crate::session::{
     Event, LocalSocket, MediaKind, MediaSession, Output, SessionConfig, SessionStats,
 };
+use crate::webrtc::StreamFeed;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io;
@@ -65,6 +66,8 @@ struct Queues {
     stats: SessionStats,
     io_errors: u64,
     sent: u64,
+    /// The stream's WebRTC feed: every frame is packetized into it too.
+    feed: Option<Arc<StreamFeed>>,
 }
 
 /// What one call's handle and its reactor share.
@@ -240,7 +243,7 @@ pub struct MediaIo {
     reactor: Option<Arc<Reactor>>,
 }
 
-fn eventfd() -> io::Result<OwnedFd> {
+pub(crate) fn eventfd() -> io::Result<OwnedFd> {
     // SAFETY: plain syscall; a non-negative result is a new fd we own
     let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
     if fd < 0 {
@@ -250,19 +253,19 @@ fn eventfd() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn signal(fd: RawFd) {
+pub(crate) fn signal(fd: RawFd) {
     let one: u64 = 1;
     // SAFETY: writes 8 bytes from a valid u64; EAGAIN (counter full) is fine
     unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
 }
 
-fn clear(fd: RawFd) {
+pub(crate) fn clear(fd: RawFd) {
     let mut v: u64 = 0;
     // SAFETY: reads 8 bytes into a valid u64; EAGAIN (not signalled) is fine
     unsafe { libc::read(fd, (&mut v as *mut u64).cast(), 8) };
 }
 
-fn epoll_add(epoll: RawFd, fd: RawFd, token: u64) -> io::Result<()> {
+pub(crate) fn epoll_add(epoll: RawFd, fd: RawFd, token: u64) -> io::Result<()> {
     let mut ev = libc::epoll_event {
         events: libc::EPOLLIN as u32,
         u64: token,
@@ -403,6 +406,12 @@ impl MediaIo {
         }
     }
 
+    /// Packetize this call's frames into `feed` for its WebRTC viewers
+    /// (None: stop).
+    pub fn set_feed(&self, feed: Option<Arc<StreamFeed>>) {
+        self.shared.lock().feed = feed;
+    }
+
     pub fn request_keyframe(&self) {
         self.command(Command::RequestKeyframe);
     }
@@ -478,7 +487,7 @@ fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
-fn std_to_sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+pub(crate) fn std_to_sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: all-zero is a valid sockaddr_storage
     let mut ss: libc::sockaddr_storage = unsafe { mem::zeroed() };
     let len = match addr {
@@ -706,6 +715,9 @@ impl Call {
         if !self.frames.is_empty() || !self.events.is_empty() {
             {
                 let mut q = self.shared.lock();
+                if let Some(feed) = &q.feed {
+                    feed.push_frames(&self.frames);
+                }
                 q.frames.append(&mut self.frames);
                 q.events.append(&mut self.events);
             }

@@ -15,9 +15,12 @@ pub mod sdp;
 pub mod session;
 pub mod sip;
 pub mod sync;
+pub mod webrtc;
 
 #[cfg(feature = "python")]
 mod python;
+#[cfg(feature = "python")]
+mod python_webrtc;
 
 pub use error::{AuthError, RtpError, SdpError, SipError};
 pub use h264::{h264_packetize, h264_sps_resolution, AccessUnit, H264Depacketizer};

@@ -1515,6 +1515,16 @@ impl PyMediaIo {
         Ok(())
     }
 
+    /// Packetize this call's frames into `feed` (a `StreamFeed`) for its
+    /// WebRTC viewers; None stops.
+    fn set_feed(
+        &self,
+        feed: Option<PyRef<'_, crate::python_webrtc::PyStreamFeed>>,
+    ) -> PyResult<()> {
+        self.io()?.set_feed(feed.map(|f| f.inner.clone()));
+        Ok(())
+    }
+
     fn reconfigure(&self, config: &PyMediaConfig) -> PyResult<()> {
         self.io()?.reconfigure(config.inner.clone());
         Ok(())
@@ -1655,5 +1665,6 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyMediaReadyQueue>()?;
     m.add_function(wrap_pyfunction!(g711_decode, m)?)?;
     m.add_function(wrap_pyfunction!(black_keyframe, m)?)?;
+    crate::python_webrtc::register(m)?;
     Ok(())
 }

@@ -128,7 +128,8 @@ async ({whepUrl, seconds, waitForMedia, measureS, iceWaitMs, teardown}) => {
                whepStatus: 0, location: null, error: null, videoCodec: null, audioCodec: null,
                keyFramesDecoded: 0, framesDropped: 0, freezeCount: 0, totalFreezesDuration: 0,
                pliCount: 0, firCount: 0, nackCount: 0, videoPacketsLost: 0,
-               fps: 0, measuredS: 0, audioRms: 0, audioPeakHz: 0};
+               fps: 0, measuredS: 0, audioRms: 0, audioPeakHz: 0,
+               srtpCipher: null, remoteAddress: null};
   let mark = null;  // {t, frames} when media was first seen
   let pc;
   try {
@@ -169,6 +170,13 @@ async ({whepUrl, seconds, waitForMedia, measureS, iceWaitMs, teardown}) => {
       const stats = await pc.getStats();
       const codecs = {};
       stats.forEach(s => { if (s.type === 'codec') codecs[s.id] = s.mimeType; });
+      stats.forEach(s => {  // the SRTP cipher and the server's address that ICE chose
+        if (s.type !== 'transport' || !s.selectedCandidatePairId) return;
+        out.srtpCipher = s.srtpCipher || null;
+        const pair = stats.get(s.selectedCandidatePairId);
+        const remote = pair && stats.get(pair.remoteCandidateId);
+        if (remote) out.remoteAddress = remote.address + ':' + remote.port;
+      });
       stats.forEach(s => {
         if (s.type !== 'inbound-rtp') return;
         if (s.kind === 'video') {

@@ -418,7 +418,7 @@ def create_app(gateway: Gateway, whep: WhepEndpoint | None = None,
                relays: RtmpRelays | None = None) -> web.Application:
     app = web.Application(middlewares=[cors_and_errors], client_max_size=gateway.settings.max_body_bytes)
     app[GATEWAY] = gateway
-    app[WHEP] = whep or WhepEndpoint(gateway.settings.ip, gateway.settings.max_viewers)
+    app[WHEP] = whep or WhepEndpoint(gateway.settings.ip, gateway.settings.max_viewers, 0, gateway.settings.bind_ip)
     app[RELAYS] = relays or RtmpRelays()
     api = "/rest-api"
     app.router.add_post(f"{api}/call/startup", call_startup)

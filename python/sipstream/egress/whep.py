@@ -1,181 +1,145 @@
-"""WebRTC playback over WHEP (draft-ietf-wish-whep) with aiortc, forwarding the SIP
-codecs as received: frames go to aiortc as pre-encoded ``av.Packet``s, so
-nothing is decoded or re-encoded. A viewer's PLI/FIR becomes a keyframe
+"""WebRTC playback over WHEP (draft-ietf-wish-whep), served by the Rust
+viewer engine (``WebrtcEngine``): every viewer of every stream on one UDP
+port (``webrtc_port``), ICE-lite, DTLS-SRTP (AES-GCM when the browser offers
+it), the SIP codecs forwarded as received. Each stream's frames are
+packetized once in Rust and never enter Python on their way to viewers.
+
+Python keeps the control plane: answering offers, the session registry,
+``max_viewers``, and turning viewers' PLI/FIR into a throttled keyframe
 request toward the SIP side."""
 
 from __future__ import annotations
 
 import asyncio
-import fractions
-import ipaddress
 import logging
 import secrets
-from collections.abc import Callable
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
-import aioice.ice
-import av
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
-from aiortc.exceptions import InvalidStateError, OperationError
-from aiortc.mediastreams import MediaStreamError
-
-from ..media.stream import Stream, Subscription
+from .._core import WebrtcEngine
+from ..media.stream import Stream
 
 log = logging.getLogger(__name__)
 
-_MIME = {"H264": "video/H264", "PCMU": "audio/PCMU", "PCMA": "audio/PCMA", "opus": "audio/opus"}
+# The audio codecs a browser can play as they come from the SIP side.
+WEBRTC_AUDIO = ("PCMU", "PCMA", "opus")
 
 
-def limit_ice_to(ip: str) -> None:
-    """Gather host candidates on ``ip`` only. aioice otherwise offers every
-    non-loopback address of the machine (and never 127.0.0.1)."""
-    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: [ip]  # type: ignore[assignment]
-
-
-def reachable_candidates_only(offer_sdp: str, local_ip: str) -> str:
-    """Drop the offer's ICE candidates that our address cannot reach: other
-    address families, mDNS names, and anything off-host when we listen on
-    loopback. Without this aioice would send checks to them (a loopback
-    socket can only ever meet the browser through a peer-reflexive candidate)."""
-    local = ipaddress.ip_address(local_ip)
-    kept = []
-    for line in offer_sdp.splitlines():
-        if line.startswith("a=candidate:"):
-            fields = line.split()
-            try:
-                address = ipaddress.ip_address(fields[4])
-            except (IndexError, ValueError):
-                continue  # mDNS (.local) or malformed
-            if address.version != local.version or (local.is_loopback and not address.is_loopback):
-                continue
-        kept.append(line)
-    return "\r\n".join(kept) + "\r\n"
-
-
-class StreamTrack(MediaStreamTrack):
-    """One track of a stream as a WebRTC source of encoded packets."""
-
-    def __init__(self, kind: str, stream: Stream, on_end: Callable[[], None] | None = None) -> None:
-        super().__init__()
-        self.kind = kind
-        self._subscription: Subscription = stream.subscribe(kind)
-        self._base: int | None = None
-        self._on_end = on_end
-
-    async def recv(self) -> av.Packet:  # type: ignore[override]
-        if self.readyState != "live":
-            raise MediaStreamError
-        frame = await self._subscription.get()
-        if frame is None:
-            self.stop()
-            if self._on_end is not None:
-                self._on_end()
-            raise MediaStreamError
-        if self._base is None:
-            self._base = frame.pts
-        packet = av.Packet(frame.data)
-        packet.pts = frame.pts - self._base
-        packet.time_base = fractions.Fraction(1, frame.clock_rate)
-        return packet
-
-    def stop(self) -> None:
-        self._subscription.close()
-        super().stop()
-
-
+@dataclass
 class WhepSession:
-    def __init__(self, session_id: str, stream: Stream, pc: RTCPeerConnection) -> None:
-        self.id = session_id
-        self.stream = stream
-        self.pc = pc
+    id: str
+    stream: Stream
+    viewer: int
+    created: float = field(default_factory=time.monotonic)
+    connected: bool = False
 
 
 class WhepEndpoint:
-    """Creates and ends WHEP sessions for streams."""
+    """Creates and ends WHEP sessions for streams, on one WebRTC engine.
 
-    def __init__(self, ip: str, max_viewers: int = 200) -> None:
+    ``ip`` is advertised in the answer's ICE candidate; the engine binds
+    ``bind_ip`` (``ip_local`` for 1:1 NAT, else ``ip``) on ``port``
+    (0: an ephemeral port)."""
+
+    def __init__(self, ip: str, max_viewers: int = 200, port: int = 0, bind_ip: str | None = None) -> None:
         self.ip = ip
+        self.bind_ip = bind_ip or ip
         self.max_viewers = max_viewers
+        self.requested_port = port
         self.sessions: dict[str, WhepSession] = {}
-        self._tasks: set[asyncio.Task[bool]] = set()
+        self._by_viewer: dict[int, WhepSession] = {}
+        self._engine: WebrtcEngine | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
+    # -------------------------------------------------------------- engine
+    def start(self) -> None:
+        """Open the WebRTC port (also done by the first ``play``)."""
+        if self._engine is not None:
+            return
+        self._engine = WebrtcEngine(self.bind_ip, self.requested_port, self.ip)
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._engine.fileno(), self._on_events)
+        log.info("WebRTC viewers on UDP %s:%d", self.bind_ip, self._engine.port)
+
+    @property
+    def port(self) -> int:
+        return self._engine.port if self._engine is not None else self.requested_port
+
+    @property
+    def engine(self) -> WebrtcEngine:
+        self.start()
+        assert self._engine is not None
+        return self._engine
+
+    def _on_events(self) -> None:
+        engine = self._engine
+        if engine is None:
+            return
+        for kind, ident, reason in engine.drain_events():
+            if kind == "keyframe":
+                for session in self.sessions.values():
+                    if session.stream.feed.id == ident:
+                        session.stream.request_keyframe("viewer PLI/FIR or a new viewer")
+                        break
+                continue
+            session = self._by_viewer.get(ident)
+            if session is None:
+                continue
+            if kind == "connected":
+                session.connected = True
+                log.info("WHEP session %s connected (%s)", session.id, session.stream.name)
+            elif kind == "closed":
+                self._forget(session)
+                log.info("WHEP session %s ended: %s", session.id, reason)
+
+    def _forget(self, session: WhepSession) -> None:
+        self.sessions.pop(session.id, None)
+        self._by_viewer.pop(session.viewer, None)
+
+    # ------------------------------------------------------------ sessions
     async def play(self, stream: Stream, offer_sdp: str) -> tuple[str, str]:
-        """Answer ``offer_sdp``; returns (session id, answer SDP)."""
+        """Answer ``offer_sdp``; returns (session id, answer SDP). ValueError
+        when the offer cannot be answered, OverflowError at ``max_viewers``."""
         if len(self.sessions) >= self.max_viewers:
             raise OverflowError(f"max_viewers ({self.max_viewers}) reached")
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        session = WhepSession(secrets.token_hex(12), stream, pc)
-        try:
-            # Codec preferences only count when set before the offer is applied.
-            for kind, codec in (("video", stream.video_codec or "H264"), ("audio", stream.audio_codec)):
-                if getattr(stream, f"has_{kind}") and codec is not None:
-                    self._add_track(pc, kind, codec, stream, lambda: self._stream_ended(session.id))
-            await pc.setRemoteDescription(RTCSessionDescription(reachable_candidates_only(offer_sdp, self.ip), "offer"))
-            answer = await pc.createAnswer()
-            await pc.setLocalDescription(answer)
-        except (OperationError, InvalidStateError, ValueError) as exc:
-            await self._close_pc(pc)
-            raise ValueError(str(exc) or type(exc).__name__) from None
-        except BaseException:
-            await self._close_pc(pc)
-            raise
+        engine = self.engine
+        audio = stream.audio_codec if stream.has_audio and stream.audio_codec in WEBRTC_AUDIO else None
+        video = stream.has_video and (stream.video_codec or "H264") == "H264"
+        # the answer takes a millisecond or two of crypto set-up: off the loop
+        viewer, answer = await asyncio.to_thread(engine.add_viewer, stream.feed, offer_sdp, audio, video)
+        session = WhepSession(secrets.token_hex(12), stream, viewer)
         self.sessions[session.id] = session
-
-        @pc.on("connectionstatechange")
-        async def on_state() -> None:
-            if pc.connectionState in ("failed", "closed"):
-                await self.stop(session.id)
-
+        self._by_viewer[viewer] = session
+        if stream.ended:  # ended while we answered
+            await self.stop(session.id)
+            raise ValueError("the stream has ended")
         log.info("WHEP session %s plays %s", session.id, stream.name)
-        return session.id, pc.localDescription.sdp
-
-    @staticmethod
-    def _add_track(pc: RTCPeerConnection, kind: str, codec: str, stream: Stream,
-                   on_end: Callable[[], None]) -> None:
-        mime = _MIME.get(codec)
-        wanted = {mime, "video/rtx"} if kind == "video" else {mime}
-        capabilities = [c for c in RTCRtpSender.getCapabilities(kind).codecs if c.mimeType in wanted]
-        if mime is None or not any(c.mimeType == mime for c in capabilities):
-            log.info("stream %s: %s codec %s cannot be sent over WebRTC", stream.name, kind, codec)
-            return
-        transceiver = pc.addTransceiver(StreamTrack(kind, stream, on_end), direction="sendonly")
-        transceiver.setCodecPreferences(capabilities)
-        sender = transceiver.sender
-        original = sender._send_keyframe
-
-        def on_keyframe_request() -> None:
-            original()
-            stream.request_keyframe("viewer PLI/FIR")
-
-        sender._send_keyframe = on_keyframe_request  # type: ignore[method-assign]
-
-    def _stream_ended(self, session_id: str) -> None:
-        """The stream is over: end the viewer's session rather than leave it idle."""
-        if session_id in self.sessions:
-            task = asyncio.get_running_loop().create_task(self.stop(session_id))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        return session.id, answer
 
     async def stop(self, session_id: str) -> bool:
-        session = self.sessions.pop(session_id, None)
+        session = self.sessions.get(session_id)
         if session is None:
             return False
-        await self._close_pc(session.pc)
+        self._forget(session)
+        if self._engine is not None:
+            self._engine.remove_viewer(session.viewer)
         log.info("WHEP session %s ended", session_id)
         return True
 
-    @staticmethod
-    async def _close_pc(pc: RTCPeerConnection) -> None:
-        for sender in pc.getSenders():
-            if sender.track is not None:
-                sender.track.stop()
-        await pc.close()
-
     async def close(self) -> None:
-        await asyncio.gather(*(self.stop(i) for i in list(self.sessions)), return_exceptions=True)
+        engine, self._engine = self._engine, None
+        if engine is None:
+            return
+        if self._loop is not None:
+            self._loop.remove_reader(engine.fileno())
+        self.sessions.clear()
+        self._by_viewer.clear()
+        await asyncio.to_thread(engine.close)
 
+    # --------------------------------------------------------------- stats
     def viewers(self, stream: Stream) -> int:
         return sum(1 for s in self.sessions.values() if s.stream is stream)
 
-    def describe(self) -> list[dict[str, Any]]:
-        return [{"id": s.id, "stream": s.stream.name, "state": s.pc.connectionState} for s in self.sessions.values()]
+    def stats(self) -> dict[str, Any]:
+        return self._engine.stats() if self._engine is not None else {}

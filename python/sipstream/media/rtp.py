@@ -126,6 +126,7 @@ class RtpSession:
                            self.receive_buffer, self.send_buffer, ready.queue)
         self._ready = ready
         ready.sessions[self._io.token] = self
+        self._io.set_feed(self.stream.feed)
 
     def _deliver(self, frames: list[Frame], has_events: bool) -> None:
         io = self._io

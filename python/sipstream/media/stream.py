@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .._core import Frame, h264_sps_resolution
+from .._core import Frame, StreamFeed, h264_sps_resolution
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +135,9 @@ class Stream:
         self.on_keyframe_request: Callable[[], None] | None = None
         self.on_change: Callable[[Stream], None] | None = None
         self.recording: Any = None  # egress.recorder.Recording, while one is attached
+        # The Rust side of the stream: its frames packetized for WebRTC
+        # viewers, fed by the call's receive path without Python.
+        self.feed = StreamFeed()
         self._gop: list[bytes] = []
         self._gop_bytes = 0
         self._keyframe_interval = keyframe_interval_s
@@ -215,6 +218,7 @@ class Stream:
                 log.exception("stream %s: change listener failed", self.name)
 
     def close(self, status: str = "UNPUBLISHED", info: str = "") -> None:
+        self.feed.close()  # its WebRTC viewers end with it
         self._gop = []
         self.set_status(status, info)
         for subs in self._subscribers.values():

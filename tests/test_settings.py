@@ -1,4 +1,4 @@
-"""Settings precedence and validation; the WHEP offer's ICE candidate filter."""
+"""Settings precedence and validation."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 from sipstream import Settings, SettingsError
-from sipstream.egress.whep import reachable_candidates_only
 
 
 def test_settings_file_then_environment_then_flags(tmp_path: Path) -> None:
@@ -39,20 +38,10 @@ def test_unknown_keys_warn_and_bad_values_fail(tmp_path: Path, caplog: pytest.Lo
         Settings.load(environ={}, overrides={"media_port_from": 40000, "media_port_to": 30000})
 
 
-OFFER = "\r\n".join([
-    "v=0", "o=- 1 2 IN IP4 127.0.0.1", "s=-", "t=0 0", "m=video 9 UDP/TLS/RTP/SAVPF 96",
-    "a=candidate:1 1 udp 2113937151 192.0.2.2 41919 typ host generation 0",
-    "a=candidate:2 1 udp 2113942271 fd00::2 59697 typ host generation 0",
-    "a=candidate:3 1 udp 2113942271 0d9c7bc3-aaaa.local 5000 typ host",
-    "a=candidate:4 1 udp 2113942271 127.0.0.1 5001 typ host",
-    "a=rtpmap:96 H264/90000", "",
-])
-
-
-def test_whep_offer_keeps_only_candidates_our_address_can_reach() -> None:
-    on_loopback = reachable_candidates_only(OFFER, "127.0.0.1")
-    assert "127.0.0.1 5001" in on_loopback
-    assert "192.0.2.2" not in on_loopback and "fd00::2" not in on_loopback and ".local" not in on_loopback
-    assert "a=rtpmap:96 H264/90000" in on_loopback
-    public = reachable_candidates_only(OFFER, "203.0.113.5")
-    assert "192.0.2.2 41919" in public and "fd00::2" not in public
+def test_webrtc_port_is_checked_against_the_media_range() -> None:
+    assert Settings.load(environ={}).webrtc_port == 31000
+    with pytest.raises(SettingsError, match="webrtc_port"):
+        Settings.load(environ={}, overrides={"webrtc_port": 31500})
+    with pytest.raises(SettingsError, match="webrtc_port"):
+        Settings.load(environ={}, overrides={"webrtc_port": 70000})
+    assert Settings.load(environ={}, overrides={"webrtc_port": 0}).webrtc_port == 0

@@ -1,0 +1,198 @@
+//! PyO3 glue for the WebRTC viewer engine (`sipstream._core.WebrtcEngine`,
+//! `StreamFeed`). Thin: answers are built with the GIL released, events and
+//! stats come back as plain tuples and dicts.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::webrtc::{Engine, EngineEvent, StreamCodecs, StreamFeed};
+
+/// One stream's packetized media for its WebRTC viewers. Attach it to the
+/// call's receive path with `MediaIo.set_feed(feed)`.
+#[pyclass(module = "sipstream._core", name = "StreamFeed", frozen)]
+pub(crate) struct PyStreamFeed {
+    pub(crate) inner: Arc<StreamFeed>,
+}
+
+#[pymethods]
+impl PyStreamFeed {
+    #[new]
+    fn new() -> Self {
+        PyStreamFeed {
+            inner: StreamFeed::new(),
+        }
+    }
+
+    #[getter]
+    fn id(&self) -> u64 {
+        self.inner.id()
+    }
+
+    /// Viewers attached by the engine.
+    #[getter]
+    fn viewers(&self) -> usize {
+        self.inner.viewers()
+    }
+
+    /// (frames, packets) packetized while viewers were attached.
+    fn counters(&self) -> (u64, u64) {
+        self.inner.counters()
+    }
+
+    /// The stream ended: the engine closes its viewers.
+    fn close(&self) {
+        self.inner.close();
+    }
+}
+
+/// Every WebRTC viewer on one UDP port, served by a Rust thread.
+#[pyclass(module = "sipstream._core", name = "WebrtcEngine")]
+pub(crate) struct PyWebrtcEngine {
+    inner: Option<Engine>,
+}
+
+impl PyWebrtcEngine {
+    fn engine(&self) -> PyResult<&Engine> {
+        self.inner
+            .as_ref()
+            .ok_or_else(|| PyValueError::new_err("the WebRTC engine is closed"))
+    }
+}
+
+fn ip(s: &str, what: &str) -> PyResult<IpAddr> {
+    s.parse()
+        .map_err(|_| PyValueError::new_err(format!("{what}: {s:?} is not an IP address")))
+}
+
+#[pymethods]
+impl PyWebrtcEngine {
+    /// Bind `bind_ip:port` (0: ephemeral); viewers are given
+    /// `advertised_ip` and the bound port as our ICE candidate.
+    #[new]
+    fn new(bind_ip: &str, port: u16, advertised_ip: &str) -> PyResult<Self> {
+        let bind = SocketAddr::new(ip(bind_ip, "bind address")?, port);
+        let engine = Engine::start(bind, ip(advertised_ip, "advertised address")?)
+            .map_err(|e| PyOSError::new_err(format!("cannot open the WebRTC port {bind}: {e}")))?;
+        Ok(PyWebrtcEngine {
+            inner: Some(engine),
+        })
+    }
+
+    #[getter]
+    fn port(&self) -> PyResult<u16> {
+        Ok(self.engine()?.local_addr().port())
+    }
+
+    /// eventfd readable while events wait (`drain_events`).
+    fn fileno(&self) -> PyResult<i32> {
+        Ok(self.engine()?.notify_fd())
+    }
+
+    /// Answer `offer` for `feed`'s stream: (viewer id, answer SDP).
+    /// `audio`: the stream's audio codec (PCMU, PCMA, opus) or None;
+    /// `video`: it carries H.264 (`video_profile`: its profile-level-id).
+    /// ValueError when the offer cannot be answered.
+    #[pyo3(signature = (feed, offer, audio = None, video = false, video_profile = None))]
+    fn add_viewer(
+        &self,
+        py: Python<'_>,
+        feed: &PyStreamFeed,
+        offer: &str,
+        audio: Option<String>,
+        video: bool,
+        video_profile: Option<u32>,
+    ) -> PyResult<(u64, String)> {
+        let engine = self.engine()?;
+        let codecs = StreamCodecs {
+            audio,
+            video: video.then_some(video_profile),
+        };
+        let feed = feed.inner.clone();
+        py.detach(|| engine.add_viewer(offer, &codecs, feed))
+            .map_err(PyValueError::new_err)
+    }
+
+    /// End a viewer; a ("closed", id, reason) event follows.
+    fn remove_viewer(&self, viewer: u64) -> PyResult<()> {
+        self.engine()?.remove_viewer(viewer);
+        Ok(())
+    }
+
+    /// [(type, id, reason)]: ("connected", viewer, ""), ("closed", viewer,
+    /// reason), ("keyframe", feed id, "").
+    fn drain_events(&self) -> PyResult<Vec<(&'static str, u64, String)>> {
+        Ok(self
+            .engine()?
+            .drain_events()
+            .into_iter()
+            .map(|e| match e {
+                EngineEvent::Connected { viewer } => ("connected", viewer, String::new()),
+                EngineEvent::Closed { viewer, reason } => ("closed", viewer, reason),
+                EngineEvent::KeyframeRequest { feed } => ("keyframe", feed, String::new()),
+            })
+            .collect())
+    }
+
+    /// A viewer's state and counters (a snapshot at most a second old), or
+    /// None when it is gone.
+    fn viewer<'py>(&self, py: Python<'py>, viewer: u64) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(info) = self.engine()?.viewer(viewer) else {
+            return Ok(None);
+        };
+        let d = PyDict::new(py);
+        d.set_item("connected", info.connected)?;
+        d.set_item(
+            "remote",
+            info.remote.map(|a| (a.ip().to_string(), a.port())),
+        )?;
+        d.set_item("waiting_keyframe", info.waiting_keyframe)?;
+        d.set_item("packets", info.counters.packets)?;
+        d.set_item("bytes", info.counters.bytes)?;
+        d.set_item("keyframe_requests", info.counters.keyframe_requests)?;
+        d.set_item("skipped", info.counters.skipped)?;
+        Ok(Some(d))
+    }
+
+    /// Engine-wide counters and the hub → socket latency quantiles (µs),
+    /// a snapshot at most a second old.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.engine()?.stats();
+        let d = PyDict::new(py);
+        d.set_item("viewers", s.viewers)?;
+        d.set_item("connected", s.connected)?;
+        d.set_item("datagrams_in", s.datagrams_in)?;
+        d.set_item("unroutable", s.unroutable)?;
+        d.set_item("datagrams_out", s.datagrams_out)?;
+        d.set_item("bytes_out", s.bytes_out)?;
+        d.set_item("send_errors", s.send_errors)?;
+        d.set_item("rtc_errors", s.rtc_errors)?;
+        d.set_item("ticks", s.ticks)?;
+        d.set_item("latency_samples", s.latency.count())?;
+        d.set_item("latency_p50_us", s.latency.quantile_us(0.5))?;
+        d.set_item("latency_p99_us", s.latency.quantile_us(0.99))?;
+        Ok(d)
+    }
+
+    /// Measure the latency afresh from now.
+    fn reset_latency(&self) -> PyResult<()> {
+        self.engine()?.reset_latency();
+        Ok(())
+    }
+
+    /// Stop the engine thread (its viewers end) and close the port. Idempotent.
+    fn close(&mut self, py: Python<'_>) {
+        if let Some(mut engine) = self.inner.take() {
+            py.detach(move || engine.close());
+        }
+    }
+}
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyStreamFeed>()?;
+    m.add_class::<PyWebrtcEngine>()?;
+    Ok(())
+}

@@ -1,0 +1,740 @@
+//! The WebRTC viewer engine: every viewer of every stream on one UDP port,
+//! driven by one thread.
+//!
+//! - Datagrams are routed to their viewer by a hash map keyed by the remote
+//!   address; an address not seen before is accepted only with a STUN
+//!   request naming a viewer's ICE username fragment (no linear scan).
+//! - Once per tick (10 ms) the engine takes each stream's packets from its
+//!   [`StreamFeed`], writes them to every viewer of that stream, polls each
+//!   viewer once, and sends all their datagrams with `sendmmsg`.
+//! - A viewer that does not connect within [`CONNECT_TIMEOUT`], whose ICE
+//!   consent lapses (no datagram for [`CONSENT_TIMEOUT`]), or whose stream
+//!   ends is closed and freed.
+//!
+//! Python only adds and removes viewers and reads events and stats.
+
+use std::collections::HashMap;
+use std::io;
+use std::mem;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use str0m::net::{Protocol, Receive};
+use str0m::{Event as RtcEvent, IceConnectionState, Input, Output};
+
+use super::feed::{FeedPacket, StreamFeed};
+use super::viewer::{StreamCodecs, Viewer, ViewerCounters};
+use crate::io::{clear, epoll_add, eventfd, signal, std_to_sockaddr, RecvBatch, BATCH};
+
+/// How often each stream's packets go out (the added latency's bound).
+pub const TICK: Duration = Duration::from_millis(10);
+/// A viewer not connected (ICE + DTLS) by then is closed.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// A connected viewer that sent nothing for this long lost ICE consent
+/// (browsers check every 5 s or so; RFC 7675 allows 30 s).
+pub const CONSENT_TIMEOUT: Duration = Duration::from_secs(20);
+/// How often timeouts are checked and stats published.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// Datagrams per `sendmmsg`.
+const SEND_BATCH: usize = 64;
+const WAKE: u64 = 0;
+const SOCKET: u64 = 1;
+
+static NEXT_VIEWER: AtomicU64 = AtomicU64::new(1);
+
+/// What Python hears from the engine.
+#[derive(Clone, Debug)]
+pub enum EngineEvent {
+    /// ICE and DTLS are up: media flows.
+    Connected { viewer: u64 },
+    /// The viewer is gone (its resources are freed).
+    Closed { viewer: u64, reason: String },
+    /// Viewers of this feed asked for a keyframe (PLI/FIR, or a viewer
+    /// joined and needs a picture).
+    KeyframeRequest { feed: u64 },
+}
+
+/// A viewer as the stats show it.
+#[derive(Clone, Debug, Default)]
+pub struct ViewerInfo {
+    pub feed: u64,
+    pub remote: Option<SocketAddr>,
+    pub connected: bool,
+    pub waiting_keyframe: bool,
+    pub counters: ViewerCounters,
+}
+
+/// Engine-wide counters.
+#[derive(Clone, Debug, Default)]
+pub struct EngineStats {
+    pub viewers: u64,
+    pub connected: u64,
+    pub datagrams_in: u64,
+    /// Datagrams from addresses no viewer owns (and not a STUN request
+    /// naming one): dropped.
+    pub unroutable: u64,
+    pub datagrams_out: u64,
+    pub bytes_out: u64,
+    pub send_errors: u64,
+    pub rtc_errors: u64,
+    pub ticks: u64,
+    /// Hub → socket latency of every packet sent (µs), as a histogram.
+    pub latency: LatencyHistogram,
+}
+
+/// Microsecond latencies in 100 µs buckets up to 200 ms.
+#[derive(Clone, Debug)]
+pub struct LatencyHistogram {
+    buckets: Vec<u64>,
+    count: u64,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram {
+            buckets: vec![0; 2001],
+            count: 0,
+        }
+    }
+}
+
+impl LatencyHistogram {
+    pub fn record(&mut self, latency: Duration, n: u64) {
+        let i = ((latency.as_micros() / 100) as usize).min(self.buckets.len() - 1);
+        self.buckets[i] += n;
+        self.count += n;
+    }
+
+    /// The `q` quantile (0..1) in microseconds; 0 when empty.
+    pub fn quantile_us(&self, q: f64) -> u64 {
+        if self.count == 0 {
+            return 0;
+        }
+        let target = ((self.count as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= target {
+                return (i as u64 + 1) * 100;
+            }
+        }
+        self.buckets.len() as u64 * 100
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+}
+
+enum Command {
+    Add(Box<Viewer>),
+    Remove(u64),
+    ResetLatency,
+}
+
+struct Shared {
+    commands: Mutex<Vec<Command>>,
+    wake: OwnedFd,
+    events: Mutex<Vec<EngineEvent>>,
+    notify: OwnedFd,
+    notified: AtomicBool,
+    stop: AtomicBool,
+    stats: Mutex<EngineStats>,
+    viewers: Mutex<HashMap<u64, ViewerInfo>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    fn emit(&self, events: &mut Vec<EngineEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        lock(&self.events).append(events);
+        if !self.notified.swap(true, Ordering::SeqCst) {
+            signal(self.notify.as_raw_fd());
+        }
+    }
+}
+
+/// Handle to the engine thread; dropping it stops the thread.
+pub struct Engine {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+    local: SocketAddr,
+    candidate: SocketAddr,
+}
+
+impl Engine {
+    /// Bind `bind` (port 0: ephemeral) and start the engine thread. Viewers
+    /// are told to reach it at `advertised` (its IP, the bound port).
+    pub fn start(bind: SocketAddr, advertised: std::net::IpAddr) -> io::Result<Engine> {
+        let socket = std::net::UdpSocket::bind(bind)?;
+        socket.set_nonblocking(true)?;
+        let local = socket.local_addr()?;
+        let candidate = SocketAddr::new(advertised, local.port());
+        let shared = Arc::new(Shared {
+            commands: Mutex::new(Vec::new()),
+            wake: eventfd()?,
+            events: Mutex::new(Vec::new()),
+            notify: eventfd()?,
+            notified: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            stats: Mutex::new(EngineStats::default()),
+            viewers: Mutex::new(HashMap::new()),
+        });
+        // SAFETY: epoll_create1 returns a new fd or -1.
+        let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if epoll < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh fd owned by nothing else.
+        let epoll = unsafe { OwnedFd::from_raw_fd(epoll) };
+        epoll_add(epoll.as_raw_fd(), shared.wake.as_raw_fd(), WAKE)?;
+        epoll_add(epoll.as_raw_fd(), socket.as_raw_fd(), SOCKET)?;
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("sipstream-webrtc".into())
+            .spawn(move || {
+                let mut run = Run::new(thread_shared, socket, local, epoll);
+                run.run();
+            })?;
+        Ok(Engine {
+            shared,
+            thread: Some(thread),
+            local,
+            candidate,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The address viewers are given as our ICE candidate.
+    pub fn candidate(&self) -> SocketAddr {
+        self.candidate
+    }
+
+    /// Answer a WHEP offer for `feed`'s stream: (viewer id, answer SDP). The
+    /// answer is built here, on the caller's thread; the viewer then moves to
+    /// the engine thread.
+    pub fn add_viewer(
+        &self,
+        offer_sdp: &str,
+        codecs: &StreamCodecs,
+        feed: Arc<StreamFeed>,
+    ) -> Result<(u64, String), String> {
+        if feed.is_closed() {
+            return Err("the stream has ended".into());
+        }
+        let id = NEXT_VIEWER.fetch_add(1, Ordering::Relaxed);
+        let (viewer, answer) =
+            Viewer::answer(id, offer_sdp, self.candidate, codecs, feed, Instant::now())?;
+        lock(&self.shared.viewers).insert(
+            id,
+            ViewerInfo {
+                feed: viewer.feed.id(),
+                ..ViewerInfo::default()
+            },
+        );
+        self.command(Command::Add(Box::new(viewer)));
+        Ok((id, answer))
+    }
+
+    /// End a viewer (a Closed event follows when it existed).
+    pub fn remove_viewer(&self, id: u64) {
+        self.command(Command::Remove(id));
+    }
+
+    fn command(&self, c: Command) {
+        lock(&self.shared.commands).push(c);
+        signal(self.shared.wake.as_raw_fd());
+    }
+
+    /// The fd that becomes readable when events wait (asyncio `add_reader`).
+    pub fn notify_fd(&self) -> RawFd {
+        self.shared.notify.as_raw_fd()
+    }
+
+    pub fn drain_events(&self) -> Vec<EngineEvent> {
+        clear(self.shared.notify.as_raw_fd());
+        self.shared.notified.store(false, Ordering::SeqCst);
+        mem::take(&mut *lock(&self.shared.events))
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        lock(&self.shared.stats).clone()
+    }
+
+    /// Start the latency histogram afresh (benchmarks measure a window).
+    pub fn reset_latency(&self) {
+        self.command(Command::ResetLatency);
+    }
+
+    pub fn viewer(&self, id: u64) -> Option<ViewerInfo> {
+        lock(&self.shared.viewers).get(&id).cloned()
+    }
+
+    pub fn close(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        signal(self.shared.wake.as_raw_fd());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The viewers of one stream.
+struct FeedViewers {
+    feed: Arc<StreamFeed>,
+    viewers: Vec<u64>,
+    /// Some viewer asked for a keyframe this tick.
+    keyframe_wanted: bool,
+}
+
+/// The engine thread's state.
+struct Run {
+    shared: Arc<Shared>,
+    socket: std::net::UdpSocket,
+    local: SocketAddr,
+    epoll: OwnedFd,
+    viewers: HashMap<u64, Viewer>,
+    by_addr: HashMap<SocketAddr, u64>,
+    by_ufrag: HashMap<String, u64>,
+    feeds: HashMap<u64, FeedViewers>,
+    stats: EngineStats,
+    events: Vec<EngineEvent>,
+    out: Vec<(SocketAddr, Vec<u8>)>,
+    batch: RecvBatch,
+}
+
+impl Run {
+    fn new(
+        shared: Arc<Shared>,
+        socket: std::net::UdpSocket,
+        local: SocketAddr,
+        epoll: OwnedFd,
+    ) -> Run {
+        Run {
+            shared,
+            socket,
+            local,
+            epoll,
+            viewers: HashMap::new(),
+            by_addr: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            feeds: HashMap::new(),
+            stats: EngineStats::default(),
+            events: Vec::new(),
+            out: Vec::new(),
+            batch: RecvBatch::new(),
+        }
+    }
+
+    fn run(&mut self) {
+        let mut next_tick = Instant::now() + TICK;
+        let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
+        let mut ready: [libc::epoll_event; 4] = unsafe { mem::zeroed() };
+        while !self.shared.stop.load(Ordering::SeqCst) {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            let ms = wait.as_millis().min(1000) as i32;
+            // SAFETY: `ready` is a valid buffer of 4 events.
+            let n = unsafe {
+                libc::epoll_wait(
+                    self.epoll.as_raw_fd(),
+                    ready.as_mut_ptr(),
+                    ready.len() as i32,
+                    ms,
+                )
+            };
+            for e in ready.iter().take(n.max(0) as usize) {
+                match e.u64 {
+                    WAKE => {
+                        clear(self.shared.wake.as_raw_fd());
+                        self.run_commands();
+                    }
+                    _ => self.receive(),
+                }
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.tick(now);
+                next_tick += TICK;
+                if next_tick <= now {
+                    next_tick = now + TICK;
+                }
+            }
+            if now >= next_housekeeping {
+                self.housekeeping(now);
+                next_housekeeping = now + HOUSEKEEPING;
+            }
+            self.send();
+            let mut events = mem::take(&mut self.events);
+            self.shared.emit(&mut events);
+            self.events = events;
+        }
+        for id in self.viewers.keys().copied().collect::<Vec<_>>() {
+            self.close_viewer(id, "the server stopped");
+        }
+        let mut events = mem::take(&mut self.events);
+        self.shared.emit(&mut events);
+    }
+
+    fn run_commands(&mut self) {
+        let commands = mem::take(&mut *lock(&self.shared.commands));
+        for c in commands {
+            match c {
+                Command::Add(viewer) => {
+                    let viewer = *viewer;
+                    let id = viewer.id;
+                    self.by_ufrag.insert(viewer.local_ufrag.clone(), id);
+                    let feed = viewer.feed.clone();
+                    self.feeds
+                        .entry(feed.id())
+                        .or_insert_with(|| FeedViewers {
+                            feed,
+                            viewers: Vec::new(),
+                            keyframe_wanted: false,
+                        })
+                        .viewers
+                        .push(id);
+                    self.viewers.insert(id, viewer);
+                }
+                Command::Remove(id) => self.close_viewer(id, "ended by request"),
+                Command::ResetLatency => self.stats.latency = Default::default(),
+            }
+        }
+    }
+
+    fn receive(&mut self) {
+        loop {
+            let n = match self.batch.recv(self.socket.as_raw_fd()) {
+                Ok(n) => n,
+                Err(_) => return,
+            };
+            let now = Instant::now();
+            for j in 0..n {
+                let Some((data, Some(from))) = self.batch.get(j) else {
+                    continue;
+                };
+                self.stats.datagrams_in += 1;
+                let Some(id) = route(&self.by_addr, &self.by_ufrag, from, data) else {
+                    self.stats.unroutable += 1;
+                    continue;
+                };
+                let Some(viewer) = self.viewers.get_mut(&id) else {
+                    continue;
+                };
+                let Ok(receive) = Receive::new(Protocol::Udp, from, self.local, data) else {
+                    self.stats.unroutable += 1;
+                    continue;
+                };
+                let input = Input::Receive(now, receive);
+                if !self.by_addr.contains_key(&from) {
+                    // a new address: only a STUN request str0m accepts
+                    // (right ufrag and password) may claim it
+                    if !viewer.rtc.accepts(&input) {
+                        self.stats.unroutable += 1;
+                        continue;
+                    }
+                    self.by_addr.insert(from, id);
+                    if let Some(info) = lock(&self.shared.viewers).get_mut(&id) {
+                        info.remote = Some(from);
+                    }
+                }
+                viewer.last_input = now;
+                if viewer.rtc.handle_input(input).is_err() {
+                    self.stats.rtc_errors += 1;
+                }
+                self.poll(id, now);
+            }
+            if n < BATCH {
+                return;
+            }
+        }
+    }
+
+    /// Drain one viewer's output: datagrams to send, events; remember when
+    /// it next wants time.
+    fn poll(&mut self, id: u64, now: Instant) {
+        let mut close = None;
+        let Some(viewer) = self.viewers.get_mut(&id) else {
+            return;
+        };
+        loop {
+            match viewer.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    viewer.next_timeout = t;
+                    break;
+                }
+                Ok(Output::Transmit(t)) => self.out.push((t.destination, t.contents.into())),
+                Ok(Output::Event(e)) => match e {
+                    RtcEvent::Connected => {
+                        viewer.connected = true;
+                        self.events.push(EngineEvent::Connected { viewer: id });
+                        if viewer.wants_video() {
+                            if let Some(f) = self.feeds.get_mut(&viewer.feed.id()) {
+                                f.keyframe_wanted = true;
+                            }
+                        }
+                    }
+                    RtcEvent::KeyframeRequest(_) => {
+                        viewer.counters.keyframe_requests += 1;
+                        if let Some(f) = self.feeds.get_mut(&viewer.feed.id()) {
+                            f.keyframe_wanted = true;
+                        }
+                    }
+                    RtcEvent::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                        close = Some("ICE disconnected");
+                    }
+                    _ => {}
+                },
+                Err(_) => {
+                    self.stats.rtc_errors += 1;
+                    close = Some("WebRTC error");
+                    break;
+                }
+            }
+        }
+        if !viewer.rtc.is_alive() && close.is_none() {
+            close = Some("closed");
+        }
+        let _ = now;
+        if let Some(reason) = close {
+            self.close_viewer(id, reason);
+        }
+    }
+
+    /// Write each stream's new packets to its viewers, then give every
+    /// viewer that has work or a due timer its one poll of the tick.
+    fn tick(&mut self, now: Instant) {
+        self.stats.ticks += 1;
+        let mut polled: Vec<u64> = Vec::new();
+        let mut ended: Vec<u64> = Vec::new();
+        let mut latencies: Vec<(Instant, u64)> = Vec::new();
+        for (feed_id, fv) in self.feeds.iter_mut() {
+            if fv.feed.is_closed() {
+                ended.push(*feed_id);
+                continue;
+            }
+            let taken = fv.feed.take();
+            if taken.packets.is_empty() && !taken.overflowed {
+                continue;
+            }
+            let mut sent_to = 0u64;
+            for id in &fv.viewers {
+                if let Some(v) = self.viewers.get_mut(id) {
+                    if v.connected {
+                        v.write(&taken.packets, taken.overflowed);
+                        sent_to += 1;
+                    }
+                    v.polled_tick = self.stats.ticks;
+                    polled.push(*id);
+                }
+            }
+            if taken.overflowed {
+                fv.keyframe_wanted = true;
+            }
+            if sent_to > 0 {
+                latencies.extend(
+                    taken
+                        .packets
+                        .iter()
+                        .map(|p: &FeedPacket| (p.arrival, sent_to)),
+                );
+            }
+        }
+        for feed_id in ended {
+            let ids = self
+                .feeds
+                .get(&feed_id)
+                .map(|f| f.viewers.clone())
+                .unwrap_or_default();
+            for id in ids {
+                self.close_viewer(id, "the stream ended");
+            }
+            self.feeds.remove(&feed_id);
+        }
+        for id in &polled {
+            if let Some(v) = self.viewers.get_mut(id) {
+                if v.rtc.handle_input(Input::Timeout(now)).is_err() {
+                    self.stats.rtc_errors += 1;
+                }
+            }
+            self.poll(*id, now);
+        }
+        // viewers with no packet this tick: only their timers
+        let due: Vec<u64> = self
+            .viewers
+            .iter()
+            .filter(|(_, v)| v.next_timeout <= now && v.polled_tick != self.stats.ticks)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if let Some(v) = self.viewers.get_mut(&id) {
+                if v.rtc.handle_input(Input::Timeout(now)).is_err() {
+                    self.stats.rtc_errors += 1;
+                }
+            }
+            self.poll(id, now);
+        }
+        for fv in self.feeds.values_mut() {
+            if mem::take(&mut fv.keyframe_wanted) {
+                self.events
+                    .push(EngineEvent::KeyframeRequest { feed: fv.feed.id() });
+            }
+        }
+        self.send();
+        let done = Instant::now();
+        for (arrival, n) in latencies {
+            self.stats
+                .latency
+                .record(done.saturating_duration_since(arrival), n);
+        }
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        let mut expired = Vec::new();
+        for (id, v) in &self.viewers {
+            if !v.connected && now.duration_since(v.created) > CONNECT_TIMEOUT {
+                expired.push((*id, "not connected within 30 s"));
+            } else if v.connected && now.duration_since(v.last_input) > CONSENT_TIMEOUT {
+                expired.push((*id, "ICE consent expired"));
+            }
+        }
+        for (id, reason) in expired {
+            self.close_viewer(id, reason);
+        }
+        let mut infos = lock(&self.shared.viewers);
+        for (id, v) in &self.viewers {
+            if let Some(info) = infos.get_mut(id) {
+                info.connected = v.connected;
+                info.waiting_keyframe = v.waiting_keyframe();
+                info.counters = v.counters;
+            }
+        }
+        drop(infos);
+        self.stats.viewers = self.viewers.len() as u64;
+        self.stats.connected = self.viewers.values().filter(|v| v.connected).count() as u64;
+        *lock(&self.shared.stats) = self.stats.clone();
+    }
+
+    fn close_viewer(&mut self, id: u64, reason: &str) {
+        let Some(mut viewer) = self.viewers.remove(&id) else {
+            return;
+        };
+        viewer.rtc.disconnect();
+        self.by_ufrag.remove(&viewer.local_ufrag);
+        self.by_addr.retain(|_, v| *v != id);
+        if let Some(fv) = self.feeds.get_mut(&viewer.feed.id()) {
+            fv.viewers.retain(|v| *v != id);
+            if fv.viewers.is_empty() {
+                self.feeds.remove(&viewer.feed.id());
+            }
+        }
+        lock(&self.shared.viewers).remove(&id);
+        self.events.push(EngineEvent::Closed {
+            viewer: id,
+            reason: reason.to_string(),
+        });
+    }
+
+    /// Send what the viewers produced, `SEND_BATCH` datagrams a syscall.
+    fn send(&mut self) {
+        if self.out.is_empty() {
+            return;
+        }
+        let fd = self.socket.as_raw_fd();
+        for chunk in self.out.chunks(SEND_BATCH) {
+            let (sent, errors, bytes) = sendmmsg(fd, chunk);
+            self.stats.datagrams_out += sent;
+            self.stats.send_errors += errors;
+            self.stats.bytes_out += bytes;
+        }
+        self.out.clear();
+    }
+}
+
+/// The viewer a datagram belongs to: its source address, or for a STUN
+/// request from a new address, the ufrag its USERNAME names.
+fn route(
+    by_addr: &HashMap<SocketAddr, u64>,
+    by_ufrag: &HashMap<String, u64>,
+    from: SocketAddr,
+    data: &[u8],
+) -> Option<u64> {
+    if let Some(id) = by_addr.get(&from) {
+        return Some(*id);
+    }
+    if data.first().is_some_and(|b| *b < 2) {
+        let msg = str0m::ice::StunMessage::parse(data).ok()?;
+        let (a, b) = msg.split_username()?;
+        return by_ufrag.get(a).or_else(|| by_ufrag.get(b)).copied();
+    }
+    None
+}
+
+/// `sendmmsg` of `datagrams` (at most [`SEND_BATCH`]): (sent, failed, bytes).
+fn sendmmsg(fd: RawFd, datagrams: &[(SocketAddr, Vec<u8>)]) -> (u64, u64, u64) {
+    let mut addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)> = datagrams
+        .iter()
+        .map(|(to, _)| std_to_sockaddr(to))
+        .collect();
+    let mut iovs: Vec<libc::iovec> = datagrams
+        .iter()
+        .map(|(_, d)| libc::iovec {
+            iov_base: d.as_ptr() as *mut libc::c_void,
+            iov_len: d.len(),
+        })
+        .collect();
+    // SAFETY: zeroed mmsghdr is a valid empty header; pointers set below
+    // stay valid (addrs, iovs outlive the call).
+    let mut msgs: Vec<libc::mmsghdr> = (0..datagrams.len())
+        .map(|_| unsafe { mem::zeroed() })
+        .collect();
+    for (i, m) in msgs.iter_mut().enumerate() {
+        m.msg_hdr.msg_name = &mut addrs[i].0 as *mut _ as *mut libc::c_void;
+        m.msg_hdr.msg_namelen = addrs[i].1;
+        m.msg_hdr.msg_iov = &mut iovs[i];
+        m.msg_hdr.msg_iovlen = 1;
+    }
+    let (mut sent, mut errors, mut bytes) = (0u64, 0u64, 0u64);
+    let mut start = 0;
+    while start < msgs.len() {
+        // SAFETY: msgs[start..] are initialised headers.
+        let n = unsafe {
+            libc::sendmmsg(
+                fd,
+                msgs[start..].as_mut_ptr(),
+                (msgs.len() - start) as u32,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n <= 0 {
+            // the first of the rest failed (full buffer, unreachable): skip it
+            errors += 1;
+            start += 1;
+            continue;
+        }
+        for d in &datagrams[start..start + n as usize] {
+            bytes += d.1.len() as u64;
+        }
+        sent += n as u64;
+        start += n as usize;
+    }
+    (sent, errors, bytes)
+}

@@ -1,0 +1,11 @@
+//! WebRTC playback in the Rust core: each stream's frames are packetized
+//! once ([`feed`]) and sent to all its viewers by one engine thread on one
+//! UDP port ([`engine`]), each viewer a str0m `Rtc` ([`viewer`]).
+
+pub mod engine;
+pub mod feed;
+pub mod viewer;
+
+pub use engine::{Engine, EngineEvent, EngineStats, ViewerInfo};
+pub use feed::{FeedPacket, StreamFeed};
+pub use viewer::StreamCodecs;
