@@ -19,7 +19,6 @@ import av
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.exceptions import InvalidStateError, OperationError
 from aiortc.mediastreams import MediaStreamError
-
 from sipstream.media.stream import Stream, Subscription
 
 log = logging.getLogger(__name__)
