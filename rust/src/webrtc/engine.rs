@@ -571,7 +571,9 @@ impl Run {
         }
         for id in &polled {
             if let Some(v) = self.viewers.get_mut(id) {
-                if v.rtc.handle_input(Input::Timeout(now)).is_err() {
+                // written packets come out of poll_output; time only moves
+                // when str0m asked for it
+                if v.next_timeout <= now && v.rtc.handle_input(Input::Timeout(now)).is_err() {
                     self.stats.rtc_errors += 1;
                 }
             }
