@@ -61,6 +61,12 @@ class Rest:
         self.base_url = base_url
         self.http = http
 
+    async def get(self, path: str) -> Any:
+        """GET ``path``'s JSON (asserting a 200)."""
+        async with self.http.get(self.base_url + path) as res:
+            assert res.status == 200, await res.text()
+            return await res.json()
+
     async def post(self, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
         data = raw if raw is not None else (None if body is None else __import__("json").dumps(body))
         async with self.http.post(self.base_url + path, data=data,

@@ -21,7 +21,8 @@ class Server:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.gateway = Gateway(settings)
-        self.whep = WhepEndpoint(settings.ip, settings.max_viewers, settings.webrtc_port, settings.bind_ip)
+        self.whep = WhepEndpoint(settings.ip, settings.max_viewers, settings.webrtc_port, settings.bind_ip,
+                                 settings.webrtc_connect_timeout_s)
         self._runner: web.AppRunner | None = None
         self.hooks: RestHooks | None = None
 

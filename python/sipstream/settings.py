@@ -72,6 +72,7 @@ class Settings:
     media_port_to: int = 32000
     # One UDP port for every WebRTC viewer (0: an ephemeral port).
     webrtc_port: int = 31000
+    webrtc_connect_timeout_s: float = 30.0  # a WHEP viewer not connected by then is ended
     rtp_receive_buffer_size: int = 131072
     rtp_send_buffer_size: int = 131072
     rtp_in_buffer: bool = False
@@ -98,7 +99,7 @@ class Settings:
     rtp_activity_timeout_s: float = 60.0  # no RTP this long while ESTABLISHED: BYE + FAILED; 0: off
     keyframe_request_interval_ms: int = 1000
     max_calls: int = 500
-    max_viewers: int = 200
+    max_viewers: int = 1000
     max_body_bytes: int = 65536
     # REST hooks (api/hooks.py): WCS names for the first two.
     disable_rest_requests: bool = False

@@ -9,7 +9,9 @@ use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::webrtc::{Engine, EngineEvent, StreamCodecs, StreamFeed};
+use std::time::Duration;
+
+use crate::webrtc::{Engine, EngineEvent, StreamCodecs, StreamFeed, Timeouts};
 
 /// One stream's packetized media for its WebRTC viewers. Attach it to the
 /// call's receive path with `MediaIo.set_feed(feed)`.
@@ -71,11 +73,28 @@ fn ip(s: &str, what: &str) -> PyResult<IpAddr> {
 #[pymethods]
 impl PyWebrtcEngine {
     /// Bind `bind_ip:port` (0: ephemeral); viewers are given
-    /// `advertised_ip` and the bound port as our ICE candidate.
+    /// `advertised_ip` and the bound port as our ICE candidate. A viewer
+    /// not connected within `connect_timeout_s`, or silent (no ICE consent)
+    /// for `consent_timeout_s`, is closed.
     #[new]
-    fn new(bind_ip: &str, port: u16, advertised_ip: &str) -> PyResult<Self> {
+    #[pyo3(signature = (bind_ip, port, advertised_ip, connect_timeout_s = 30.0, consent_timeout_s = 20.0))]
+    fn new(
+        bind_ip: &str,
+        port: u16,
+        advertised_ip: &str,
+        connect_timeout_s: f64,
+        consent_timeout_s: f64,
+    ) -> PyResult<Self> {
         let bind = SocketAddr::new(ip(bind_ip, "bind address")?, port);
-        let engine = Engine::start(bind, ip(advertised_ip, "advertised address")?)
+        let seconds = |s: f64, what: &str| {
+            Duration::try_from_secs_f64(s)
+                .map_err(|_| PyValueError::new_err(format!("{what}: {s} is not a duration")))
+        };
+        let timeouts = Timeouts {
+            connect: seconds(connect_timeout_s, "connect_timeout_s")?,
+            consent: seconds(consent_timeout_s, "consent_timeout_s")?,
+        };
+        let engine = Engine::start(bind, ip(advertised_ip, "advertised address")?, timeouts)
             .map_err(|e| PyOSError::new_err(format!("cannot open the WebRTC port {bind}: {e}")))?;
         Ok(PyWebrtcEngine {
             inner: Some(engine),

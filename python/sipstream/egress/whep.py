@@ -42,8 +42,10 @@ class WhepEndpoint:
     ``bind_ip`` (``ip_local`` for 1:1 NAT, else ``ip``) on ``port``
     (0: an ephemeral port)."""
 
-    def __init__(self, ip: str, max_viewers: int = 200, port: int = 0, bind_ip: str | None = None) -> None:
+    def __init__(self, ip: str, max_viewers: int = 200, port: int = 0, bind_ip: str | None = None,
+                 connect_timeout_s: float = 30.0) -> None:
         self.ip = ip
+        self.connect_timeout_s = connect_timeout_s
         self.bind_ip = bind_ip or ip
         self.max_viewers = max_viewers
         self.requested_port = port
@@ -57,7 +59,7 @@ class WhepEndpoint:
         """Open the WebRTC port (also done by the first ``play``)."""
         if self._engine is not None:
             return
-        self._engine = WebrtcEngine(self.bind_ip, self.requested_port, self.ip)
+        self._engine = WebrtcEngine(self.bind_ip, self.requested_port, self.ip, self.connect_timeout_s)
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._engine.fileno(), self._on_events)
         log.info("WebRTC viewers on UDP %s:%d", self.bind_ip, self._engine.port)

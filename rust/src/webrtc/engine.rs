@@ -7,9 +7,9 @@
 //! - Once per tick (10 ms) the engine takes each stream's packets from its
 //!   [`StreamFeed`], writes them to every viewer of that stream, polls each
 //!   viewer once, and sends all their datagrams with `sendmmsg`.
-//! - A viewer that does not connect within [`CONNECT_TIMEOUT`], whose ICE
-//!   consent lapses (no datagram for [`CONSENT_TIMEOUT`]), or whose stream
-//!   ends is closed and freed.
+//! - A viewer that does not connect in time, whose ICE consent lapses (no
+//!   datagram for a while: [`Timeouts`]), or whose stream ends is closed and
+//!   freed.
 //!
 //! Python only adds and removes viewers and reads events and stats.
 
@@ -32,15 +32,31 @@ use crate::io::{clear, epoll_add, eventfd, signal, std_to_sockaddr, RecvBatch, B
 
 /// How often each stream's packets go out (the added latency's bound).
 pub const TICK: Duration = Duration::from_millis(10);
-/// A viewer not connected (ICE + DTLS) by then is closed.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-/// A connected viewer that sent nothing for this long lost ICE consent
-/// (browsers check every 5 s or so; RFC 7675 allows 30 s).
-pub const CONSENT_TIMEOUT: Duration = Duration::from_secs(20);
+/// Timeouts of the engine's viewers.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// A viewer not connected (ICE + DTLS) by then is closed.
+    pub connect: Duration,
+    /// A connected viewer that sent nothing for this long lost ICE consent
+    /// (browsers check every 5 s or so; RFC 7675 allows 30 s).
+    pub consent: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(30),
+            consent: Duration::from_secs(20),
+        }
+    }
+}
 /// How often timeouts are checked and stats published.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 /// Datagrams per `sendmmsg`.
 const SEND_BATCH: usize = 64;
+/// SO_SNDBUF / SO_RCVBUF asked for (the kernel caps them at wmem_max /
+/// rmem_max).
+const SOCKET_BUFFER: libc::c_int = 4 << 20;
 const WAKE: u64 = 0;
 const SOCKET: u64 = 1;
 
@@ -174,9 +190,16 @@ pub struct Engine {
 impl Engine {
     /// Bind `bind` (port 0: ephemeral) and start the engine thread. Viewers
     /// are told to reach it at `advertised` (its IP, the bound port).
-    pub fn start(bind: SocketAddr, advertised: std::net::IpAddr) -> io::Result<Engine> {
+    pub fn start(
+        bind: SocketAddr,
+        advertised: std::net::IpAddr,
+        timeouts: Timeouts,
+    ) -> io::Result<Engine> {
         let socket = std::net::UdpSocket::bind(bind)?;
         socket.set_nonblocking(true)?;
+        // a tick sends about one datagram per viewer in a burst
+        set_buffer(&socket, libc::SO_SNDBUF, SOCKET_BUFFER);
+        set_buffer(&socket, libc::SO_RCVBUF, SOCKET_BUFFER);
         let local = socket.local_addr()?;
         let candidate = SocketAddr::new(advertised, local.port());
         let shared = Arc::new(Shared {
@@ -202,7 +225,7 @@ impl Engine {
         let thread = std::thread::Builder::new()
             .name("sipstream-webrtc".into())
             .spawn(move || {
-                let mut run = Run::new(thread_shared, socket, local, epoll);
+                let mut run = Run::new(thread_shared, socket, local, epoll, timeouts);
                 run.run();
             })?;
         Ok(Engine {
@@ -320,6 +343,7 @@ struct Run {
     events: Vec<EngineEvent>,
     out: Vec<(SocketAddr, Vec<u8>)>,
     batch: RecvBatch,
+    timeouts: Timeouts,
 }
 
 impl Run {
@@ -328,6 +352,7 @@ impl Run {
         socket: std::net::UdpSocket,
         local: SocketAddr,
         epoll: OwnedFd,
+        timeouts: Timeouts,
     ) -> Run {
         Run {
             shared,
@@ -342,6 +367,7 @@ impl Run {
             events: Vec::new(),
             out: Vec::new(),
             batch: RecvBatch::new(),
+            timeouts,
         }
     }
 
@@ -612,9 +638,9 @@ impl Run {
     fn housekeeping(&mut self, now: Instant) {
         let mut expired = Vec::new();
         for (id, v) in &self.viewers {
-            if !v.connected && now.duration_since(v.created) > CONNECT_TIMEOUT {
-                expired.push((*id, "not connected within 30 s"));
-            } else if v.connected && now.duration_since(v.last_input) > CONSENT_TIMEOUT {
+            if !v.connected && now.duration_since(v.created) > self.timeouts.connect {
+                expired.push((*id, "not connected in time"));
+            } else if v.connected && now.duration_since(v.last_input) > self.timeouts.consent {
                 expired.push((*id, "ICE consent expired"));
             }
         }
@@ -688,6 +714,19 @@ fn route(
         return by_ufrag.get(a).or_else(|| by_ufrag.get(b)).copied();
     }
     None
+}
+
+fn set_buffer(socket: &std::net::UdpSocket, option: libc::c_int, bytes: libc::c_int) {
+    // SAFETY: a valid fd and a c_int option value of the right size.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            &bytes as *const libc::c_int as *const libc::c_void,
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
 }
 
 /// `sendmmsg` of `datagrams` (at most [`SEND_BATCH`]): (sent, failed, bytes).

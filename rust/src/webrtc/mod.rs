@@ -6,6 +6,6 @@ pub mod engine;
 pub mod feed;
 pub mod viewer;
 
-pub use engine::{Engine, EngineEvent, EngineStats, ViewerInfo};
+pub use engine::{Engine, EngineEvent, EngineStats, Timeouts, ViewerInfo};
 pub use feed::{FeedPacket, StreamFeed};
 pub use viewer::StreamCodecs;
