@@ -391,7 +391,7 @@ class Transmit:
     data: bytes  # a compound RTCP packet (RR + SDES [+ NACK | PLI | FIR])
 
 class MediaEvent:
-    type: str  # "keyframe_needed" (send SIP INFO) | "ssrc_changed" | "bye"
+    type: str  # "keyframe_needed" (send SIP INFO) | "ssrc_changed" | "bye" | "stream_changed" (StreamFeed.stats)
     kind: str | None  # "audio" | "video"
     ssrc: int
     old_ssrc: int | None  # ssrc_changed only
@@ -450,6 +450,10 @@ class MediaIo:
     def drain(self) -> list[Frame]: ...
     def drain_events(self) -> list[MediaEvent]: ...
     def request_keyframe(self) -> None: ...
+    def set_feed(self, feed: StreamFeed | None) -> None:
+        """Every frame goes into ``feed`` (the stream hub) on the reactor thread."""
+    def set_python_frames(self, on: bool) -> None:
+        """Whether ``drain`` gets the frames too (default True)."""
     def reconfigure(self, config: MediaConfig) -> None: ...
     def note_rtp_sent(self, kind: str, rtp_timestamp: int, payload_len: int) -> None:
         """RTP sent from Python with the session's SSRC (priming, DTMF): counted in its sender reports."""
@@ -466,6 +470,44 @@ class MediaReadyQueue:
 
     def fileno(self) -> int: ...
     def drain(self) -> list[tuple[int, list[Frame], bool]]: ...
+
+class StreamFeed:
+    """A stream's hub in Rust: counts its frames, keeps its latest GOP, and
+    packetizes them once for the WebRTC engine's viewers."""
+
+    def __init__(self) -> None: ...
+    @property
+    def id(self) -> int: ...
+    @property
+    def viewers(self) -> int: ...
+    def counters(self) -> tuple[int, int]:
+        """(frames, packets) packetized while viewers were attached."""
+    def stats(self) -> dict[str, Any]:
+        """frames/generated ([audio, video]), keyframes, audio_codec, video_codec, width, height."""
+    def gop(self) -> list[bytes]:
+        """The access units from the latest keyframe on."""
+    def close(self) -> None:
+        """The stream ended: its viewers are closed."""
+
+class WebrtcEngine:
+    """Every WebRTC viewer on one UDP port, served by a Rust thread (str0m)."""
+
+    def __init__(self, bind_ip: str, port: int, advertised_ip: str, connect_timeout_s: float = 30.0,
+                 consent_timeout_s: float = 20.0) -> None: ...
+    @property
+    def port(self) -> int: ...
+    def fileno(self) -> int:
+        """Readable while events wait."""
+    def add_viewer(self, feed: StreamFeed, offer: str, audio: str | None = None, video: bool = False,
+                   video_profile: int | None = None) -> tuple[int, str]:
+        """(viewer id, answer SDP); ValueError when the offer cannot be answered."""
+    def remove_viewer(self, viewer: int) -> None: ...
+    def drain_events(self) -> list[tuple[str, int, str]]:
+        """("connected", viewer, ""), ("closed", viewer, reason), ("keyframe", feed id, "")."""
+    def viewer(self, viewer: int) -> dict[str, Any] | None: ...
+    def stats(self) -> dict[str, Any]: ...
+    def reset_latency(self) -> None: ...
+    def close(self) -> None: ...
 
 def g711_decode(data: bytes, codec: str) -> bytes:
     """PCMU/PCMA → little-endian int16 bytes: ``numpy.frombuffer(b, "<i2")``."""

@@ -181,6 +181,9 @@ struct Answered {
     socket: UdpSocket,
     rtc: Rtc,
     location: String,
+    /// The SSRCs the answer announces (`a=ssrc:`): RTP with another SSRC is
+    /// not this viewer's (e.g. left over from an earlier user of the port).
+    ssrcs: Vec<u32>,
     /// When the POST started: the join time runs from here to Connected.
     started: Instant,
 }
@@ -261,6 +264,7 @@ impl Joiner {
             socket,
             rtc,
             location,
+            ssrcs: announced_ssrcs(&body),
             started,
         }))
     }
@@ -446,8 +450,11 @@ struct Counts {
     rtcp: u64,
     /// RTP + RTCP datagram bytes (as on the wire, SRTP tag included).
     bytes: u64,
-    /// Datagrams that are neither STUN, DTLS nor RTP/RTCP.
+    /// Datagrams that are neither STUN, DTLS nor RTP/RTCP of this viewer's
+    /// announced SSRCs.
     other: u64,
+    /// The answer's SSRCs (empty: count every SSRC).
+    announced: Vec<u32>,
 }
 
 impl Counts {
@@ -466,6 +473,10 @@ impl Counts {
         }
         let seq = u16::from_be_bytes([d[2], d[3]]);
         let ssrc = u32::from_be_bytes([d[8], d[9], d[10], d[11]]);
+        if !self.announced.is_empty() && !self.announced.contains(&ssrc) {
+            self.other += 1;
+            return;
+        }
         let entry = match self.ssrcs.iter().position(|s| s.ssrc == ssrc) {
             Some(i) => &mut self.ssrcs[i],
             None => {
@@ -759,6 +770,7 @@ impl Driver {
                     socket,
                     mut rtc,
                     location,
+                    ssrcs,
                     started,
                 } = *a;
                 let local = socket.local_addr().expect("bound socket");
@@ -776,7 +788,10 @@ impl Driver {
                     ice: IceConnectionState::New,
                     disconnects: 0,
                     failed: None,
-                    counts: Counts::default(),
+                    counts: Counts {
+                        announced: ssrcs,
+                        ..Counts::default()
+                    },
                     send_errors: 0,
                 };
                 match self.epoll.add(viewer.socket.as_raw_fd(), index as u64) {
@@ -1263,4 +1278,16 @@ fn main() {
         }
     }
     process::exit(if report.all_ok() { 0 } else { 1 });
+}
+
+/// The SSRCs an SDP announces in `a=ssrc:<ssrc> ...` lines.
+fn announced_ssrcs(sdp: &str) -> Vec<u32> {
+    let mut out: Vec<u32> = sdp
+        .lines()
+        .filter_map(|l| l.strip_prefix("a=ssrc:"))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }

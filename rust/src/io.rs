@@ -84,6 +84,8 @@ struct Shared {
     /// Notify through this queue (shared by many calls) instead of the
     /// call's own eventfd.
     ready: Option<Arc<ReadyInner>>,
+    /// Frames go to the consumer (`drain`) too, not only to the feed.
+    python_frames: AtomicBool,
 }
 
 impl Shared {
@@ -357,6 +359,7 @@ impl MediaIo {
             closed_signal: Condvar::new(),
             notified: AtomicBool::new(false),
             ready: ready.map(|r| r.inner.clone()),
+            python_frames: AtomicBool::new(true),
         });
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let reactor = reactor_for(id)?;
@@ -410,6 +413,13 @@ impl MediaIo {
     /// (None: stop).
     pub fn set_feed(&self, feed: Option<Arc<StreamFeed>>) {
         self.shared.lock().feed = feed;
+    }
+
+    /// Whether frames are queued for [`MediaIo::drain`] (the default); with a
+    /// feed attached they need not be: the stream hub counts them and the
+    /// WebRTC viewers get them without the consumer.
+    pub fn set_python_frames(&self, on: bool) {
+        self.shared.python_frames.store(on, Ordering::Relaxed);
     }
 
     pub fn request_keyframe(&self) {
@@ -713,15 +723,22 @@ impl Call {
             }
         }
         if !self.frames.is_empty() || !self.events.is_empty() {
-            {
+            let deliver = {
                 let mut q = self.shared.lock();
                 if let Some(feed) = &q.feed {
-                    feed.push_frames(&self.frames);
+                    if feed.push_frames(&self.frames) {
+                        self.events.push(Event::StreamChanged);
+                    }
                 }
-                q.frames.append(&mut self.frames);
+                if self.shared.python_frames.load(Ordering::Relaxed) {
+                    q.frames.append(&mut self.frames);
+                } else {
+                    self.frames.clear();
+                }
                 q.events.append(&mut self.events);
-            }
-            if !self.shared.notified.swap(true, Ordering::SeqCst) {
+                !q.frames.is_empty() || !q.events.is_empty()
+            };
+            if deliver && !self.shared.notified.swap(true, Ordering::SeqCst) {
                 match &self.shared.ready {
                     Some(ready) => ready.push(self.id, &self.shared),
                     None => signal(self.notify.as_raw_fd()),

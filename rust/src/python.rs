@@ -1192,7 +1192,7 @@ struct PyTransmit {
     data: Vec<u8>,
 }
 
-/// `type` is "keyframe_needed", "ssrc_changed" or "bye".
+/// `type` is "keyframe_needed", "ssrc_changed", "bye" or "stream_changed".
 #[pyclass(module = "sipstream._core", name = "MediaEvent", get_all)]
 struct PyMediaEvent {
     #[pyo3(name = "type")]
@@ -1236,6 +1236,13 @@ impl PyMediaEvent {
                 ssrc,
                 old_ssrc: None,
                 reason,
+            },
+            session::Event::StreamChanged => PyMediaEvent {
+                kind_of: "stream_changed".into(),
+                kind: None,
+                ssrc: 0,
+                old_ssrc: None,
+                reason: None,
             },
         }
     }
@@ -1522,6 +1529,13 @@ impl PyMediaIo {
         feed: Option<PyRef<'_, crate::python_webrtc::PyStreamFeed>>,
     ) -> PyResult<()> {
         self.io()?.set_feed(feed.map(|f| f.inner.clone()));
+        Ok(())
+    }
+
+    /// Whether `drain` gets the frames (default True). Off, frames only go
+    /// to the feed: Python sees none while nothing of it subscribed.
+    fn set_python_frames(&self, on: bool) -> PyResult<()> {
+        self.io()?.set_python_frames(on);
         Ok(())
     }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyBytes, PyDict};
 
 use std::time::Duration;
 
@@ -43,6 +43,31 @@ impl PyStreamFeed {
     /// (frames, packets) packetized while viewers were attached.
     fn counters(&self) -> (u64, u64) {
         self.inner.counters()
+    }
+
+    /// The hub's view of the stream: {"frames": [audio, video], "generated":
+    /// [audio, video], "keyframes", "audio_codec", "video_codec", "width",
+    /// "height"}.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.inner.stats();
+        let d = PyDict::new(py);
+        d.set_item("frames", s.frames)?;
+        d.set_item("generated", s.generated)?;
+        d.set_item("keyframes", s.keyframes)?;
+        d.set_item("audio_codec", s.codecs[0])?;
+        d.set_item("video_codec", s.codecs[1])?;
+        d.set_item("width", s.width)?;
+        d.set_item("height", s.height)?;
+        Ok(d)
+    }
+
+    /// The access units (Annex-B bytes) from the latest keyframe on.
+    fn gop<'py>(&self, py: Python<'py>) -> Vec<Bound<'py, PyBytes>> {
+        self.inner
+            .gop()
+            .iter()
+            .map(|au| PyBytes::new(py, au))
+            .collect()
     }
 
     /// The stream ended: the engine closes its viewers.

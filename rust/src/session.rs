@@ -205,6 +205,9 @@ pub enum Event {
         ssrc: u32,
         reason: Option<String>,
     },
+    /// The stream hub saw something new of the stream: its first frame, a
+    /// codec or a picture size (`StreamFeed::stats`).
+    StreamChanged,
 }
 
 /// What `poll_output` returns.

@@ -228,8 +228,7 @@ async def stream_find_all(request: web.Request) -> web.Response:
 
 
 def _found_streams(request: web.Request, streams: list[Any]) -> web.Response:
-    whep = request.app[WHEP]
-    return found([{**s.to_json(), "viewers": whep.viewers(s)} for s in streams], "Stream not found")
+    return found([s.to_json() for s in streams], "Stream not found")
 
 
 async def stream_terminate(request: web.Request) -> web.Response:

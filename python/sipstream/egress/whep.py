@@ -140,8 +140,5 @@ class WhepEndpoint:
         await asyncio.to_thread(engine.close)
 
     # --------------------------------------------------------------- stats
-    def viewers(self, stream: Stream) -> int:
-        return sum(1 for s in self.sessions.values() if s.stream is stream)
-
     def stats(self) -> dict[str, Any]:
         return self._engine.stats() if self._engine is not None else {}

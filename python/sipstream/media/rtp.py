@@ -127,6 +127,9 @@ class RtpSession:
         self._ready = ready
         ready.sessions[self._io.token] = self
         self._io.set_feed(self.stream.feed)
+        # frames cross into Python only while something there subscribed
+        self._io.set_python_frames(self.stream.has_subscribers)
+        self.stream.on_subscribers = self._io.set_python_frames
 
     def _deliver(self, frames: list[Frame], has_events: bool) -> None:
         io = self._io
@@ -138,9 +141,12 @@ class RtpSession:
         if not has_events:
             return
         for event in io.drain_events():
-            if event.type == "keyframe_needed" and self.on_keyframe_info is not None:
-                self.on_keyframe_info()
-            elif event.type != "keyframe_needed":
+            if event.type == "stream_changed":
+                self.stream.hub_changed()
+            elif event.type == "keyframe_needed":
+                if self.on_keyframe_info is not None:
+                    self.on_keyframe_info()
+            else:
                 log.info("stream %s: media event %s (%s)", self.stream.name, event.type, event.kind)
 
     def configure(self, negotiated: Negotiated, payload_types: dict[int, tuple[str, int]]) -> None:
@@ -227,3 +233,4 @@ class RtpSession:
         for sock in self._sockets:
             sock.close()
         self.stream.on_keyframe_request = None
+        self.stream.on_subscribers = None

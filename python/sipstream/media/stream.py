@@ -1,10 +1,14 @@
-"""A named live stream: the frames of one call fanned out to any number of
-subscribers (WebRTC viewers today; RTMP relays and recorders later).
+"""A named live stream: the frames of one call, for its viewers and for
+Python consumers (RTMP relays, recorders, ``pcm()``, ``subscribe()``).
 
-Frames arrive whole from the Rust receive path; this hub only unwraps RTP
-timestamps into presentation times, tracks the picture size, and keeps each
-subscriber's queue bounded (a slow subscriber skips to the next keyframe
-rather than growing memory or delaying the others)."""
+The stream's hub is in Rust (``StreamFeed``, fed by the call's receive path):
+it counts the frames, notes the codecs and picture size, keeps the latest
+group of pictures for snapshots, and packetizes the frames for the WebRTC
+engine, all without Python. Frames reach Python only while something here
+is subscribed (``has_subscribers``): then this object unwraps their RTP
+timestamps into presentation times and keeps each subscriber's queue bounded
+(a slow subscriber skips to the next keyframe rather than growing memory or
+delaying the others)."""
 
 from __future__ import annotations
 
@@ -16,16 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .._core import Frame, StreamFeed, h264_sps_resolution
+from .._core import Frame, StreamFeed
 
 log = logging.getLogger(__name__)
 
 QUEUE_FRAMES = {"audio": 200, "video": 120}
-# The latest group of pictures kept for snapshots: frames from the last
-# keyframe on, at most this many and this large (beyond, the snapshot is
-# of a slightly older picture; memory stays bounded per call).
-GOP_FRAMES = 300
-GOP_BYTES = 1 << 20
+KINDS = ("audio", "video")
 
 
 @dataclass(slots=True)
@@ -121,78 +121,85 @@ class Stream:
         self.has_video = has_video
         self.status = "PENDING"
         self.info = ""
-        self.audio_codec: str | None = None
-        self.video_codec: str | None = None
-        self.width = 0
-        self.height = 0
         self.created = time.time()
-        self.frames = {"audio": 0, "video": 0}
-        # of which placeholders from the media core's generator (black
-        # pictures, silence) while a track has no RTP
-        self.generated = {"audio": 0, "video": 0}
-        self.keyframes = 0
         self.keyframe_requests = 0
         self.on_keyframe_request: Callable[[], None] | None = None
         self.on_change: Callable[[Stream], None] | None = None
+        # told when has_subscribers flips: frames to Python on or off
+        self.on_subscribers: Callable[[bool], None] | None = None
         self.recording: Any = None  # egress.recorder.Recording, while one is attached
-        # The Rust side of the stream: its frames packetized for WebRTC
-        # viewers, fed by the call's receive path without Python.
+        # The hub, in Rust: fed by the call's receive path without Python.
         self.feed = StreamFeed()
-        self._gop: list[bytes] = []
-        self._gop_bytes = 0
+        # the codecs negotiated, until the hub has seen frames of them
+        self._codecs: dict[str, str | None] = {"audio": None, "video": None}
         self._keyframe_interval = keyframe_interval_s
         self._last_keyframe_request = -1e9
         self._subscribers: dict[str, list[Subscription]] = {"audio": [], "video": []}
         self._unwrap = {"audio": _Unwrapper(), "video": _Unwrapper()}
 
+    # ----------------------------------------------------- what the hub knows
+    @property
+    def frames(self) -> dict[str, int]:
+        return dict(zip(KINDS, self.feed.stats()["frames"], strict=True))
+
+    @property
+    def generated(self) -> dict[str, int]:
+        """Of the frames, placeholders from the media core's generator (black
+        pictures, silence) while a track had no RTP."""
+        return dict(zip(KINDS, self.feed.stats()["generated"], strict=True))
+
+    @property
+    def keyframes(self) -> int:
+        return int(self.feed.stats()["keyframes"])
+
+    @property
+    def width(self) -> int:
+        return int(self.feed.stats()["width"])
+
+    @property
+    def height(self) -> int:
+        return int(self.feed.stats()["height"])
+
+    @property
+    def audio_codec(self) -> str | None:
+        return self.feed.stats()["audio_codec"] or self._codecs["audio"]
+
+    @audio_codec.setter
+    def audio_codec(self, codec: str | None) -> None:
+        self._codecs["audio"] = codec
+
+    @property
+    def video_codec(self) -> str | None:
+        return self.feed.stats()["video_codec"] or self._codecs["video"]
+
+    @video_codec.setter
+    def video_codec(self, codec: str | None) -> None:
+        self._codecs["video"] = codec
+
+    def hub_changed(self) -> None:
+        """The hub saw the first frame, a new codec or picture size."""
+        if self.status == "PENDING":
+            self.set_status("PUBLISHING")
+        else:
+            self._changed()
+
     # ------------------------------------------------------------ publishing
     def publish(self, frame: Frame) -> None:
-        # Called for every frame of every call: each attribute of ``frame`` is
-        # read once (``data`` is copied into a new bytes object per read), and
-        # a MediaFrame is only made when someone subscribed.
+        """Hand ``frame`` to the Python subscribers (frames reach Python only
+        while there are some). Each attribute of ``frame`` is read once
+        (``data`` is copied into a new bytes object per read)."""
         kind = frame.kind
         subscribers = self._subscribers.get(kind)
-        if subscribers is None:
+        if not subscribers:
             return
         codec = frame.codec
         if codec == "telephone-event":
             return
         pts = self._unwrap[kind](frame.timestamp)
-        keyframe = frame.keyframe
-        generated = frame.generated
-        self.frames[kind] += 1
-        if generated:
-            self.generated[kind] += 1
-        data = None
-        if kind == "video":
-            self.video_codec = codec
-            data = frame.data
-            if keyframe:
-                self.keyframes += 1
-                self._update_resolution(data)
-                self._gop = [data]
-                self._gop_bytes = len(data)
-            elif self._gop and len(self._gop) < GOP_FRAMES and self._gop_bytes + len(data) <= GOP_BYTES:
-                self._gop.append(data)
-                self._gop_bytes += len(data)
-        else:
-            self.audio_codec = codec
-        if self.status == "PENDING":
-            self.set_status("PUBLISHING")
-        if subscribers:
-            media = MediaFrame(kind, codec, frame.data if data is None else data, pts, frame.clock_rate, keyframe,
-                               time.monotonic(), frame.pts_us, generated)
-            for sub in subscribers:
-                sub.offer(media)
-
-    def _update_resolution(self, annexb: bytes) -> None:
-        for nal in split_annexb(annexb):
-            if nal and nal[0] & 0x1F == 7:
-                size = h264_sps_resolution(nal)
-                if size is not None and size != (self.width, self.height):
-                    self.width, self.height = size
-                    self._changed()
-                return
+        media = MediaFrame(kind, codec, frame.data, pts, frame.clock_rate, frame.keyframe,
+                           time.monotonic(), frame.pts_us, frame.generated)
+        for sub in subscribers:
+            sub.offer(media)
 
     def set_status(self, status: str, info: str = "") -> None:
         if self.status == status and self.info == info:
@@ -204,7 +211,7 @@ class Stream:
     @property
     def gop(self) -> list[bytes]:
         """The access units from the latest keyframe on (empty before the first)."""
-        return list(self._gop)
+        return self.feed.gop()
 
     def changed(self) -> None:
         """Tell the listener that something shown in ``to_json`` changed."""
@@ -219,7 +226,6 @@ class Stream:
 
     def close(self, status: str = "UNPUBLISHED", info: str = "") -> None:
         self.feed.close()  # its WebRTC viewers end with it
-        self._gop = []
         self.set_status(status, info)
         for subs in self._subscribers.values():
             for sub in list(subs):
@@ -231,12 +237,19 @@ class Stream:
         return self.status in ("UNPUBLISHED", "FAILED")
 
     # ----------------------------------------------------------- consuming
+    @property
+    def has_subscribers(self) -> bool:
+        return any(self._subscribers.values())
+
     def subscribe(self, kind: str) -> Subscription:
         sub = Subscription(self, kind)
         if self.ended:
             sub.offer(None)
             return sub
+        first = not self.has_subscribers
         self._subscribers[kind].append(sub)
+        if first and self.on_subscribers is not None:
+            self.on_subscribers(True)
         if kind == "video":
             self.request_keyframe("new subscriber")
         return sub
@@ -252,6 +265,8 @@ class Stream:
         subs = self._subscribers.get(sub.kind, [])
         if sub in subs:
             subs.remove(sub)
+            if not self.has_subscribers and self.on_subscribers is not None:
+                self.on_subscribers(False)
 
     def request_keyframe(self, reason: str) -> None:
         """Ask the source for a keyframe, at most once per interval."""
@@ -266,7 +281,8 @@ class Stream:
 
     @property
     def viewers(self) -> int:
-        return len(self._subscribers["video"]) if self.has_video else len(self._subscribers["audio"])
+        """WebRTC viewers attached to the hub."""
+        return int(self.feed.viewers)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -295,12 +311,3 @@ class Stream:
             },
         }
 
-
-def split_annexb(data: bytes) -> list[bytes]:
-    """NAL units of an Annex-B access unit (3- or 4-byte start codes)."""
-    nals = []
-    for chunk in data.split(b"\x00\x00\x01"):
-        chunk = chunk.rstrip(b"\x00") if chunk.endswith(b"\x00") else chunk
-        if chunk:
-            nals.append(chunk)
-    return nals

@@ -1,16 +1,22 @@
-//! One stream's media, packetized once for all its WebRTC viewers.
+//! The stream hub: one stream's frames, counted and kept in Rust, and
+//! packetized once for all its WebRTC viewers.
 //!
 //! The call's receive reactor pushes every frame it emits into the stream's
-//! [`StreamFeed`]; the feed cuts it into RTP payloads (H.264 FU-A once per
-//! stream, audio as it came) shared as `Arc<[u8]>`. The viewer engine takes
-//! the queued packets once per tick and writes them to each viewer, which
-//! only adds its own sequence numbers, SSRC and SRTP.
+//! [`StreamFeed`], on its own thread, with no Python:
+//! - the hub counts frames, notes the codecs and the picture size (from
+//!   each keyframe's SPS) and keeps the latest group of pictures for
+//!   snapshots; it says when any of that changed (the first frame, a new
+//!   codec or size) so the control plane can publish the stream's status;
+//! - while viewers are attached, it cuts each frame into RTP payloads (H.264
+//!   FU-A once per stream, audio as it came) shared as `Arc<[u8]>`. The
+//!   viewer engine takes the queued packets once per tick and writes them to
+//!   each viewer, which only adds its own sequence numbers, SSRC and SRTP.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use crate::h264::h264_packetize;
+use crate::h264::{h264_packetize, h264_sps_resolution, split_annex_b};
 use crate::media::Frame;
 use crate::session::MediaKind;
 
@@ -21,7 +27,72 @@ pub const PAYLOAD_MTU: usize = 1100;
 /// stream). Beyond, the oldest go and viewers resume at the next keyframe.
 const MAX_QUEUED: usize = 4096;
 
+/// The group of pictures kept for snapshots: frames from the last keyframe
+/// on, at most this many and this large (beyond, a snapshot shows a
+/// slightly older picture; memory stays bounded per stream).
+const GOP_FRAMES: usize = 300;
+const GOP_BYTES: usize = 1 << 20;
+
 static NEXT_FEED: AtomicU64 = AtomicU64::new(1);
+
+/// What the hub knows of its stream (index 0: audio, 1: video).
+#[derive(Clone, Debug, Default)]
+pub struct HubStats {
+    pub frames: [u64; 2],
+    /// Of which placeholders from the generator.
+    pub generated: [u64; 2],
+    pub keyframes: u64,
+    pub codecs: [Option<&'static str>; 2],
+    /// From the latest keyframe's SPS; 0 before one.
+    pub width: u32,
+    pub height: u32,
+}
+
+#[derive(Default)]
+struct Hub {
+    stats: HubStats,
+    gop: Vec<Arc<[u8]>>,
+    gop_bytes: usize,
+}
+
+impl Hub {
+    /// Count `frame`; true when something shown of the stream changed.
+    fn note(&mut self, frame: &Frame) -> bool {
+        if frame.codec == "telephone-event" {
+            return false;
+        }
+        let i = usize::from(frame.kind == "video");
+        let s = &mut self.stats;
+        let mut changed = s.frames == [0, 0] || s.codecs[i] != Some(frame.codec);
+        s.frames[i] += 1;
+        s.generated[i] += u64::from(frame.generated);
+        s.codecs[i] = Some(frame.codec);
+        if i == 0 {
+            return changed;
+        }
+        if frame.keyframe {
+            s.keyframes += 1;
+            let size = split_annex_b(&frame.data)
+                .into_iter()
+                .find(|nal| nal.first().is_some_and(|h| h & 0x1f == 7))
+                .and_then(h264_sps_resolution);
+            if let Some((w, h)) = size {
+                changed |= (w, h) != (s.width, s.height);
+                (s.width, s.height) = (w, h);
+            }
+            self.gop.clear();
+            self.gop_bytes = 0;
+        } else if self.gop.is_empty()
+            || self.gop.len() >= GOP_FRAMES
+            || self.gop_bytes + frame.data.len() > GOP_BYTES
+        {
+            return changed;
+        }
+        self.gop_bytes += frame.data.len();
+        self.gop.push(Arc::from(&frame.data[..]));
+        changed
+    }
+}
 
 /// One RTP payload of a stream, shared by every viewer.
 #[derive(Clone, Debug)]
@@ -54,6 +125,7 @@ struct Queue {
 pub struct StreamFeed {
     id: u64,
     queue: Mutex<Queue>,
+    hub: Mutex<Hub>,
     /// Viewers attached by the engine; nothing is queued while it is zero.
     viewers: AtomicUsize,
     closed: AtomicBool,
@@ -67,6 +139,7 @@ impl Default for StreamFeed {
         StreamFeed {
             id: NEXT_FEED.fetch_add(1, Ordering::Relaxed),
             queue: Mutex::new(Queue::default()),
+            hub: Mutex::new(Hub::default()),
             viewers: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             frames: AtomicU64::new(0),
@@ -94,10 +167,19 @@ impl StreamFeed {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Packetize `frames` and queue them for the viewers (if any).
-    pub fn push_frames(&self, frames: &[Frame]) {
+    /// Take a call's new frames: count them, and packetize and queue them
+    /// for the viewers (if any). True when something shown of the stream
+    /// changed (see [`StreamFeed::stats`]).
+    pub fn push_frames(&self, frames: &[Frame]) -> bool {
+        let mut changed = false;
+        {
+            let mut hub = self.hub.lock().unwrap_or_else(|e| e.into_inner());
+            for frame in frames {
+                changed |= hub.note(frame);
+            }
+        }
         if self.viewers.load(Ordering::Relaxed) == 0 || self.is_closed() {
-            return;
+            return changed;
         }
         let now = Instant::now();
         let mut out = Vec::new();
@@ -105,7 +187,7 @@ impl StreamFeed {
             packetize(frame, now, &mut out);
         }
         if out.is_empty() {
-            return;
+            return changed;
         }
         self.frames
             .fetch_add(frames.len() as u64, Ordering::Relaxed);
@@ -117,6 +199,25 @@ impl StreamFeed {
             q.packets.drain(..excess);
             q.overflowed = true;
         }
+        changed
+    }
+
+    /// Frame counters, codecs and picture size.
+    pub fn stats(&self) -> HubStats {
+        self.hub
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stats
+            .clone()
+    }
+
+    /// The access units from the latest keyframe on (empty before one).
+    pub fn gop(&self) -> Vec<Arc<[u8]>> {
+        self.hub
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .gop
+            .clone()
     }
 
     /// The packets queued since the last call.
@@ -146,6 +247,9 @@ impl StreamFeed {
     pub fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
         self.lock().packets.clear();
+        let mut hub = self.hub.lock().unwrap_or_else(|e| e.into_inner());
+        hub.gop = Vec::new();
+        hub.gop_bytes = 0;
     }
 
     pub fn is_closed(&self) -> bool {
@@ -225,7 +329,7 @@ mod tests {
         feed.push_frames(&[frame("audio", "PCMU", vec![0xff; 160], true)]);
         let taken = feed.take().packets;
         assert_eq!(taken.len(), 1);
-        assert!(taken[0].marker && &taken[0].payload[..] == &[0xff; 160][..]);
+        assert!(taken[0].marker && taken[0].payload[..] == [0xff; 160][..]);
     }
 
     #[test]
@@ -233,13 +337,41 @@ mod tests {
         let feed = StreamFeed::new();
         feed.add_viewer();
         let mut au = vec![0, 0, 0, 1, 0x67, 0x42, 0xe0, 0x1f, 0, 0, 0, 1, 0x65];
-        au.extend(std::iter::repeat(0xab).take(3000));
+        au.extend(std::iter::repeat_n(0xab, 3000));
         feed.push_frames(&[frame("video", "H264", au, true)]);
         let packets = feed.take().packets;
         assert_eq!(packets.len(), 1 + 3); // SPS whole, the IDR in three FU-As
         assert!(packets[0].keyframe_start && !packets[1].keyframe_start);
         assert!(packets.iter().rev().skip(1).all(|p| !p.marker) && packets[3].marker);
         assert!(packets.iter().all(|p| p.payload.len() <= PAYLOAD_MTU));
+    }
+
+    #[test]
+    fn the_hub_counts_frames_notes_codecs_and_size_and_keeps_the_gop() {
+        let feed = StreamFeed::new();
+        // the first frame changes the stream (PENDING -> PUBLISHING)
+        assert!(feed.push_frames(&[frame("audio", "PCMU", vec![0xff; 160], true)]));
+        assert!(!feed.push_frames(&[frame("audio", "PCMU", vec![0xff; 160], true)]));
+        // an SPS of 640x480 (x264): the size is news; the P frames are not
+        let sps = [
+            0x67, 0x42, 0xc0, 0x1e, 0xd9, 0x00, 0xa0, 0x3d, 0xa1, 0x00, 0x00, 0x03, 0x00, 0x01,
+            0x00, 0x00, 0x03, 0x00, 0x3c, 0x0f, 0x16, 0x2e, 0x48,
+        ];
+        let mut key = vec![0, 0, 0, 1];
+        key.extend(sps);
+        key.extend([0, 0, 0, 1, 0x65, 0x88]);
+        assert!(feed.push_frames(&[frame("video", "H264", key.clone(), true)]));
+        assert!(!feed.push_frames(&[frame("video", "H264", vec![0, 0, 0, 1, 0x41, 1], false)]));
+        let stats = feed.stats();
+        assert_eq!((stats.frames, stats.keyframes), ([2, 2], 1));
+        assert_eq!((stats.width, stats.height), (640, 480));
+        assert_eq!(stats.codecs, [Some("PCMU"), Some("H264")]);
+        assert_eq!(feed.gop().len(), 2);
+        assert_eq!(&feed.gop()[0][..], &key[..]);
+        // nothing was packetized: no viewer
+        assert!(feed.take().packets.is_empty());
+        feed.close();
+        assert!(feed.gop().is_empty());
     }
 
     #[test]

@@ -7,5 +7,5 @@ pub mod feed;
 pub mod viewer;
 
 pub use engine::{Engine, EngineEvent, EngineStats, Timeouts, ViewerInfo};
-pub use feed::{FeedPacket, StreamFeed};
+pub use feed::{FeedPacket, HubStats, StreamFeed};
 pub use viewer::StreamCodecs;
