@@ -125,12 +125,16 @@ async def test_opus_and_pcma_from_baresip_are_received_decoded_and_recorded(
 async def test_two_calls_share_one_registration_and_unregister_reaches_kamailio_after_the_last(
     server: Server, rest: Rest, kamailio: Any, baresip_factory: Any
 ) -> None:
+    # Two callees, each its own baresip: one baresip's calls share its video
+    # source, and ending one of them stops the source for the other too (its
+    # log shows "stopping video source" twice), which is not ours to test.
     bob = baresip_factory(kamailio)  # stopped before kamailio (fixture order)
-    for n in (1, 2):
-        await rest.start_call(alice_call(kamailio, f"rp-r{n}", f"rp-rs{n}"), timeout=30)
+    carol = baresip_factory(kamailio, user="carol", password=kamailio.users["carol"])
+    for n, callee in ((1, "bob"), (2, "carol")):
+        await rest.start_call(alice_call(kamailio, f"rp-r{n}", f"rp-rs{n}", callee=callee), timeout=30)
     for n in (1, 2):
         await assert_baresip_video(server.gateway.streams[f"rp-rs{n}"], timeout=20)
-    assert len(bob.received_requests("INVITE")) == 2
+    assert len(bob.received_requests("INVITE")) == len(carol.received_requests("INVITE")) == 1
     assert kamailio.registrations("alice") == ["3600"]  # the second call used the first one's registration
 
     assert (await rest.post("/rest-api/call/terminate", {"callId": "rp-r1"}))[0] == 200

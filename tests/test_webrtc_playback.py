@@ -26,14 +26,32 @@ async def test_chromium_plays_h264_and_pcmu_over_whep(server: Server, rest: Rest
     # Keyframe requests are throttled to one per second; let the first one pass.
     await asyncio.sleep(server.settings.keyframe_request_interval_ms / 1000 + 0.2)
     requests_before = callee.keyframe_requests
-    stats = await whep_play(server.base_url + "/health", server.base_url + "/whep/ws1", seconds=25,
-                            measure_s=PLAYBACK_MEASURE_S)
+    viewer: dict = {}
+
+    async def watch_viewer() -> None:
+        # GET on the session's Location, while it plays: its RTCP-based stats
+        while True:
+            for session_id in list(server.whep.sessions):
+                async with rest.http.get(f"{server.base_url}/whep/ws1/{session_id}") as res:
+                    if res.status == 200:
+                        viewer.update(await res.json())
+            await asyncio.sleep(0.5)
+
+    watcher = asyncio.create_task(watch_viewer())
+    try:
+        stats = await whep_play(server.base_url + "/health", server.base_url + "/whep/ws1", seconds=25,
+                                measure_s=PLAYBACK_MEASURE_S)
+    finally:
+        watcher.cancel()
     assert stats["whepStatus"] == 201 and stats["location"].startswith("/whep/ws1/")
     assert_real_playback(stats)
     assert stats["videoCodec"] == "video/H264" and stats["audioCodec"] == "audio/PCMU"
     # served by the engine's one port, with AES-GCM SRTP (Chromium offers it)
     assert stats["remoteAddress"] == f"127.0.0.1:{server.whep.port}", stats
     assert stats["srtpCipher"] in ("SRTP_AEAD_AES_256_GCM", "SRTP_AEAD_AES_128_GCM"), stats
+    # the session's stats carried what Chromium's receiver reports said
+    assert viewer.get("connected") and viewer["packets"] > 0, viewer
+    assert viewer["rtt_ms"] is not None and viewer["rtt_ms"] < 100 and viewer["lost"] == 0, viewer
     # Joining asked the SIP side for a keyframe (RTCP PLI toward the callee).
     assert callee.keyframe_requests > requests_before
     # The viewer's DELETE ended its session.

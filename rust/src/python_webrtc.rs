@@ -198,6 +198,11 @@ impl PyWebrtcEngine {
         d.set_item("bytes", info.counters.bytes)?;
         d.set_item("keyframe_requests", info.counters.keyframe_requests)?;
         d.set_item("skipped", info.counters.skipped)?;
+        d.set_item("nacks", info.counters.nacks)?;
+        d.set_item("lost", info.counters.lost)?;
+        d.set_item("loss", info.counters.loss)?;
+        d.set_item("jitter_ms", info.counters.jitter_ms)?;
+        d.set_item("rtt_ms", info.counters.rtt_ms)?;
         Ok(Some(d))
     }
 

@@ -37,7 +37,7 @@ CFG_PATH = Path(__file__).resolve().parent / "kamailio.cfg"
 
 DOMAIN = "sipstream.test"
 REALM = "sipstream.test"
-USERS = {"alice": "alice-secret", "bob": "bob-secret"}
+USERS = {"alice": "alice-secret", "bob": "bob-secret", "carol": "carol-secret"}
 
 
 class KamailioError(RuntimeError):

@@ -388,6 +388,13 @@ async def whep_delete(request: web.Request) -> web.Response:
     return ok_empty()
 
 
+async def whep_stats(request: web.Request) -> web.Response:
+    stats = request.app[WHEP].session_stats(request.match_info["session"])
+    if stats is None:
+        raise NotFound("WHEP session not found")
+    return web.json_response(stats)
+
+
 async def whep_patch(request: web.Request) -> web.Response:
     # Trickle ICE is not needed: our answer carries its candidates.
     return error(405, "trickle ICE is not supported; send a complete offer")
@@ -446,6 +453,7 @@ def create_app(gateway: Gateway, whep: WhepEndpoint | None = None,
     app.router.add_post(f"{api}/push/unmute", push_unmute)
     app.router.add_post("/whep/{stream}", whep_offer)
     app.router.add_delete("/whep/{stream}/{session}", whep_delete)
+    app.router.add_get("/whep/{stream}/{session}", whep_stats)
     app.router.add_patch("/whep/{stream}/{session}", whep_patch)
     app.router.add_get("/player", player)
     app.router.add_get("/health", health)

@@ -142,3 +142,12 @@ class WhepEndpoint:
     # --------------------------------------------------------------- stats
     def stats(self) -> dict[str, Any]:
         return self._engine.stats() if self._engine is not None else {}
+
+    def session_stats(self, session_id: str) -> dict[str, Any] | None:
+        """A session's state and what its RTCP says (loss, jitter, RTT), or
+        None when there is no such session."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            return None
+        info = self._engine.viewer(session.viewer) if self._engine is not None else None
+        return {"id": session.id, "stream": session.stream.name, "connected": session.connected, **(info or {})}

@@ -458,34 +458,29 @@ impl Run {
                     continue;
                 };
                 self.stats.datagrams_in += 1;
-                let Some(id) = route(&self.by_addr, &self.by_ufrag, from, data) else {
-                    self.stats.unroutable += 1;
-                    continue;
+                let routes = Routes {
+                    by_addr: &mut self.by_addr,
+                    by_ufrag: &self.by_ufrag,
                 };
-                let Some(viewer) = self.viewers.get_mut(&id) else {
-                    continue;
-                };
-                let Ok(receive) = Receive::new(Protocol::Udp, from, self.local, data) else {
-                    self.stats.unroutable += 1;
-                    continue;
-                };
-                let input = Input::Receive(now, receive);
-                if !self.by_addr.contains_key(&from) {
-                    // a new address: only a STUN request str0m accepts
-                    // (right ufrag and password) may claim it
-                    if !viewer.rtc.accepts(&input) {
+                let id = match demux(&mut self.viewers, routes, now, from, self.local, data) {
+                    Demuxed::Unroutable => {
                         self.stats.unroutable += 1;
                         continue;
                     }
-                    self.by_addr.insert(from, id);
-                    if let Some(info) = lock(&self.shared.viewers).get_mut(&id) {
-                        info.remote = Some(from);
+                    Demuxed::Delivered {
+                        viewer,
+                        new_address,
+                        error,
+                    } => {
+                        if new_address {
+                            if let Some(info) = lock(&self.shared.viewers).get_mut(&viewer) {
+                                info.remote = Some(from);
+                            }
+                        }
+                        self.stats.rtc_errors += u64::from(error);
+                        viewer
                     }
-                }
-                viewer.last_input = now;
-                if viewer.rtc.handle_input(input).is_err() {
-                    self.stats.rtc_errors += 1;
-                }
+                };
                 self.poll(id, now);
             }
             if n < BATCH {
@@ -524,6 +519,7 @@ impl Run {
                             f.keyframe_wanted = true;
                         }
                     }
+                    RtcEvent::MediaEgressStats(s) => viewer.note_egress(&s),
                     RtcEvent::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                         close = Some("ICE disconnected");
                     }
@@ -597,9 +593,9 @@ impl Run {
         }
         for id in &polled {
             if let Some(v) = self.viewers.get_mut(id) {
-                // written packets come out of poll_output; time only moves
-                // when str0m asked for it
-                if v.next_timeout <= now && v.rtc.handle_input(Input::Timeout(now)).is_err() {
+                // str0m sends a written packet only once time has moved
+                // (handle_timeout stamps the send queue)
+                if v.rtc.handle_input(Input::Timeout(now)).is_err() {
                     self.stats.rtc_errors += 1;
                 }
             }
@@ -694,6 +690,67 @@ impl Run {
             self.stats.bytes_out += bytes;
         }
         self.out.clear();
+    }
+}
+
+/// The demultiplexer's maps: remote address → viewer, and our ICE ufrag →
+/// viewer for STUN from addresses not seen yet.
+pub struct Routes<'a> {
+    pub by_addr: &'a mut HashMap<SocketAddr, u64>,
+    pub by_ufrag: &'a HashMap<String, u64>,
+}
+
+/// Where [`demux`] put a datagram.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Demuxed {
+    /// No viewer's: an unknown address, and not a STUN request that str0m
+    /// accepts for the viewer whose ufrag it names.
+    Unroutable,
+    /// Handed to `viewer` (`new_address`: first from this address; `error`:
+    /// str0m refused its content).
+    Delivered {
+        viewer: u64,
+        new_address: bool,
+        error: bool,
+    },
+}
+
+/// The sans-IO core of the engine's receive path: hand one datagram from
+/// `from` to its viewer, if any. A hash lookup by address; a new address
+/// is bound to a viewer only by a STUN request with that viewer's ufrag
+/// and a valid MESSAGE-INTEGRITY (str0m's `accepts`). Never panics on any
+/// input (fuzz target `webrtc_demux`).
+pub fn demux(
+    viewers: &mut HashMap<u64, Viewer>,
+    routes: Routes<'_>,
+    now: Instant,
+    from: SocketAddr,
+    local: SocketAddr,
+    data: &[u8],
+) -> Demuxed {
+    let Some(id) = route(routes.by_addr, routes.by_ufrag, from, data) else {
+        return Demuxed::Unroutable;
+    };
+    let Some(viewer) = viewers.get_mut(&id) else {
+        return Demuxed::Unroutable;
+    };
+    let Ok(receive) = Receive::new(Protocol::Udp, from, local, data) else {
+        return Demuxed::Unroutable;
+    };
+    let input = Input::Receive(now, receive);
+    let new_address = !routes.by_addr.contains_key(&from);
+    if new_address {
+        if !viewer.rtc.accepts(&input) {
+            return Demuxed::Unroutable;
+        }
+        routes.by_addr.insert(from, id);
+    }
+    viewer.last_input = now;
+    let error = viewer.rtc.handle_input(input).is_err();
+    Demuxed::Delivered {
+        viewer: id,
+        new_address,
+        error,
     }
 }
 

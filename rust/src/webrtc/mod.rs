@@ -6,6 +6,6 @@ pub mod engine;
 pub mod feed;
 pub mod viewer;
 
-pub use engine::{Engine, EngineEvent, EngineStats, Timeouts, ViewerInfo};
+pub use engine::{demux, Demuxed, Engine, EngineEvent, EngineStats, Routes, Timeouts, ViewerInfo};
 pub use feed::{FeedPacket, HubStats, StreamFeed};
 pub use viewer::StreamCodecs;

@@ -13,6 +13,7 @@ use str0m::crypto::CryptoProvider;
 use str0m::format::Codec;
 use str0m::media::{MediaKind as RtcKind, Mid, Pt};
 use str0m::rtp::RtpWrite;
+use str0m::stats::MediaEgressStats;
 use str0m::{Candidate, Rtc};
 
 use super::feed::{FeedPacket, StreamFeed};
@@ -27,6 +28,8 @@ const H264_PARAMS: &[(u8, u8, u32)] = &[
     (114, 115, 0x64001f),
 ];
 
+/// How often str0m reports a viewer's RTCP-derived stats.
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// RTX history per viewer: about 1 s of a 1 Mbit/s stream.
 const RTX_PACKETS: usize = 256;
 const RTX_AGE: Duration = Duration::from_secs(1);
@@ -80,6 +83,14 @@ pub struct ViewerCounters {
     pub keyframe_requests: u64,
     /// Packets not sent because the viewer waited for a keyframe.
     pub skipped: u64,
+    /// From the viewer's RTCP (receiver reports, NACK), once a second, on
+    /// the main track (video, else audio): NACKs received, packets it
+    /// reported lost, its fraction lost and jitter; and the round trip.
+    pub nacks: u64,
+    pub lost: u64,
+    pub loss: Option<f32>,
+    pub jitter_ms: Option<f64>,
+    pub rtt_ms: Option<f64>,
 }
 
 pub struct Viewer {
@@ -121,7 +132,7 @@ impl Viewer {
             .set_rtp_mode(true)
             .set_crypto_provider(crypto.provider.clone())
             .set_dtls_cert(crypto.cert.clone())
-            .set_stats_interval(None)
+            .set_stats_interval(Some(STATS_INTERVAL))
             .clear_codecs();
         match codecs.audio.as_deref() {
             Some("PCMU") => config = config.enable_pcmu(true, false),
@@ -262,6 +273,31 @@ impl Viewer {
             track.seq += 1;
             self.counters.packets += 1;
             self.counters.bytes += p.payload.len() as u64;
+        }
+    }
+
+    /// A track's egress stats (what the viewer's RTCP said of it).
+    pub fn note_egress(&mut self, s: &MediaEgressStats) {
+        let (main, clock_khz) = match (&self.video, &self.audio) {
+            (Some(v), _) => (v.mid == s.mid, 90.0),
+            (None, Some(a)) => (a.mid == s.mid, 8.0),
+            _ => return,
+        };
+        let c = &mut self.counters;
+        // loss, jitter and NACKs of the main track (video, else audio); the
+        // round trip is the connection's, whichever track measured it
+        if let Some(remote) = &s.remote {
+            if main {
+                c.jitter_ms = Some(f64::from(remote.jitter) / clock_khz);
+                c.lost = remote.packets_lost;
+            }
+        }
+        if main {
+            c.loss = s.loss;
+            c.nacks = s.nacks;
+        }
+        if let Some(rtt) = s.rtt {
+            c.rtt_ms = Some(rtt.as_secs_f64() * 1000.0);
         }
     }
 
