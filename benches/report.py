@@ -94,6 +94,93 @@ def _rust(variant: str) -> Callable[[Run], float | None]:
     return get
 
 
+def _viewers_figures() -> list[Figure]:
+    """The viewer benchmark's rows, for the sizes benches/test_bench_viewers.py measures."""
+    text = (HERE / "test_bench_viewers.py").read_text()
+
+    def const(name: str) -> list[int]:
+        m = re.search(rf"^{name} = \[([\d, ]*)\]", text, re.M)
+        return [int(x) for x in m[1].split(",") if x.strip()] if m else []
+
+    m = re.search(r"^CASES = \[(.*?)\]", text, re.M | re.S)
+    cases = re.findall(r'"(\w+)-(\d+)"', m[1]) if m else []
+    sizes = sorted(int(n) for k, n in cases if k == "engine")
+    aiortc_sizes = sorted(int(n) for k, n in cases if k == "aiortc")
+    joins, memory = const("JOINS_AT"), const("MEMORY_AT")
+    engine = {n: f"test_viewers[engine-{n}]" for n in sizes}
+
+    def sustained(e: dict[str, Any]) -> bool:
+        return bool(e.get("sustained"))
+
+    def ms(name: str, key: str) -> Callable[[Run], float | None]:
+        get = _extra(name, key)
+        return lambda run: None if (v := get(run)) is None else v / 1000
+
+    us = {n: _extra(engine[n], "us_per_viewer_packet", sustained) for n in sizes}
+    floor = {n: _extra(f"test_viewers[floor-{n}]", "us_per_packet") for n in sizes}
+    figs: list[Figure] = []
+    for n in sizes:
+        figs.append(Figure(f"{n} viewers", "engine: server CPU (every thread) / RTP packets the viewers received",
+                           "µs/viewer-packet", "{:.2f}", us[n]))
+    for n in sizes:
+        figs.append(Figure(f"{n} viewers: viewers per core", "1e6 / (µs per viewer-packet × packets/s per viewer)",
+                           "viewers/core", "{:,.0f}", _extra(engine[n], "viewers_per_core", sustained)))
+    for n in sizes:
+        figs.append(Figure(f"{n} viewers: connected", "whep_load: ICE + DTLS up within 15 s of the POST", "viewers",
+                           "{:,.0f}", _extra(engine[n], "connected")))
+    for n in sizes:
+        figs.append(Figure(f"{n} viewers: delivery", "RTP received / expected from sequence numbers (goal ≥ 0.999)",
+                           "fraction", "{:.5f}", _extra(engine[n], "delivery")))
+    for n in sizes:
+        figs.append(Figure(f"{n} viewers: floor", "sendmmsg_floor: same datagram rate, 1100-1200 B, 64 a sendmmsg "
+                           "each 10 ms tick", "µs/packet", "{:.2f}", floor[n]))
+    for n in sizes:
+        figs.append(Figure(f"{n} viewers: engine / floor", "per viewer-packet / per datagram, same run (goal ≤ 1.5)",
+                           "x", "{:.2f}", _ratio(us[n], floor[n])))
+    for m in aiortc_sizes:
+        a = _extra(f"test_viewers[aiortc-{m}]", "us_per_viewer_packet", sustained)
+        figs.append(Figure(f"aiortc, {m} viewers", "benches/aiortc_whep.py: server CPU / RTP packets received",
+                           "µs/viewer-packet", "{:.1f}", a))
+        if m in us:
+            figs.append(Figure(f"aiortc / engine, {m} viewers", "both per viewer-packet, same run (goal ≥ 10)", "x",
+                               "{:.1f}", _ratio(a, us[m])))
+    scale = [n for n in sizes if n > max(aiortc_sizes, default=0)]
+    if aiortc_sizes and scale:
+        m, n = max(aiortc_sizes), min(scale)
+        figs.append(Figure(f"aiortc {m} / engine {n}", f"per viewer-packet, each at its scale: aiortc at {m} "
+                           f"viewers, the engine at {n}; same run", "x", "{:.1f}",
+                           _ratio(_extra(f"test_viewers[aiortc-{m}]", "us_per_viewer_packet", sustained), us[n])))
+    for q in ("p50", "p99"):
+        for n in sizes:
+            figs.append(Figure(f"{n} viewers: latency {q}", "engine: hub → socket, every packet of the window "
+                               "(100 µs buckets; 200.1 = over 200 ms)", "ms", "{:.1f}",
+                               ms(engine[n], f"latency_{q}_us")))
+    for n in joins:
+        name = f"test_viewers[engine-{n}]"
+        figs += [
+            Figure(f"{n} joins at once: all connected", "whep_load --rate 0: first POST to last ICE+DTLS connected",
+                   "s", "{:.2f}", _extra(name, "join_wall_s")),
+            Figure(f"{n} joins at once: rate", "viewers connected / that time", "joins/s", "{:,.0f}",
+                   _extra(name, "joins_per_s")),
+            Figure(f"{n} joins at once: join p50", "POST to connected, per viewer", "ms", "{:,.0f}",
+                   _extra(name, "join_p50_ms")),
+            Figure(f"{n} joins at once: join p99", "POST to connected, per viewer", "ms", "{:,.0f}",
+                   _extra(name, "join_p99_ms")),
+        ]
+    if sizes:
+        first = engine[sizes[0]]
+        figs += [
+            Figure("stream", f"RTP packets/s per viewer, as the {sizes[0]} viewers received them", "packets/s",
+                   "{:.1f}", _extra(first, "rtp_per_viewer_per_s")),
+            Figure("server, no viewer", "the server with its call, before the viewers (not subtracted above)",
+                   "% of a core", "{:.2f}", _extra(first, "baseline_pct_core")),
+        ]
+    for n in memory:
+        figs.append(Figure(f"memory, {n} viewers", "server RSS after the joins minus before, per WHEP session",
+                           "KB/viewer", "{:.0f}", _extra(f"test_viewers[engine-{n}]", "kb_per_viewer")))
+    return figs
+
+
 MEDIA = "test_receive_"
 SIP_A, SIP_S = "test_sip_parse_corpus_aiosipua", "test_sip_parse_corpus_sipstream"
 
@@ -176,6 +263,15 @@ def benches() -> list[Bench]:
                   Figure("call alone", "the received call, no relay", "% of a core", "{:.2f}",
                          _extra("test_cpu_per_rtmp_relay", "baseline_pct_core")),
               ]),
+        Bench("viewers", "WebRTC viewers per core: Rust engine vs the kernel floor and aiortc",
+              "benches/test_bench_viewers.py",
+              "One call (loopback callee in another process on the other core: H.264 640x360 25 fps + PCMU, "
+              "~90 RTP packets/s) played to N WHEP viewers (rust/examples/whep_load on the other core: real ICE, "
+              "DTLS, one socket a viewer, all joining at once); the whole server process's CPU (/proc, every thread) "
+              "over an 8 s window 3 s after the last viewer connected, per RTP packet the viewers received. The "
+              "floor is rust/examples/sendmmsg_floor (no RTP, no SRTP) pushing the same datagram rate to N sockets "
+              "drained like whep_load drains its; aiortc is the same server with benches/aiortc_whep.py. On loopback "
+              "the receive softirq runs in the sender and counts as its CPU, in all three.", _viewers_figures()),
     ]
 
 

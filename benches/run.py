@@ -4,8 +4,9 @@
 
 Each benchmark runs RUNS times as its own process, pinned to one core with
 its load generator on the other (benchutil.py); the runs are interleaved
-(sip, receive, media, rust, calls, rtmp, then again), so a burst of noise on
-the machine spreads over several figures' runs instead of all of one's.
+(sip, receive, media, rust, calls, rtmp, viewers, then again), so a burst of
+noise on the machine spreads over several figures' runs instead of all of
+one's.
 Everything lands in benches/results/<UTC time>/ (gitignored; ``latest``
 points to the newest): pytest-benchmark JSON per run, the log of each run,
 and index.json (machine, commit, exit codes, load average around each run).
@@ -45,6 +46,8 @@ BENCHES: dict[str, tuple[list[str], int]] = {
     "rust": (["target/release/examples/rtp_receive_throughput"], 7),
     "calls": (["benches/test_bench_calls.py"], 7),
     "rtmp": (["benches/test_bench_rtmp.py"], 7),
+    # ~3.5 min a run (eight servers or floors of 8 s windows, up to 2,500 viewers)
+    "viewers": (["benches/test_bench_viewers.py"], 3),
 }
 
 RUST_LINE = re.compile(r"^(recvmmsg only|recvmmsg \+ MediaSession)\s+received\s+(\d+)\s+frames\s+(\d+)\s+"
@@ -78,10 +81,11 @@ def _loadavg() -> float:
 
 
 def _build() -> None:
-    done = subprocess.run(["cargo", "build", "--release", "-q", "--example", "rtp_blaster",
-                           "--example", "rtp_receive_throughput"], cwd=ROOT)
+    examples = ["rtp_blaster", "rtp_receive_throughput", "whep_load", "sendmmsg_floor"]
+    done = subprocess.run(["cargo", "build", "--release", "-q", *(a for e in examples for a in ("--example", e))],
+                          cwd=ROOT)
     if done.returncode != 0:
-        sys.exit("cargo could not build the benchmark examples (rtp_blaster, rtp_receive_throughput)")
+        sys.exit(f"cargo could not build the benchmark examples ({', '.join(examples)})")
 
 
 def _run_rust(cmd: list[str], out: Path, log: Path) -> int:

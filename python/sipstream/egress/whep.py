@@ -14,6 +14,7 @@ import asyncio
 import logging
 import secrets
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +52,8 @@ class WhepEndpoint:
         self.requested_port = port
         self.sessions: dict[str, WhepSession] = {}
         self._by_viewer: dict[int, WhepSession] = {}
+        # feed id -> its stream, for the engine's keyframe requests
+        self._streams: weakref.WeakValueDictionary[int, Stream] = weakref.WeakValueDictionary()
         self._engine: WebrtcEngine | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -80,10 +83,9 @@ class WhepEndpoint:
             return
         for kind, ident, reason in engine.drain_events():
             if kind == "keyframe":
-                for session in self.sessions.values():
-                    if session.stream.feed.id == ident:
-                        session.stream.request_keyframe("viewer PLI/FIR or a new viewer")
-                        break
+                stream = self._streams.get(ident)
+                if stream is not None:
+                    stream.request_keyframe("viewer PLI/FIR or a new viewer")
                 continue
             session = self._by_viewer.get(ident)
             if session is None:
@@ -112,6 +114,7 @@ class WhepEndpoint:
         viewer, answer = await asyncio.to_thread(engine.add_viewer, stream.feed, offer_sdp, audio, video)
         session = WhepSession(secrets.token_hex(12), stream, viewer)
         self.sessions[session.id] = session
+        self._streams[stream.feed.id] = stream
         self._by_viewer[viewer] = session
         if stream.ended:  # ended while we answered
             await self.stop(session.id)
