@@ -174,7 +174,8 @@ def _viewers_figures() -> list[Figure]:
                    "{:.1f}", _extra(first, "rtp_per_viewer_per_s")),
             Figure("server, no viewer", "the server with its call, before the viewers (not subtracted above)",
                    "% of a core", "{:.2f}", _extra(first, "baseline_pct_core")),
-            Figure("noise", "other processes on the measured core, the most in any window of the run (quiet: ~0)",
+            Figure("noise", "measured core busy (/proc/stat, tick-sampled: ±5 at light load) minus the server, "
+                   "the most in any window of the run (quiet: ~0)",
                    "% of a core", "{:.0f}", lambda run: max(
                        (b["extra_info"]["other_on_measured_core_pct"] for b in run.values()
                         if "other_on_measured_core_pct" in b["extra_info"]), default=None)),
