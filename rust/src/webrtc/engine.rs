@@ -377,7 +377,8 @@ impl Run {
         let mut ready: [libc::epoll_event; 4] = unsafe { mem::zeroed() };
         while !self.shared.stop.load(Ordering::SeqCst) {
             let wait = next_tick.saturating_duration_since(Instant::now());
-            let ms = wait.as_millis().min(1000) as i32;
+            // rounded up: a 0 ms wait before the tick would spin
+            let ms = wait.as_micros().div_ceil(1000).min(1000) as i32;
             // SAFETY: `ready` is a valid buffer of 4 events.
             let n = unsafe {
                 libc::epoll_wait(
