@@ -285,6 +285,7 @@ class Stream:
         return int(self.feed.viewers)
 
     def to_json(self) -> dict[str, Any]:
+        hub = self.feed.stats()  # one read of the hub for every field below
         return {
             "name": self.name,
             "mediaSessionId": self.media_session_id,
@@ -293,20 +294,20 @@ class Stream:
             "info": self.info,
             "hasAudio": self.has_audio,
             "hasVideo": self.has_video,
-            "audioCodec": self.audio_codec,
-            "videoCodec": self.video_codec,
-            "width": self.width,
-            "height": self.height,
+            "audioCodec": hub["audio_codec"] or self._codecs["audio"],
+            "videoCodec": hub["video_codec"] or self._codecs["video"],
+            "width": hub["width"],
+            "height": hub["height"],
             "record": self.recording is not None and self.recording.active,
             "recordName": self.recording.file_name if self.recording is not None else None,
             "mediaProvider": "SIP",
             "viewers": self.viewers,
             "stats": {
-                "audioFrames": self.frames["audio"],
-                "videoFrames": self.frames["video"],
-                "generatedAudioFrames": self.generated["audio"],
-                "generatedVideoFrames": self.generated["video"],
-                "keyframes": self.keyframes,
+                "audioFrames": hub["frames"][0],
+                "videoFrames": hub["frames"][1],
+                "generatedAudioFrames": hub["generated"][0],
+                "generatedVideoFrames": hub["generated"][1],
+                "keyframes": hub["keyframes"],
                 "keyframeRequests": self.keyframe_requests,
             },
         }

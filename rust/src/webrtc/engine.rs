@@ -482,7 +482,7 @@ impl Run {
                         viewer
                     }
                 };
-                self.poll(id, now);
+                self.poll(id);
             }
             if n < BATCH {
                 return;
@@ -492,7 +492,7 @@ impl Run {
 
     /// Drain one viewer's output: datagrams to send, events; remember when
     /// it next wants time.
-    fn poll(&mut self, id: u64, now: Instant) {
+    fn poll(&mut self, id: u64) {
         let mut close = None;
         let Some(viewer) = self.viewers.get_mut(&id) else {
             return;
@@ -536,7 +536,6 @@ impl Run {
         if !viewer.rtc.is_alive() && close.is_none() {
             close = Some("closed");
         }
-        let _ = now;
         if let Some(reason) = close {
             self.close_viewer(id, reason);
         }
@@ -600,7 +599,7 @@ impl Run {
                     self.stats.rtc_errors += 1;
                 }
             }
-            self.poll(*id, now);
+            self.poll(*id);
         }
         // viewers with no packet this tick: only their timers
         let due: Vec<u64> = self
@@ -615,7 +614,7 @@ impl Run {
                     self.stats.rtc_errors += 1;
                 }
             }
-            self.poll(id, now);
+            self.poll(id);
         }
         for fv in self.feeds.values_mut() {
             if mem::take(&mut fv.keyframe_wanted) {
