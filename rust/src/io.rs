@@ -305,23 +305,29 @@ pub fn take_socket(fd: RawFd, options: &IoOptions) -> io::Result<OwnedFd> {
         (libc::SO_SNDBUF, options.send_buffer),
     ] {
         if let Some(size) = size {
-            let v = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
-            // SAFETY: setsockopt with a valid c_int pointer and its size
-            let rc = unsafe {
-                libc::setsockopt(
-                    dup,
-                    libc::SOL_SOCKET,
-                    opt,
-                    (&v as *const libc::c_int).cast(),
-                    mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            if rc < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            set_socket_buffer(dup, opt, size)?;
         }
     }
     Ok(owned)
+}
+
+/// SO_RCVBUF / SO_SNDBUF (`opt`) of `fd` to `size` bytes (the kernel caps it).
+pub(crate) fn set_socket_buffer(fd: RawFd, opt: libc::c_int, size: usize) -> io::Result<()> {
+    let v = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt with a valid c_int pointer and its size
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            (&v as *const libc::c_int).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 impl MediaIo {

@@ -28,7 +28,9 @@ use str0m::{Event as RtcEvent, IceConnectionState, Input, Output};
 
 use super::feed::{FeedPacket, StreamFeed};
 use super::viewer::{StreamCodecs, Viewer, ViewerCounters};
-use crate::io::{clear, epoll_add, eventfd, signal, std_to_sockaddr, RecvBatch, BATCH};
+use crate::io::{
+    clear, epoll_add, eventfd, set_socket_buffer, signal, std_to_sockaddr, RecvBatch, BATCH,
+};
 
 /// How often each stream's packets go out (the added latency's bound).
 pub const TICK: Duration = Duration::from_millis(10);
@@ -56,7 +58,7 @@ const HOUSEKEEPING: Duration = Duration::from_secs(1);
 const SEND_BATCH: usize = 64;
 /// SO_SNDBUF / SO_RCVBUF asked for (the kernel caps them at wmem_max /
 /// rmem_max).
-const SOCKET_BUFFER: libc::c_int = 4 << 20;
+const SOCKET_BUFFER: usize = 4 << 20;
 const WAKE: u64 = 0;
 const SOCKET: u64 = 1;
 
@@ -198,8 +200,9 @@ impl Engine {
         let socket = std::net::UdpSocket::bind(bind)?;
         socket.set_nonblocking(true)?;
         // a tick sends about one datagram per viewer in a burst
-        set_buffer(&socket, libc::SO_SNDBUF, SOCKET_BUFFER);
-        set_buffer(&socket, libc::SO_RCVBUF, SOCKET_BUFFER);
+        // (best effort: the kernel caps them at wmem_max / rmem_max)
+        let _ = set_socket_buffer(socket.as_raw_fd(), libc::SO_SNDBUF, SOCKET_BUFFER);
+        let _ = set_socket_buffer(socket.as_raw_fd(), libc::SO_RCVBUF, SOCKET_BUFFER);
         let local = socket.local_addr()?;
         let candidate = SocketAddr::new(advertised, local.port());
         let shared = Arc::new(Shared {
@@ -771,19 +774,6 @@ fn route(
         return by_ufrag.get(a).or_else(|| by_ufrag.get(b)).copied();
     }
     None
-}
-
-fn set_buffer(socket: &std::net::UdpSocket, option: libc::c_int, bytes: libc::c_int) {
-    // SAFETY: a valid fd and a c_int option value of the right size.
-    unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            option,
-            &bytes as *const libc::c_int as *const libc::c_void,
-            mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
 }
 
 /// `sendmmsg` of `datagrams` (at most [`SEND_BATCH`]): (sent, failed, bytes).
