@@ -372,6 +372,7 @@ def _measure_viewers(mode: str, viewers: int, callee: Callee, tmp: Path) -> dict
             "us_per_datagram_sent": cpu / max(datagrams, 1) * 1e6,
             "send_errors": s1["send_errors"] - s0["send_errors"],
             "ticks_per_s": ticks / seconds,
+            "rtc_timeouts_per_s": (s1.get("rtc_timeouts", 0) - s0.get("rtc_timeouts", 0)) / seconds,
             "datagrams_per_viewer_tick": datagrams / max(ticks * load["connected"], 1),
             "latency_p50_us": s1["latency_p50_us"],
             "latency_p99_us": s1["latency_p99_us"],
@@ -417,7 +418,8 @@ def _print(r: dict[str, Any]) -> None:
     if r["mode"] == "rust":
         line += (f"; latency p50 {r['latency_p50_us']} µs, p99 {r['latency_p99_us']} µs "
                  f"({r['latency_samples']} samples); engine {r['engine_datagrams_per_s']:,.0f} datagrams/s "
-                 f"of {r['engine_bytes_per_datagram']:.0f} B, {r['ticks_per_s']:.0f} ticks/s")
+                 f"of {r['engine_bytes_per_datagram']:.0f} B, {r['ticks_per_s']:.0f} ticks/s, "
+                 f"{r['rtc_timeouts_per_s']:,.0f} str0m timer runs/s, {r['engine_datagrams_in_per_s']:,.0f} datagrams in/s")
     print(line)
 
 

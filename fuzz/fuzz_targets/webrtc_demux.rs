@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;
 use sipstream_core::webrtc::viewer::{StreamCodecs, Viewer};
 use sipstream_core::webrtc::{demux, Routes, StreamFeed};
-use str0m::{Input, Output};
+use str0m::Input;
 
 /// A browser-like offer: PCMU and H.264, BUNDLE, rtcp-mux.
 const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n\
@@ -85,11 +85,8 @@ fuzz_target!(|data: &[u8]| {
             let _ = demux(&mut s.viewers, routes, s.now, from, server, datagram);
             let viewer = s.viewers.get_mut(&1).unwrap();
             let _ = viewer.rtc.handle_input(Input::Timeout(s.now));
-            while let Ok(out) = viewer.rtc.poll_output() {
-                if matches!(out, Output::Timeout(_)) {
-                    break;
-                }
-            }
+            let mut out = Vec::new();
+            let _ = viewer.poll(s.now, &mut out);
         }
     });
 });

@@ -220,6 +220,7 @@ impl PyWebrtcEngine {
         d.set_item("send_errors", s.send_errors)?;
         d.set_item("rtc_errors", s.rtc_errors)?;
         d.set_item("ticks", s.ticks)?;
+        d.set_item("rtc_timeouts", s.rtc_timeouts)?;
         d.set_item("latency_samples", s.latency.count())?;
         d.set_item("latency_p50_us", s.latency.quantile_us(0.5))?;
         d.set_item("latency_p99_us", s.latency.quantile_us(0.99))?;

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use sipstream_core::webrtc::viewer::{StreamCodecs, Viewer};
-use sipstream_core::webrtc::{demux, Demuxed, Routes, StreamFeed};
+use sipstream_core::webrtc::viewer::{Datagram, StreamCodecs, Viewer};
+use sipstream_core::webrtc::{demux, Demuxed, FeedPacket, Routes, StreamFeed};
 use sipstream_core::Frame;
 use str0m::change::SdpAnswer;
 use str0m::media::{Direction, MediaKind};
@@ -24,6 +24,10 @@ struct Setup {
     by_ufrag: HashMap<String, u64>,
     feed: std::sync::Arc<StreamFeed>,
     now: Instant,
+    /// Datagrams from the viewer not yet given to the client.
+    to_client: Vec<Datagram>,
+    /// Stream sequence numbers the viewer's feedback asked to resend.
+    resend: Vec<u64>,
 }
 
 fn setup() -> Setup {
@@ -71,6 +75,8 @@ fn setup() -> Setup {
         by_ufrag,
         feed,
         now,
+        to_client: Vec::new(),
+        resend: Vec::new(),
     }
 }
 
@@ -121,31 +127,39 @@ impl Setup {
             self.now += Duration::from_millis(1);
             self.client.handle_input(Input::Timeout(self.now)).unwrap();
             self.pump_client(&mut events);
-            let mut to_client = Vec::new();
             let viewer = self.viewers.get_mut(&7).unwrap();
             viewer.rtc.handle_input(Input::Timeout(self.now)).unwrap();
-            loop {
-                match viewer.rtc.poll_output().unwrap() {
-                    Output::Transmit(t) => {
-                        assert_eq!(t.destination, CLIENT.parse().unwrap());
-                        to_client.push((t.source, t.destination, t.contents.to_vec()));
-                    }
-                    Output::Event(Event::Connected) => viewer.connected = true,
-                    Output::Event(_) => {}
-                    Output::Timeout(_) => break,
-                }
-            }
-            for (source, destination, data) in to_client {
-                let receive =
-                    str0m::net::Receive::new(str0m::net::Protocol::Udp, source, destination, &data)
-                        .unwrap();
-                self.client
-                    .handle_input(Input::Receive(self.now, receive))
-                    .unwrap();
-                self.pump_client(&mut events);
-            }
+            let feedback = viewer.poll(self.now, &mut self.to_client);
+            assert!(feedback.close.is_none(), "{feedback:?}");
+            self.resend.extend(feedback.resend);
+            self.deliver(&mut events);
         }
         events
+    }
+
+    /// Hand the client what the viewer sent.
+    fn deliver(&mut self, events: &mut Vec<Event>) {
+        let server: SocketAddr = SERVER.parse().unwrap();
+        for d in std::mem::take(&mut self.to_client) {
+            assert_eq!(d.to, CLIENT.parse().unwrap());
+            let receive =
+                str0m::net::Receive::new(str0m::net::Protocol::Udp, server, d.to, &d.data).unwrap();
+            self.client
+                .handle_input(Input::Receive(self.now, receive))
+                .unwrap();
+            self.pump_client(events);
+        }
+    }
+
+    /// Send the feed's queued packets as the engine does each tick.
+    fn forward(&mut self) -> Vec<FeedPacket> {
+        let taken = self.feed.take();
+        self.viewers.get_mut(&7).unwrap().forward(
+            &taken.packets,
+            taken.overflowed,
+            &mut self.to_client,
+        );
+        taken.packets
     }
 }
 
@@ -175,14 +189,11 @@ fn a_viewer_connects_through_demux_and_receives_every_packet_in_order() {
     assert!(s.viewers[&7].connected);
     assert_eq!(s.by_addr.get(&CLIENT.parse().unwrap()), Some(&7));
 
-    // 50 audio frames through the feed, written as the engine does each tick
+    // 50 audio frames through the feed, sent as the engine does each tick:
+    // the client decrypts our SRTP
     for i in 0..50u32 {
         s.feed.push_frames(&[pcmu(1000 + i * 160)]);
-        let taken = s.feed.take();
-        s.viewers
-            .get_mut(&7)
-            .unwrap()
-            .write(&taken.packets, taken.overflowed);
+        s.forward();
     }
     let events = s.run(50);
     let seqs: Vec<u64> = events
@@ -244,8 +255,115 @@ fn strangers_datagrams_never_reach_a_viewer() {
     assert_eq!(s.by_addr.len(), 1, "a stranger claimed an address");
     // the viewer is still fine
     s.feed.push_frames(&[pcmu(5000)]);
-    let taken = s.feed.take();
-    s.viewers.get_mut(&7).unwrap().write(&taken.packets, false);
+    s.forward();
     let events = s.run(20);
     assert!(events.iter().any(|e| matches!(e, Event::RtpPacket(_))));
+}
+
+fn h264(ts: u32, keyframe: bool) -> Frame {
+    // an SPS and a 3,000-byte slice: four packets, three of them FU-As
+    let mut data = vec![0, 0, 0, 1, 0x67, 0x42, 0xe0, 0x1f, 0, 0, 0, 1];
+    data.push(if keyframe { 0x65 } else { 0x41 });
+    data.extend(std::iter::repeat_n(0xab, 3000));
+    Frame {
+        kind: "video",
+        codec: "H264",
+        payload_type: 96,
+        clock_rate: 90_000,
+        data,
+        timestamp: ts,
+        keyframe,
+        ssrc: 2,
+        pts_us: 0,
+        generated: false,
+    }
+}
+
+fn video_seqs(events: &[Event]) -> Vec<u64> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::RtpPacket(p) if p.header.payload_type != 0.into() => Some(*p.seq_no),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_lost_video_packet_is_nacked_and_resent_from_the_streams_history() {
+    let mut s = setup();
+    s.run(300);
+    assert!(s.viewers[&7].connected);
+    let mut history: Vec<FeedPacket> = Vec::new();
+    let mut events = Vec::new();
+    for i in 0..6u32 {
+        s.feed.push_frames(&[h264(90_000 + i * 3600, i == 0)]);
+        history.extend(s.forward());
+        if i == 2 {
+            // the third packet of the third picture never arrives
+            let lost = s.to_client.remove(2);
+            assert!(!lost.data.is_empty());
+        }
+        s.deliver(&mut events);
+        events.extend(s.run(40));
+    }
+    events.extend(s.run(300));
+    let asked = std::mem::take(&mut s.resend);
+    assert!(
+        !asked.is_empty(),
+        "the client sent no NACK the viewer understood"
+    );
+    // what the engine does with the stream's history
+    for seq in &asked {
+        let packet = history
+            .iter()
+            .find(|p| p.seq == *seq)
+            .expect("in the history");
+        s.viewers
+            .get_mut(&7)
+            .unwrap()
+            .resend(packet, &mut s.to_client);
+    }
+    s.deliver(&mut events);
+    events.extend(s.run(50));
+    let mut seqs = video_seqs(&events);
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(
+        seqs.len(),
+        24,
+        "every packet of six pictures arrived: {seqs:?}"
+    );
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    let counters = s.viewers[&7].counters;
+    assert!(counters.nacks >= 1 && counters.resent >= 1, "{counters:?}");
+}
+
+#[test]
+fn sender_reports_reach_the_client_and_its_reports_give_the_round_trip() {
+    let mut s = setup();
+    s.run(300);
+    let mut events = Vec::new();
+    for round in 0..4u32 {
+        for i in 0..50u32 {
+            s.feed.push_frames(&[pcmu(1000 + (round * 50 + i) * 160)]);
+            s.forward();
+            events.extend(s.run(20));
+        }
+        let now = s.now;
+        s.viewers
+            .get_mut(&7)
+            .unwrap()
+            .sender_reports(now, &mut s.to_client);
+        s.deliver(&mut events);
+    }
+    events.extend(s.run(2000));
+    assert!(
+        events.iter().any(|e| matches!(e, Event::SenderFeedback(_))),
+        "the client read no sender report"
+    );
+    let counters = s.viewers[&7].counters;
+    assert!(counters.rtt_ms.is_some(), "{counters:?}");
+    assert_eq!(counters.lost, 0, "{counters:?}");
+    assert_eq!(counters.loss, Some(0.0), "{counters:?}");
 }

@@ -5,15 +5,20 @@
 //!   address; an address not seen before is accepted only with a STUN
 //!   request naming a viewer's ICE username fragment (no linear scan).
 //! - Once per tick (10 ms) the engine takes each stream's packets from its
-//!   [`StreamFeed`], writes them to every viewer of that stream, polls each
-//!   viewer once, and sends all their datagrams with `sendmmsg`.
+//!   [`StreamFeed`] and each viewer of that stream seals them (its own
+//!   header and SRTP, see [`super::srtp`]); everything goes out with
+//!   `sendmmsg`. str0m runs only on what the viewer sends (STUN, DTLS,
+//!   RTCP) and on its own timers, a bounded number per tick.
+//! - NACKed video packets are sent again from the stream's history (one per
+//!   stream, shared by its viewers); keyframe requests from any number of
+//!   viewers become one request upstream per tick.
 //! - A viewer that does not connect in time, whose ICE consent lapses (no
 //!   datagram for a while: [`Timeouts`]), or whose stream ends is closed and
 //!   freed.
 //!
 //! Python only adds and removes viewers and reads events and stats.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::mem;
 use std::net::SocketAddr;
@@ -24,13 +29,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use str0m::net::{Protocol, Receive};
-use str0m::{Event as RtcEvent, IceConnectionState, Input, Output};
+use str0m::Input;
 
 use super::feed::{FeedPacket, StreamFeed};
-use super::viewer::{StreamCodecs, Viewer, ViewerCounters};
+use super::viewer::{Datagram, StreamCodecs, Viewer, ViewerCounters};
 use crate::io::{
     clear, epoll_add, eventfd, set_socket_buffer, signal, std_to_sockaddr, RecvBatch, BATCH,
 };
+use crate::session::MediaKind;
 
 /// How often each stream's packets go out (the added latency's bound).
 pub const TICK: Duration = Duration::from_millis(10);
@@ -54,6 +60,14 @@ impl Default for Timeouts {
 }
 /// How often timeouts are checked and stats published.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// Video packets of each stream kept for viewers' NACKs (about 2 s of a
+/// 1 Mbit/s stream; the payloads are shared with the viewers' queues).
+const NACK_HISTORY: usize = 512;
+/// str0m timer runs per tick at most; the rest wait for the next tick (a
+/// few ms late does not matter to them, and a tick stays short).
+const TIMEOUTS_PER_TICK: usize = 128;
+/// `recvmmsg` batches read before the engine looks at its tick again.
+const RECEIVE_BATCHES: usize = 16;
 /// Datagrams per `sendmmsg`.
 const SEND_BATCH: usize = 64;
 /// SO_SNDBUF / SO_RCVBUF asked for (the kernel caps them at wmem_max /
@@ -100,6 +114,8 @@ pub struct EngineStats {
     pub send_errors: u64,
     pub rtc_errors: u64,
     pub ticks: u64,
+    /// str0m timer runs (ICE, DTLS, its stats): work besides the media.
+    pub rtc_timeouts: u64,
     /// Hub → socket latency of every packet sent (µs), as a histogram.
     pub latency: LatencyHistogram,
 }
@@ -324,12 +340,30 @@ impl Drop for Engine {
     }
 }
 
-/// The viewers of one stream.
+/// The viewers of one stream, and its recent video packets for NACKs.
 struct FeedViewers {
     feed: Arc<StreamFeed>,
     viewers: Vec<u64>,
     /// Some viewer asked for a keyframe this tick.
     keyframe_wanted: bool,
+    /// The last [`NACK_HISTORY`] video packets, by stream sequence number.
+    history: VecDeque<FeedPacket>,
+}
+
+impl FeedViewers {
+    fn remember(&mut self, packets: &[FeedPacket]) {
+        for p in packets.iter().filter(|p| p.kind == MediaKind::Video) {
+            if self.history.len() == NACK_HISTORY {
+                self.history.pop_front();
+            }
+            self.history.push_back(p.clone());
+        }
+    }
+
+    fn find(&self, seq: u64) -> Option<&FeedPacket> {
+        let i = self.history.binary_search_by_key(&seq, |p| p.seq).ok()?;
+        self.history.get(i)
+    }
 }
 
 /// The engine thread's state.
@@ -344,7 +378,7 @@ struct Run {
     feeds: HashMap<u64, FeedViewers>,
     stats: EngineStats,
     events: Vec<EngineEvent>,
-    out: Vec<(SocketAddr, Vec<u8>)>,
+    out: Vec<Datagram>,
     batch: RecvBatch,
     timeouts: Timeouts,
 }
@@ -439,6 +473,7 @@ impl Run {
                             feed,
                             viewers: Vec::new(),
                             keyframe_wanted: false,
+                            history: VecDeque::new(),
                         })
                         .viewers
                         .push(id);
@@ -451,7 +486,7 @@ impl Run {
     }
 
     fn receive(&mut self) {
-        loop {
+        for _ in 0..RECEIVE_BATCHES {
             let n = match self.batch.recv(self.socket.as_raw_fd()) {
                 Ok(n) => n,
                 Err(_) => return,
@@ -485,7 +520,7 @@ impl Run {
                         viewer
                     }
                 };
-                self.poll(id);
+                self.poll(id, now);
             }
             if n < BATCH {
                 return;
@@ -493,62 +528,38 @@ impl Run {
         }
     }
 
-    /// Drain one viewer's output: datagrams to send, events; remember when
-    /// it next wants time.
-    fn poll(&mut self, id: u64) {
-        let mut close = None;
+    /// Drain one viewer's str0m output (datagrams, events) and do what its
+    /// feedback asks: announce it connected, ask for a keyframe, resend
+    /// NACKed packets from the stream's history, close it.
+    fn poll(&mut self, id: u64, now: Instant) {
         let Some(viewer) = self.viewers.get_mut(&id) else {
             return;
         };
-        loop {
-            match viewer.rtc.poll_output() {
-                Ok(Output::Timeout(t)) => {
-                    viewer.next_timeout = t;
-                    break;
-                }
-                Ok(Output::Transmit(t)) => self.out.push((t.destination, t.contents.into())),
-                Ok(Output::Event(e)) => match e {
-                    RtcEvent::Connected => {
-                        viewer.connected = true;
-                        self.events.push(EngineEvent::Connected { viewer: id });
-                        if viewer.wants_video() {
-                            if let Some(f) = self.feeds.get_mut(&viewer.feed.id()) {
-                                f.keyframe_wanted = true;
-                            }
-                        }
-                    }
-                    RtcEvent::KeyframeRequest(_) => {
-                        viewer.counters.keyframe_requests += 1;
-                        if let Some(f) = self.feeds.get_mut(&viewer.feed.id()) {
-                            f.keyframe_wanted = true;
-                        }
-                    }
-                    RtcEvent::MediaEgressStats(s) => viewer.note_egress(&s),
-                    RtcEvent::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-                        close = Some("ICE disconnected");
-                    }
-                    _ => {}
-                },
-                Err(_) => {
-                    self.stats.rtc_errors += 1;
-                    close = Some("WebRTC error");
-                    break;
+        let feedback = viewer.poll(now, &mut self.out);
+        if feedback.connected {
+            self.events.push(EngineEvent::Connected { viewer: id });
+        }
+        if let Some(fv) = self.feeds.get_mut(&viewer.feed.id()) {
+            fv.keyframe_wanted |= feedback.keyframe;
+            for seq in &feedback.resend {
+                if let Some(packet) = fv.find(*seq) {
+                    viewer.resend(packet, &mut self.out);
                 }
             }
         }
-        if !viewer.rtc.is_alive() && close.is_none() {
-            close = Some("closed");
-        }
-        if let Some(reason) = close {
+        if let Some(reason) = feedback.close {
+            if reason == "WebRTC error" {
+                self.stats.rtc_errors += 1;
+            }
             self.close_viewer(id, reason);
         }
     }
 
-    /// Write each stream's new packets to its viewers, then give every
-    /// viewer that has work or a due timer its one poll of the tick.
+    /// Send each stream's new packets to its viewers, then give str0m the
+    /// time of (at most [`TIMEOUTS_PER_TICK`]) viewers whose timers are
+    /// due (DTLS, ICE, stats).
     fn tick(&mut self, now: Instant) {
         self.stats.ticks += 1;
-        let mut polled: Vec<u64> = Vec::new();
         let mut ended: Vec<u64> = Vec::new();
         let mut latencies: Vec<(Instant, u64)> = Vec::new();
         for (feed_id, fv) in self.feeds.iter_mut() {
@@ -560,15 +571,14 @@ impl Run {
             if taken.packets.is_empty() && !taken.overflowed {
                 continue;
             }
+            fv.remember(&taken.packets);
             let mut sent_to = 0u64;
             for id in &fv.viewers {
                 if let Some(v) = self.viewers.get_mut(id) {
                     if v.connected {
-                        v.write(&taken.packets, taken.overflowed);
+                        v.forward(&taken.packets, taken.overflowed, &mut self.out);
                         sent_to += 1;
                     }
-                    v.polled_tick = self.stats.ticks;
-                    polled.push(*id);
                 }
             }
             if taken.overflowed {
@@ -594,37 +604,7 @@ impl Run {
             }
             self.feeds.remove(&feed_id);
         }
-        for id in &polled {
-            if let Some(v) = self.viewers.get_mut(id) {
-                // str0m sends a written packet only once time has moved
-                // (handle_timeout stamps the send queue)
-                if v.rtc.handle_input(Input::Timeout(now)).is_err() {
-                    self.stats.rtc_errors += 1;
-                }
-            }
-            self.poll(*id);
-        }
-        // viewers with no packet this tick: only their timers
-        let due: Vec<u64> = self
-            .viewers
-            .iter()
-            .filter(|(_, v)| v.next_timeout <= now && v.polled_tick != self.stats.ticks)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due {
-            if let Some(v) = self.viewers.get_mut(&id) {
-                if v.rtc.handle_input(Input::Timeout(now)).is_err() {
-                    self.stats.rtc_errors += 1;
-                }
-            }
-            self.poll(id);
-        }
-        for fv in self.feeds.values_mut() {
-            if mem::take(&mut fv.keyframe_wanted) {
-                self.events
-                    .push(EngineEvent::KeyframeRequest { feed: fv.feed.id() });
-            }
-        }
+        // the media first: its latency ends when it is on the socket
         self.send();
         let done = Instant::now();
         for (arrival, n) in latencies {
@@ -632,15 +612,40 @@ impl Run {
                 .latency
                 .record(done.saturating_duration_since(arrival), n);
         }
+        let due: Vec<u64> = self
+            .viewers
+            .iter()
+            .filter(|(_, v)| v.next_timeout <= now)
+            .map(|(id, _)| *id)
+            .take(TIMEOUTS_PER_TICK)
+            .collect();
+        for id in due {
+            if let Some(v) = self.viewers.get_mut(&id) {
+                self.stats.rtc_timeouts += 1;
+                if v.rtc.handle_input(Input::Timeout(now)).is_err() {
+                    self.stats.rtc_errors += 1;
+                }
+            }
+            self.poll(id, now);
+        }
+        for fv in self.feeds.values_mut() {
+            if mem::take(&mut fv.keyframe_wanted) {
+                self.events
+                    .push(EngineEvent::KeyframeRequest { feed: fv.feed.id() });
+            }
+        }
     }
 
+    /// Once a second: timeouts, sender reports, and the stats Python reads.
     fn housekeeping(&mut self, now: Instant) {
         let mut expired = Vec::new();
-        for (id, v) in &self.viewers {
+        for (id, v) in self.viewers.iter_mut() {
             if !v.connected && now.duration_since(v.created) > self.timeouts.connect {
                 expired.push((*id, "not connected in time"));
             } else if v.connected && now.duration_since(v.last_input) > self.timeouts.consent {
                 expired.push((*id, "ICE consent expired"));
+            } else if v.connected {
+                v.sender_reports(now, &mut self.out);
             }
         }
         for (id, reason) in expired {
@@ -777,16 +782,14 @@ fn route(
 }
 
 /// `sendmmsg` of `datagrams` (at most [`SEND_BATCH`]): (sent, failed, bytes).
-fn sendmmsg(fd: RawFd, datagrams: &[(SocketAddr, Vec<u8>)]) -> (u64, u64, u64) {
-    let mut addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)> = datagrams
-        .iter()
-        .map(|(to, _)| std_to_sockaddr(to))
-        .collect();
+fn sendmmsg(fd: RawFd, datagrams: &[Datagram]) -> (u64, u64, u64) {
+    let mut addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)> =
+        datagrams.iter().map(|d| std_to_sockaddr(&d.to)).collect();
     let mut iovs: Vec<libc::iovec> = datagrams
         .iter()
-        .map(|(_, d)| libc::iovec {
-            iov_base: d.as_ptr() as *mut libc::c_void,
-            iov_len: d.len(),
+        .map(|d| libc::iovec {
+            iov_base: d.data.as_ptr() as *mut libc::c_void,
+            iov_len: d.data.len(),
         })
         .collect();
     // SAFETY: zeroed mmsghdr is a valid empty header; pointers set below
@@ -819,7 +822,7 @@ fn sendmmsg(fd: RawFd, datagrams: &[(SocketAddr, Vec<u8>)]) -> (u64, u64, u64) {
             continue;
         }
         for d in &datagrams[start..start + n as usize] {
-            bytes += d.1.len() as u64;
+            bytes += d.data.len() as u64;
         }
         sent += n as u64;
         start += n as usize;

@@ -98,6 +98,9 @@ impl Hub {
 #[derive(Clone, Debug)]
 pub struct FeedPacket {
     pub kind: MediaKind,
+    /// The stream's own sequence number of this kind's packets (NACKs of a
+    /// viewer map back to it).
+    pub seq: u64,
     pub codec: &'static str,
     /// The source's RTP timestamp (its clock rate).
     pub timestamp: u32,
@@ -119,6 +122,8 @@ struct Queue {
     /// Packets were dropped since the engine last took them: viewers must
     /// wait for the next keyframe.
     overflowed: bool,
+    /// The next sequence number of each kind (audio, video).
+    next_seq: [u64; 2],
 }
 
 /// The packetized media of one stream, between its call and its viewers.
@@ -193,6 +198,11 @@ impl StreamFeed {
             .fetch_add(frames.len() as u64, Ordering::Relaxed);
         self.packets.fetch_add(out.len() as u64, Ordering::Relaxed);
         let mut q = self.lock();
+        for p in &mut out {
+            let next = &mut q.next_seq[usize::from(p.kind == MediaKind::Video)];
+            p.seq = *next;
+            *next += 1;
+        }
         q.packets.append(&mut out);
         if q.packets.len() > MAX_QUEUED {
             let excess = q.packets.len() - MAX_QUEUED;
@@ -278,6 +288,7 @@ pub fn packetize(frame: &Frame, arrival: Instant, out: &mut Vec<FeedPacket>) {
     }
     let packet = |payload: Arc<[u8]>, marker: bool, keyframe_start: bool| FeedPacket {
         kind,
+        seq: 0,
         codec: frame.codec,
         timestamp: frame.timestamp,
         marker,

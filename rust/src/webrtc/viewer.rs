@@ -1,22 +1,27 @@
-//! One WebRTC viewer: a str0m `Rtc` (ICE-lite, RTP mode) answering a WHEP
-//! offer, plus what it needs to forward a stream's shared packets: the
-//! negotiated payload types, its own sequence numbers, and whether it still
-//! waits for a keyframe.
+//! One WebRTC viewer. A str0m `Rtc` (ICE-lite, RTP mode) answers the WHEP
+//! offer and runs ICE and DTLS, and decrypts the viewer's RTCP; the viewer
+//! sends its media itself (the fast path, see [`super::srtp`]): for each of
+//! the stream's shared packets, a 12-byte RTP header with its own SSRC and
+//! sequence number, one SRTP seal, and a datagram for the engine's
+//! `sendmmsg`. It also writes its sender reports (A/V sync in the browser)
+//! and reads the viewer's receiver reports, NACKs and keyframe requests.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use str0m::change::SdpOffer;
 use str0m::config::DtlsCert;
 use str0m::crypto::CryptoProvider;
 use str0m::format::Codec;
-use str0m::media::{MediaKind as RtcKind, Mid, Pt};
-use str0m::rtp::RtpWrite;
-use str0m::stats::MediaEgressStats;
-use str0m::{Candidate, Rtc};
+use str0m::media::{MediaKind as RtcKind, Pt};
+use str0m::net::Protocol;
+use str0m::rtp::rtcp::Rtcp;
+use str0m::rtp::{Extension, RawPacket};
+use str0m::{Candidate, Event as RtcEvent, IceConnectionState, Output, Rtc};
 
 use super::feed::{FeedPacket, StreamFeed};
+use super::srtp::{self, KeySlot, SrtpSender, RTP_HEADER};
 use crate::session::MediaKind;
 
 /// The H.264 payload types we answer with (packetization mode 1 only, the
@@ -28,14 +33,16 @@ const H264_PARAMS: &[(u8, u8, u32)] = &[
     (114, 115, 0x64001f),
 ];
 
-/// How often str0m reports a viewer's RTCP-derived stats.
+/// How often str0m reports the peer's stats (the selected candidate pair).
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
-/// RTX history per viewer: about 1 s of a 1 Mbit/s stream.
-const RTX_PACKETS: usize = 256;
-const RTX_AGE: Duration = Duration::from_secs(1);
+/// Our sender reports kept to match the viewer's receiver reports (RTT).
+const SR_KEPT: usize = 8;
+/// Seconds between 1900 (NTP) and 1970 (Unix).
+const NTP_EPOCH: u64 = 2_208_988_800;
 
-/// The crypto provider and DTLS certificate shared by every viewer (one
-/// certificate per process, as a server shows one fingerprint).
+/// The crypto provider (its DTLS factory captures SRTP keys) and the DTLS
+/// certificate shared by every viewer (one certificate per process, as a
+/// server shows one fingerprint).
 pub struct Crypto {
     provider: Arc<CryptoProvider>,
     cert: DtlsCert,
@@ -44,7 +51,7 @@ pub struct Crypto {
 pub fn crypto() -> &'static Crypto {
     static CRYPTO: OnceLock<Crypto> = OnceLock::new();
     CRYPTO.get_or_init(|| {
-        let provider = str0m::crypto::from_feature_flags();
+        let provider = srtp::provider(str0m::crypto::from_feature_flags());
         let cert = provider
             .dtls_provider
             .generate_certificate()
@@ -66,13 +73,52 @@ pub struct StreamCodecs {
     pub video: Option<Option<u32>>,
 }
 
+/// A datagram for the engine to send.
+#[derive(Debug)]
+pub struct Datagram {
+    pub proto: Protocol,
+    pub to: SocketAddr,
+    pub data: Vec<u8>,
+}
+
+/// One of our outgoing RTP streams to the viewer.
 #[derive(Debug)]
 struct Track {
-    mid: Mid,
     pt: Pt,
-    /// Extended sequence number of the next packet (starts below 2^16, so
+    ssrc: u32,
+    /// The RTP clock (sender reports extrapolate the RTP time with it).
+    clock: u32,
+    cname: String,
+    /// Extended sequence number of the next packet (starts below 2^15, so
     /// the SRTP rollover counter begins at 0 as the browser expects).
     seq: u64,
+    /// (stream sequence, our sequence) of the first packet since the
+    /// viewer (re)started on a keyframe: every later packet of the stream
+    /// went out, so a NACKed sequence maps back to the stream's history.
+    base: Option<(u64, u64)>,
+    /// The last packet sent: its RTP timestamp and when it entered the hub.
+    last: Option<(u32, Instant)>,
+    packets: u32,
+    octets: u32,
+}
+
+impl Track {
+    /// The RTP header of the next packet (the sequence number advances).
+    fn header(&mut self, marker: bool, timestamp: u32) -> ([u8; RTP_HEADER], u64) {
+        let seq = self.seq;
+        self.seq += 1;
+        (rtp_header(self.pt, marker, seq, timestamp, self.ssrc), seq)
+    }
+}
+
+fn rtp_header(pt: Pt, marker: bool, seq: u64, timestamp: u32, ssrc: u32) -> [u8; RTP_HEADER] {
+    let mut h = [0u8; RTP_HEADER];
+    h[0] = 0x80;
+    h[1] = (u8::from(marker) << 7) | (*pt & 0x7f);
+    h[2..4].copy_from_slice(&(seq as u16).to_be_bytes());
+    h[4..8].copy_from_slice(&timestamp.to_be_bytes());
+    h[8..12].copy_from_slice(&ssrc.to_be_bytes());
+    h
 }
 
 /// Counters shown in the viewer's stats.
@@ -83,14 +129,30 @@ pub struct ViewerCounters {
     pub keyframe_requests: u64,
     /// Packets not sent because the viewer waited for a keyframe.
     pub skipped: u64,
-    /// From the viewer's RTCP (receiver reports, NACK), once a second, on
-    /// the main track (video, else audio): NACKs received, packets it
-    /// reported lost, its fraction lost and jitter; and the round trip.
+    /// Packets the viewer NACKed, and those we sent again (the rest had
+    /// left the stream's history).
     pub nacks: u64,
+    pub resent: u64,
+    /// From the viewer's receiver reports on the main track (video, or
+    /// audio while no video went out): packets it lost, its fraction lost and jitter; and the round
+    /// trip from its reports on our sender reports.
     pub lost: u64,
     pub loss: Option<f32>,
     pub jitter_ms: Option<f64>,
     pub rtt_ms: Option<f64>,
+}
+
+/// What the viewer's output asked of the engine.
+#[derive(Debug, Default)]
+pub struct Feedback {
+    /// ICE and DTLS just came up.
+    pub connected: bool,
+    /// The viewer asked for a keyframe (PLI/FIR), or just connected.
+    pub keyframe: bool,
+    /// Stream sequence numbers of video packets to send again.
+    pub resend: Vec<u64>,
+    /// The viewer is done (why).
+    pub close: Option<&'static str>,
 }
 
 pub struct Viewer {
@@ -101,6 +163,13 @@ pub struct Viewer {
     pub local_ufrag: String,
     audio: Option<Track>,
     video: Option<Track>,
+    keys: KeySlot,
+    srtp: Option<SrtpSender>,
+    /// Where our media goes: the nominated pair's remote end (learnt from
+    /// str0m's DTLS datagrams and its selected-pair stats).
+    send_to: Option<(Protocol, SocketAddr)>,
+    /// Our recent sender reports: (compact NTP time, when sent).
+    reports: Vec<(u32, Instant)>,
     pub connected: bool,
     pub created: Instant,
     /// The last datagram from the viewer (ICE consent, RFC 7675).
@@ -108,8 +177,6 @@ pub struct Viewer {
     /// When str0m next wants `Input::Timeout`.
     pub next_timeout: Instant,
     waiting_keyframe: bool,
-    /// The engine tick that last polled this viewer.
-    pub polled_tick: u64,
     pub counters: ViewerCounters,
 }
 
@@ -133,6 +200,14 @@ impl Viewer {
             .set_crypto_provider(crypto.provider.clone())
             .set_dtls_cert(crypto.cert.clone())
             .set_stats_interval(Some(STATS_INTERVAL))
+            // the viewer's RTCP, decrypted, comes to us as raw packets
+            .enable_raw_packets(true)
+            // only `mid`: we write no header extension (BUNDLE binds our
+            // SSRCs by the answer's a=ssrc lines), and the send-time and
+            // transport-wide sequence ones feed a sender's bandwidth
+            // estimate, which a forwarder without simulcast has no use for
+            .clear_extension_map()
+            .set_extension(4, Extension::RtpMid)
             .clear_codecs();
         match codecs.audio.as_deref() {
             Some("PCMU") => config = config.enable_pcmu(true, false),
@@ -147,16 +222,19 @@ impl Viewer {
                     .add_h264(pt.into(), Some(rtx.into()), true, profile);
             }
         }
-        let mut rtc = config.build(now);
+        let keys = KeySlot::default();
+        let mut rtc = keys.capture(|| config.build(now));
         let host = Candidate::host(candidate, "udp").map_err(|e| format!("candidate: {e}"))?;
         rtc.add_local_candidate(host);
         let answer = rtc
             .sdp_api()
             .accept_offer(offer)
             .map_err(|e| format!("cannot answer the offer: {e}"))?;
+        let sdp = answer.to_sdp_string();
 
         let mut audio = None;
         let mut video = None;
+        let mut mids = Vec::new();
         for line in answer.media_lines.iter().filter(|l| !l.disabled) {
             let mid = line.mid();
             let Some(media) = rtc.media(mid) else {
@@ -172,7 +250,7 @@ impl Viewer {
                 RtcKind::Audio if audio.is_none() => params
                     .iter()
                     .find(|p| remote.contains(&p.pt()) && p.spec().codec.is_audio())
-                    .map(|p| p.pt()),
+                    .map(|p| (p.pt(), p.spec().clock_rate.get())),
                 RtcKind::Video if video.is_none() => {
                     let h264: Vec<_> = params
                         .iter()
@@ -188,15 +266,29 @@ impl Viewer {
                         })
                         .or_else(|| h264.iter().find(|p| profile(p) == Some(0x42e01f)))
                         .or_else(|| h264.first())
-                        .map(|p| p.pt())
+                        .map(|p| (p.pt(), 90_000))
                 }
                 _ => None,
             };
-            let Some(pt) = chosen else { continue };
+            let Some((pt, clock)) = chosen else { continue };
+            let Some(ssrc) = rtc
+                .direct_api()
+                .stream_tx_by_mid(mid, None)
+                .map(|tx| *tx.ssrc())
+            else {
+                continue;
+            };
+            mids.push(mid);
             let track = Some(Track {
-                mid,
                 pt,
+                ssrc,
+                clock,
+                cname: ssrc_cname(&sdp, ssrc).unwrap_or_else(|| format!("sipstream-{id}")),
                 seq: u64::from(rand_u16() & 0x7fff),
+                base: None,
+                last: None,
+                packets: 0,
+                octets: 0,
             });
             match kind {
                 RtcKind::Audio => audio = track,
@@ -206,13 +298,20 @@ impl Viewer {
         if audio.is_none() && video.is_none() {
             return Err("No common codecs".into());
         }
-        if let Some(t) = &video {
-            if let Some(tx) = rtc.direct_api().stream_tx_by_mid(t.mid, None) {
-                tx.set_rtx_cache(RTX_PACKETS, RTX_AGE, None);
+        // we send these streams ourselves: str0m's own would send sender
+        // reports of nothing on the same SSRCs
+        for mid in mids {
+            let ssrcs: Vec<_> = rtc
+                .direct_api()
+                .stream_tx_by_mid(mid, None)
+                .map(|tx| tx.ssrc())
+                .into_iter()
+                .collect();
+            for ssrc in ssrcs {
+                rtc.direct_api().remove_stream_tx(ssrc);
             }
         }
-        let local_ufrag = ice_ufrag(&answer.to_sdp_string()).ok_or("answer without ice-ufrag")?;
-        let sdp = answer.to_sdp_string();
+        let local_ufrag = ice_ufrag(&sdp).ok_or("answer without ice-ufrag")?;
         feed.add_viewer();
         let viewer = Viewer {
             id,
@@ -222,83 +321,288 @@ impl Viewer {
             waiting_keyframe: video.is_some(),
             audio,
             video,
+            keys,
+            srtp: None,
+            send_to: None,
+            reports: Vec::new(),
             connected: false,
             created: now,
             last_input: now,
             next_timeout: now,
-            polled_tick: 0,
             counters: ViewerCounters::default(),
         };
         Ok((viewer, sdp))
     }
 
-    /// Write the stream's packets of this tick. Before the first keyframe a
+    /// Drain str0m's output: its datagrams go to `out`, its events are
+    /// handled; what the engine must do comes back.
+    pub fn poll(&mut self, now: Instant, out: &mut Vec<Datagram>) -> Feedback {
+        let mut feedback = Feedback::default();
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    self.next_timeout = t;
+                    break;
+                }
+                Ok(Output::Transmit(t)) => {
+                    // not STUN (a response goes wherever the check came
+                    // from): str0m sends on the nominated pair
+                    if t.contents.first().is_some_and(|b| *b > 3) {
+                        self.send_to = Some((t.proto, t.destination));
+                    }
+                    out.push(Datagram {
+                        proto: t.proto,
+                        to: t.destination,
+                        data: t.contents.into(),
+                    });
+                }
+                Ok(Output::Event(e)) => match e {
+                    RtcEvent::Connected => {
+                        self.srtp = self.keys.sender(&crypto().provider);
+                        if self.srtp.is_none() {
+                            feedback.close = Some("no SRTP keys from DTLS");
+                            break;
+                        }
+                        self.connected = true;
+                        feedback.connected = true;
+                        feedback.keyframe |= self.video.is_some();
+                    }
+                    RtcEvent::RawPacket(raw) => {
+                        if let RawPacket::RtcpRx(rtcp) = *raw {
+                            self.on_rtcp(rtcp, now, &mut feedback);
+                        }
+                    }
+                    RtcEvent::PeerStats(s) => {
+                        if let Some(pair) = s.selected_candidate_pair {
+                            self.send_to = Some((pair.protocol, pair.remote.addr));
+                        }
+                    }
+                    RtcEvent::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                        feedback.close = Some("ICE disconnected");
+                    }
+                    _ => {}
+                },
+                Err(_) => {
+                    feedback.close = Some("WebRTC error");
+                    break;
+                }
+            }
+        }
+        if feedback.close.is_none() && !self.rtc.is_alive() {
+            feedback.close = Some("closed");
+        }
+        feedback
+    }
+
+    /// The viewer's RTCP: keyframe requests, NACKs, receiver reports.
+    fn on_rtcp(&mut self, rtcp: Rtcp, now: Instant, feedback: &mut Feedback) {
+        let video_ssrc = self.video.as_ref().map(|t| t.ssrc);
+        match rtcp {
+            Rtcp::Pli(p) if Some(*p.ssrc) == video_ssrc => {
+                self.counters.keyframe_requests += 1;
+                feedback.keyframe = true;
+            }
+            Rtcp::Fir(f) if f.reports.iter().any(|e| Some(*e.ssrc) == video_ssrc) => {
+                self.counters.keyframe_requests += 1;
+                feedback.keyframe = true;
+            }
+            Rtcp::Nack(n) => {
+                let Some(track) = self.video.as_ref().filter(|t| t.ssrc == *n.ssrc) else {
+                    return;
+                };
+                for entry in n.reports.iter() {
+                    let lost = (0..17u16)
+                        .filter(|i| *i == 0 || entry.blp & (1 << (i - 1)) != 0)
+                        .map(|i| entry.pid.wrapping_add(i));
+                    for seq in lost {
+                        self.counters.nacks += 1;
+                        // how far back from our next sequence number
+                        let back = u64::from((track.seq as u16).wrapping_sub(seq));
+                        let Some((stream_base, our_base)) = track.base else {
+                            continue;
+                        };
+                        if back == 0 || back > 0x8000 || track.seq < our_base + back {
+                            continue;
+                        }
+                        feedback
+                            .resend
+                            .push(stream_base + (track.seq - back - our_base));
+                    }
+                }
+            }
+            Rtcp::ReceiverReport(rr) => {
+                for block in rr.reports.iter() {
+                    self.on_report_block(block, now);
+                }
+            }
+            Rtcp::SenderReport(sr) => {
+                for block in sr.reports.iter() {
+                    self.on_report_block(block, now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_report_block(&mut self, block: &str0m::rtp::rtcp::ReceptionReport, now: Instant) {
+        // the main track: video, or audio while no video went out
+        let main = self
+            .video
+            .as_ref()
+            .filter(|v| v.packets > 0 || self.audio.is_none())
+            .or(self.audio.as_ref());
+        let Some(main) = main.filter(|t| t.ssrc == *block.ssrc) else {
+            // the other track's report: only its round trip
+            self.note_rtt(block.last_sr_time, block.last_sr_delay, now);
+            return;
+        };
+        let clock_khz = f64::from(main.clock) / 1000.0;
+        let c = &mut self.counters;
+        c.lost = u64::from(block.packets_lost & 0x00ff_ffff);
+        c.loss = Some(f32::from(block.fraction_lost) / 256.0);
+        c.jitter_ms = Some(f64::from(block.jitter) / clock_khz);
+        self.note_rtt(block.last_sr_time, block.last_sr_delay, now);
+    }
+
+    /// The round trip from a report on one of our sender reports (RFC 3550
+    /// §6.4.1: now - LSR - DLSR).
+    fn note_rtt(&mut self, lsr: u32, dlsr: u32, now: Instant) {
+        if lsr == 0 {
+            return;
+        }
+        if let Some((_, sent)) = self.reports.iter().find(|(ntp, _)| *ntp == lsr) {
+            let held = Duration::from_secs_f64(f64::from(dlsr) / 65536.0);
+            let rtt = now.saturating_duration_since(*sent).saturating_sub(held);
+            self.counters.rtt_ms = Some(rtt.as_secs_f64() * 1000.0);
+        }
+    }
+
+    /// Send the stream's packets of this tick. Before the first keyframe a
     /// viewer gets audio only (its decoder could not use the rest).
-    pub fn write(&mut self, packets: &[FeedPacket], overflowed: bool) {
+    pub fn forward(&mut self, packets: &[FeedPacket], overflowed: bool, out: &mut Vec<Datagram>) {
         if !self.connected {
             return;
         }
         if overflowed && self.video.is_some() {
             self.waiting_keyframe = true;
         }
-        let mut api = self.rtc.direct_api();
         for p in packets {
+            if p.kind == MediaKind::Video && self.waiting_keyframe {
+                if !p.keyframe_start || self.video.is_none() {
+                    self.counters.skipped += 1;
+                    continue;
+                }
+                self.waiting_keyframe = false;
+                if let Some(t) = self.video.as_mut() {
+                    t.base = Some((p.seq, t.seq));
+                }
+            }
             let track = match p.kind {
                 MediaKind::Audio => self.audio.as_mut(),
-                MediaKind::Video => {
-                    if self.waiting_keyframe {
-                        if !p.keyframe_start {
-                            self.counters.skipped += 1;
-                            continue;
-                        }
-                        self.waiting_keyframe = false;
-                    }
-                    self.video.as_mut()
-                }
+                MediaKind::Video => self.video.as_mut(),
             };
             let Some(track) = track else { continue };
-            let Some(tx) = api.stream_tx_by_mid(track.mid, None) else {
-                continue;
-            };
-            let write = RtpWrite::new(
-                track.pt,
-                track.seq.into(),
-                p.timestamp,
-                p.arrival,
-                p.payload.clone(),
-            )
-            .marker(p.marker)
-            .nackable(p.kind == MediaKind::Video);
-            tx.write_rtp(write);
-            track.seq += 1;
-            self.counters.packets += 1;
-            self.counters.bytes += p.payload.len() as u64;
+            let (header, seq) = track.header(p.marker, p.timestamp);
+            track.last = Some((p.timestamp, p.arrival));
+            track.packets = track.packets.wrapping_add(1);
+            track.octets = track.octets.wrapping_add(p.payload.len() as u32);
+            if self.seal(&header, &p.payload, seq, out) {
+                self.counters.packets += 1;
+                self.counters.bytes += p.payload.len() as u64;
+            }
         }
     }
 
-    /// A track's egress stats (what the viewer's RTCP said of it).
-    pub fn note_egress(&mut self, s: &MediaEgressStats) {
-        let (main, clock_khz) = match (&self.video, &self.audio) {
-            (Some(v), _) => (v.mid == s.mid, 90.0),
-            (None, Some(a)) => (a.mid == s.mid, 8.0),
-            _ => return,
+    /// Send again a video packet the viewer NACKed (`packet.seq` is one
+    /// that [`Viewer::poll`] asked for), with its first sequence number.
+    pub fn resend(&mut self, packet: &FeedPacket, out: &mut Vec<Datagram>) {
+        let Some(track) = self.video.as_ref() else {
+            return;
         };
-        let c = &mut self.counters;
-        // loss, jitter and NACKs of the main track (video, else audio); the
-        // round trip is the connection's, whichever track measured it
-        if let Some(remote) = &s.remote {
-            if main {
-                c.jitter_ms = Some(f64::from(remote.jitter) / clock_khz);
-                c.lost = remote.packets_lost;
+        let Some((stream_base, our_base)) = track.base else {
+            return;
+        };
+        if packet.seq < stream_base {
+            return;
+        }
+        let seq = our_base + (packet.seq - stream_base);
+        let header = rtp_header(track.pt, packet.marker, seq, packet.timestamp, track.ssrc);
+        if self.seal(&header, &packet.payload, seq, out) {
+            self.counters.resent += 1;
+        }
+    }
+
+    /// SRTP-protect one RTP packet for the viewer's address.
+    fn seal(
+        &mut self,
+        header: &[u8; RTP_HEADER],
+        payload: &[u8],
+        seq: u64,
+        out: &mut Vec<Datagram>,
+    ) -> bool {
+        let (Some(srtp), Some((proto, to))) = (self.srtp.as_mut(), self.send_to) else {
+            return false;
+        };
+        let mut data = Vec::with_capacity(RTP_HEADER + payload.len() + srtp.rtp_overhead());
+        if srtp
+            .protect_rtp(header, payload, (seq >> 16) as u32, &mut data)
+            .is_err()
+        {
+            return false;
+        }
+        out.push(Datagram { proto, to, data });
+        true
+    }
+
+    /// A sender report (with an SDES CNAME) for each track that has sent
+    /// something: the browser maps each track's RTP time to a common clock
+    /// with them (lip sync), and its reports on them give the round trip.
+    pub fn sender_reports(&mut self, now: Instant, out: &mut Vec<Datagram>) {
+        let (Some(srtp), Some((proto, to))) = (self.srtp.as_mut(), self.send_to) else {
+            return;
+        };
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let ntp_secs = wall.as_secs() + NTP_EPOCH;
+        let ntp_frac = ((u64::from(wall.subsec_nanos()) << 32) / 1_000_000_000) as u32;
+        let compact = ((ntp_secs as u32 & 0xffff) << 16) | (ntp_frac >> 16);
+        for track in [self.audio.as_ref(), self.video.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            let Some((timestamp, arrival)) = track.last else {
+                continue;
+            };
+            let since = now.saturating_duration_since(arrival).as_secs_f64();
+            let rtp_time = timestamp.wrapping_add((since * f64::from(track.clock)) as u32);
+            let mut rtcp = Vec::with_capacity(64);
+            // SR: V=2, RC=0, PT=200, length 6 words
+            rtcp.extend([0x80, 200, 0, 6]);
+            rtcp.extend(track.ssrc.to_be_bytes());
+            rtcp.extend((ntp_secs as u32).to_be_bytes());
+            rtcp.extend(ntp_frac.to_be_bytes());
+            rtcp.extend(rtp_time.to_be_bytes());
+            rtcp.extend(track.packets.to_be_bytes());
+            rtcp.extend(track.octets.to_be_bytes());
+            // SDES: one chunk, CNAME, null-terminated, padded to 32 bits
+            let cname = &track.cname.as_bytes()[..track.cname.len().min(255)];
+            let chunk = 4 + 2 + cname.len() + 1;
+            let padded = chunk.div_ceil(4) * 4;
+            rtcp.extend([0x81, 202]);
+            rtcp.extend(((padded / 4) as u16).to_be_bytes());
+            rtcp.extend(track.ssrc.to_be_bytes());
+            rtcp.extend([1, cname.len() as u8]);
+            rtcp.extend(cname);
+            rtcp.extend(std::iter::repeat_n(0, padded - chunk + 1));
+            if let Ok(data) = srtp.protect_rtcp(&rtcp) {
+                out.push(Datagram { proto, to, data });
             }
         }
-        if main {
-            c.loss = s.loss;
-            c.nacks = s.nacks;
+        if self.reports.len() == SR_KEPT {
+            self.reports.remove(0);
         }
-        if let Some(rtt) = s.rtt {
-            c.rtt_ms = Some(rtt.as_secs_f64() * 1000.0);
-        }
+        self.reports.push((compact, now));
     }
 
     pub fn wants_video(&self) -> bool {
@@ -314,6 +618,14 @@ impl Drop for Viewer {
     fn drop(&mut self) {
         self.feed.remove_viewer();
     }
+}
+
+/// The CNAME of `ssrc` in an SDP's `a=ssrc:<ssrc> cname:<cname>` lines.
+fn ssrc_cname(sdp: &str, ssrc: u32) -> Option<String> {
+    let prefix = format!("a=ssrc:{ssrc} cname:");
+    sdp.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map(|s| s.trim().to_string())
 }
 
 /// `a=ice-ufrag:` of an SDP.
