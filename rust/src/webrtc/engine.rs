@@ -555,9 +555,9 @@ impl Run {
         }
     }
 
-    /// Send each stream's new packets to its viewers, then give str0m the
-    /// time of (at most [`TIMEOUTS_PER_TICK`]) viewers whose timers are
-    /// due (DTLS, ICE, stats).
+    /// Send each stream's new packets to its viewers; then, for at most
+    /// [`TIMEOUTS_PER_TICK`] viewers with something due, their sender
+    /// reports and str0m's timers (DTLS, ICE, stats).
     fn tick(&mut self, now: Instant) {
         self.stats.ticks += 1;
         let mut ended: Vec<u64> = Vec::new();
@@ -615,18 +615,24 @@ impl Run {
         let due: Vec<u64> = self
             .viewers
             .iter()
-            .filter(|(_, v)| v.next_timeout <= now)
+            .filter(|(_, v)| v.next_timeout <= now || (v.connected && v.next_report <= now))
             .map(|(id, _)| *id)
             .take(TIMEOUTS_PER_TICK)
             .collect();
         for id in due {
-            if let Some(v) = self.viewers.get_mut(&id) {
+            let Some(v) = self.viewers.get_mut(&id) else {
+                continue;
+            };
+            if v.connected && v.next_report <= now {
+                v.sender_reports(now, &mut self.out);
+            }
+            if v.next_timeout <= now {
                 self.stats.rtc_timeouts += 1;
                 if v.rtc.handle_input(Input::Timeout(now)).is_err() {
                     self.stats.rtc_errors += 1;
                 }
+                self.poll(id, now);
             }
-            self.poll(id, now);
         }
         for fv in self.feeds.values_mut() {
             if mem::take(&mut fv.keyframe_wanted) {
@@ -636,16 +642,14 @@ impl Run {
         }
     }
 
-    /// Once a second: timeouts, sender reports, and the stats Python reads.
+    /// Once a second: timeouts, and the stats Python reads.
     fn housekeeping(&mut self, now: Instant) {
         let mut expired = Vec::new();
-        for (id, v) in self.viewers.iter_mut() {
+        for (id, v) in &self.viewers {
             if !v.connected && now.duration_since(v.created) > self.timeouts.connect {
                 expired.push((*id, "not connected in time"));
             } else if v.connected && now.duration_since(v.last_input) > self.timeouts.consent {
                 expired.push((*id, "ICE consent expired"));
-            } else if v.connected {
-                v.sender_reports(now, &mut self.out);
             }
         }
         for (id, reason) in expired {

@@ -37,6 +37,8 @@ const H264_PARAMS: &[(u8, u8, u32)] = &[
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// Our sender reports kept to match the viewer's receiver reports (RTT).
 const SR_KEPT: usize = 8;
+/// How often each track's sender report goes out.
+const SR_INTERVAL: Duration = Duration::from_secs(1);
 /// Seconds between 1900 (NTP) and 1970 (Unix).
 const NTP_EPOCH: u64 = 2_208_988_800;
 
@@ -170,6 +172,9 @@ pub struct Viewer {
     send_to: Option<(Protocol, SocketAddr)>,
     /// Our recent sender reports: (compact NTP time, when sent).
     reports: Vec<(u32, Instant)>,
+    /// When the next sender reports are due (each viewer on its own phase,
+    /// so that they do not all fall in one tick).
+    pub next_report: Instant,
     pub connected: bool,
     pub created: Instant,
     /// The last datagram from the viewer (ICE consent, RFC 7675).
@@ -325,6 +330,7 @@ impl Viewer {
             srtp: None,
             send_to: None,
             reports: Vec::new(),
+            next_report: now,
             connected: false,
             created: now,
             last_input: now,
@@ -364,6 +370,7 @@ impl Viewer {
                             break;
                         }
                         self.connected = true;
+                        self.next_report = now + SR_INTERVAL;
                         feedback.connected = true;
                         feedback.keyframe |= self.video.is_some();
                     }
@@ -558,6 +565,7 @@ impl Viewer {
     /// something: the browser maps each track's RTP time to a common clock
     /// with them (lip sync), and its reports on them give the round trip.
     pub fn sender_reports(&mut self, now: Instant, out: &mut Vec<Datagram>) {
+        self.next_report = now + SR_INTERVAL;
         let (Some(srtp), Some((proto, to))) = (self.srtp.as_mut(), self.send_to) else {
             return;
         };
