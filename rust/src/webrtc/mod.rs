@@ -5,6 +5,7 @@
 pub mod engine;
 pub mod feed;
 pub mod srtp;
+pub mod tcp;
 pub mod viewer;
 
 pub use engine::{demux, Demuxed, Engine, EngineEvent, EngineStats, Routes, Timeouts, ViewerInfo};
