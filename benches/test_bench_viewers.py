@@ -419,7 +419,8 @@ def _print(r: dict[str, Any]) -> None:
         line += (f"; latency p50 {r['latency_p50_us']} µs, p99 {r['latency_p99_us']} µs "
                  f"({r['latency_samples']} samples); engine {r['engine_datagrams_per_s']:,.0f} datagrams/s "
                  f"of {r['engine_bytes_per_datagram']:.0f} B, {r['ticks_per_s']:.0f} ticks/s, "
-                 f"{r['rtc_timeouts_per_s']:,.0f} str0m timer runs/s, {r['engine_datagrams_in_per_s']:,.0f} datagrams in/s")
+                 f"{r['rtc_timeouts_per_s']:,.0f} str0m timer runs/s, "
+                 f"{r['engine_datagrams_in_per_s']:,.0f} datagrams in/s")
     print(line)
 
 

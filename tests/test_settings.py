@@ -45,3 +45,14 @@ def test_webrtc_port_is_checked_against_the_media_range() -> None:
     with pytest.raises(SettingsError, match="webrtc_port"):
         Settings.load(environ={}, overrides={"webrtc_port": 70000})
     assert Settings.load(environ={}, overrides={"webrtc_port": 0}).webrtc_port == 0
+
+
+def test_ice_tcp_is_off_by_default_and_its_port_is_checked() -> None:
+    settings = Settings.load(environ={})
+    assert settings.ice_tcp_transport is False and settings.webrtc_tcp_port == 31000
+    on = Settings.load(environ={}, overrides={"ice_tcp_transport": "true", "webrtc_tcp_port": "31002"})
+    assert on.ice_tcp_transport is True and on.webrtc_tcp_port == 31002
+    with pytest.raises(SettingsError, match="webrtc_tcp_port"):
+        Settings.load(environ={}, overrides={"webrtc_tcp_port": 70000})
+    with pytest.raises(SettingsError, match="webrtc_tcp_port"):
+        Settings.load(environ={}, overrides={"ice_tcp_transport": True, "webrtc_tcp_port": 9091})

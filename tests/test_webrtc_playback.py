@@ -108,3 +108,22 @@ async def test_viewers_are_released_when_the_call_ends(server: Server, rest: Res
     async with rest.http.post(server.base_url + "/whep/ws4", data="v=0\r\n",
                               headers={"Content-Type": "application/sdp"}) as res:
         assert res.status == 404
+
+
+async def test_chromium_without_udp_plays_over_ice_tcp(server_with, callee: LoopbackCallee) -> None:
+    """``ice_tcp_transport``: the answer also offers a passive ICE-TCP
+    candidate (RFC 6544). A Chromium that may not use UDP for WebRTC (its
+    profile's IP handling policy ``disable_non_proxied_udp``, as behind a
+    firewall that blocks UDP; the command-line switch for it is ignored)
+    connects over TCP and plays the stream."""
+    server, rest = await server_with(ice_tcp_transport=True, webrtc_tcp_port=0)
+    tcp_port = server.whep.engine.tcp_port
+    assert tcp_port
+    await rest.start_call(loopback_call(callee, "w9", "ws9"))
+    no_udp = {"webrtc": {"ip_handling_policy": "disable_non_proxied_udp"}}
+    async with launch_chromium(preferences=no_udp) as ctx:
+        stats = await whep_play(server.base_url + "/health", server.base_url + "/whep/ws9", seconds=25,
+                                measure_s=PLAYBACK_MEASURE_S, context=ctx)
+    assert stats["whepStatus"] == 201, stats
+    assert stats["remoteAddress"] == f"127.0.0.1:{tcp_port}", stats
+    assert_real_playback(stats)

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use sipstream_core::webrtc::viewer::{StreamCodecs, Viewer};
-use sipstream_core::webrtc::{demux, Routes, StreamFeed};
+use sipstream_core::webrtc::{demux, Route, Routes, StreamFeed};
+use str0m::net::Protocol;
 use str0m::Input;
 
 /// A browser-like offer: PCMU and H.264, BUNDLE, rtcp-mux.
@@ -27,7 +28,7 @@ a=rtcp-fb:96 nack\r\na=rtcp-fb:96 nack pli\r\n";
 
 struct State {
     viewers: HashMap<u64, Viewer>,
-    by_addr: HashMap<SocketAddr, u64>,
+    by_addr: HashMap<Route, u64>,
     by_ufrag: HashMap<String, u64>,
     now: Instant,
 }
@@ -43,13 +44,13 @@ fn fresh() -> State {
         audio: Some("PCMU".into()),
         video: Some(None),
     };
-    let (viewer, _) = Viewer::answer(1, OFFER, server, &codecs, StreamFeed::new(), now)
+    let (viewer, _) = Viewer::answer(1, OFFER, server, None, &codecs, StreamFeed::new(), now)
         .expect("the canned offer is answered");
     let mut by_ufrag = HashMap::new();
     by_ufrag.insert(viewer.local_ufrag.clone(), 1);
     // the browser's address is known, as after a successful STUN check
     let mut by_addr = HashMap::new();
-    by_addr.insert("127.0.0.1:40000".parse().unwrap(), 1);
+    by_addr.insert((Protocol::Udp, "127.0.0.1:40000".parse().unwrap()), 1);
     let mut viewers = HashMap::new();
     viewers.insert(1, viewer);
     State {
@@ -82,7 +83,7 @@ fuzz_target!(|data: &[u8]| {
                 by_addr: &mut s.by_addr,
                 by_ufrag: &s.by_ufrag,
             };
-            let _ = demux(&mut s.viewers, routes, s.now, from, server, datagram);
+            let _ = demux(&mut s.viewers, routes, s.now, (Protocol::Udp, from), server, datagram);
             let viewer = s.viewers.get_mut(&1).unwrap();
             let _ = viewer.rtc.handle_input(Input::Timeout(s.now));
             let mut out = Vec::new();

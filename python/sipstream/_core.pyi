@@ -493,9 +493,12 @@ class WebrtcEngine:
     """Every WebRTC viewer on one UDP port, served by a Rust thread (str0m)."""
 
     def __init__(self, bind_ip: str, port: int, advertised_ip: str, connect_timeout_s: float = 30.0,
-                 consent_timeout_s: float = 20.0) -> None: ...
+                 consent_timeout_s: float = 20.0, tcp_port: int | None = None) -> None: ...
     @property
     def port(self) -> int: ...
+    @property
+    def tcp_port(self) -> int | None:
+        """The passive ICE-TCP candidate's port, when offered."""
     def fileno(self) -> int:
         """Readable while events wait."""
     def add_viewer(self, feed: StreamFeed, offer: str, audio: str | None = None, video: bool = False,

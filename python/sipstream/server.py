@@ -22,7 +22,8 @@ class Server:
         self.settings = settings
         self.gateway = Gateway(settings)
         self.whep = WhepEndpoint(settings.ip, settings.max_viewers, settings.webrtc_port, settings.bind_ip,
-                                 settings.webrtc_connect_timeout_s)
+                                 settings.webrtc_connect_timeout_s,
+                                 settings.webrtc_tcp_port if settings.ice_tcp_transport else None)
         self._runner: web.AppRunner | None = None
         self.hooks: RestHooks | None = None
 

@@ -72,6 +72,11 @@ class Settings:
     media_port_to: int = 32000
     # One UDP port for every WebRTC viewer (0: an ephemeral port).
     webrtc_port: int = 31000
+    # ICE-TCP (RFC 6544): also offer a passive TCP candidate, for viewers whose
+    # firewall blocks UDP (the WCS key). Same number as webrtc_port by default,
+    # the other protocol: operators open 31000/udp and 31000/tcp.
+    ice_tcp_transport: bool = False
+    webrtc_tcp_port: int = 31000
     webrtc_connect_timeout_s: float = 30.0  # a WHEP viewer not connected by then is ended
     rtp_receive_buffer_size: int = 131072
     rtp_send_buffer_size: int = 131072
@@ -128,6 +133,10 @@ class Settings:
             raise SettingsError(f"webrtc_port: {self.webrtc_port} is out of range [0, 65535]")
         if self.webrtc_port and self.media_port_from <= self.webrtc_port <= self.media_port_to:
             raise SettingsError(f"webrtc_port: {self.webrtc_port} is inside media_port_from/media_port_to")
+        if not 0 <= self.webrtc_tcp_port < 65536:
+            raise SettingsError(f"webrtc_tcp_port: {self.webrtc_tcp_port} is out of range [0, 65535]")
+        if self.ice_tcp_transport and self.webrtc_tcp_port == self.http_port:
+            raise SettingsError(f"webrtc_tcp_port: {self.webrtc_tcp_port} is the HTTP port")
         if not 0 <= self.sip_port < 65536:
             raise SettingsError(f"sip_port: {self.sip_port} is out of range [0, 65535]")
         if not 1024 <= self.media_port_from < self.media_port_to < 65536:

@@ -100,15 +100,17 @@ impl PyWebrtcEngine {
     /// Bind `bind_ip:port` (0: ephemeral); viewers are given
     /// `advertised_ip` and the bound port as our ICE candidate. A viewer
     /// not connected within `connect_timeout_s`, or silent (no ICE consent)
-    /// for `consent_timeout_s`, is closed.
+    /// for `consent_timeout_s`, is closed. With `tcp_port` (0: ephemeral),
+    /// a passive ICE-TCP candidate on that TCP port is offered too.
     #[new]
-    #[pyo3(signature = (bind_ip, port, advertised_ip, connect_timeout_s = 30.0, consent_timeout_s = 20.0))]
+    #[pyo3(signature = (bind_ip, port, advertised_ip, connect_timeout_s = 30.0, consent_timeout_s = 20.0, tcp_port = None))]
     fn new(
         bind_ip: &str,
         port: u16,
         advertised_ip: &str,
         connect_timeout_s: f64,
         consent_timeout_s: f64,
+        tcp_port: Option<u16>,
     ) -> PyResult<Self> {
         let bind = SocketAddr::new(ip(bind_ip, "bind address")?, port);
         let seconds = |s: f64, what: &str| {
@@ -119,8 +121,13 @@ impl PyWebrtcEngine {
             connect: seconds(connect_timeout_s, "connect_timeout_s")?,
             consent: seconds(consent_timeout_s, "consent_timeout_s")?,
         };
-        let engine = Engine::start(bind, ip(advertised_ip, "advertised address")?, timeouts)
-            .map_err(|e| PyOSError::new_err(format!("cannot open the WebRTC port {bind}: {e}")))?;
+        let engine = Engine::start(
+            bind,
+            ip(advertised_ip, "advertised address")?,
+            timeouts,
+            tcp_port,
+        )
+        .map_err(|e| PyOSError::new_err(format!("cannot open the WebRTC port {bind}: {e}")))?;
         Ok(PyWebrtcEngine {
             inner: Some(engine),
         })
@@ -129,6 +136,12 @@ impl PyWebrtcEngine {
     #[getter]
     fn port(&self) -> PyResult<u16> {
         Ok(self.engine()?.local_addr().port())
+    }
+
+    /// The ICE-TCP port, when offered.
+    #[getter]
+    fn tcp_port(&self) -> PyResult<Option<u16>> {
+        Ok(self.engine()?.tcp_candidate().map(|a| a.port()))
     }
 
     /// eventfd readable while events wait (`drain_events`).

@@ -8,10 +8,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use sipstream_core::webrtc::viewer::{Datagram, StreamCodecs, Viewer};
-use sipstream_core::webrtc::{demux, Demuxed, FeedPacket, Routes, StreamFeed};
+use sipstream_core::webrtc::{demux, Demuxed, FeedPacket, Route, Routes, StreamFeed};
 use sipstream_core::Frame;
 use str0m::change::SdpAnswer;
 use str0m::media::{Direction, MediaKind};
+use str0m::net::Protocol;
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
 const SERVER: &str = "127.0.0.1:31000";
@@ -20,7 +21,7 @@ const CLIENT: &str = "127.0.0.1:40000";
 struct Setup {
     client: Rtc,
     viewers: HashMap<u64, Viewer>,
-    by_addr: HashMap<SocketAddr, u64>,
+    by_addr: HashMap<Route, u64>,
     by_ufrag: HashMap<String, u64>,
     feed: std::sync::Arc<StreamFeed>,
     now: Instant,
@@ -54,6 +55,7 @@ fn setup() -> Setup {
         7,
         &offer.to_sdp_string(),
         server,
+        None,
         &codecs,
         feed.clone(),
         now,
@@ -96,7 +98,7 @@ impl Setup {
                         &mut self.viewers,
                         routes,
                         self.now,
-                        t.source,
+                        (Protocol::Udp, t.source),
                         server,
                         &t.contents,
                     );
@@ -142,8 +144,7 @@ impl Setup {
         let server: SocketAddr = SERVER.parse().unwrap();
         for d in std::mem::take(&mut self.to_client) {
             assert_eq!(d.to, CLIENT.parse().unwrap());
-            let receive =
-                str0m::net::Receive::new(str0m::net::Protocol::Udp, server, d.to, &d.data).unwrap();
+            let receive = str0m::net::Receive::new(Protocol::Udp, server, d.to, &d.data).unwrap();
             self.client
                 .handle_input(Input::Receive(self.now, receive))
                 .unwrap();
@@ -187,7 +188,10 @@ fn a_viewer_connects_through_demux_and_receives_every_packet_in_order() {
         "not connected"
     );
     assert!(s.viewers[&7].connected);
-    assert_eq!(s.by_addr.get(&CLIENT.parse().unwrap()), Some(&7));
+    assert_eq!(
+        s.by_addr.get(&(Protocol::Udp, CLIENT.parse().unwrap())),
+        Some(&7)
+    );
 
     // 50 audio frames through the feed, sent as the engine does each tick:
     // the client decrypts our SRTP
@@ -245,7 +249,14 @@ fn strangers_datagrams_never_reach_a_viewer() {
             by_addr: &mut s.by_addr,
             by_ufrag: &s.by_ufrag,
         };
-        let got = demux(&mut s.viewers, routes, s.now, from, server, &d);
+        let got = demux(
+            &mut s.viewers,
+            routes,
+            s.now,
+            (Protocol::Udp, from),
+            server,
+            &d,
+        );
         assert_eq!(
             got,
             Demuxed::Unroutable,

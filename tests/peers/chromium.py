@@ -18,6 +18,7 @@ non-loopback candidates so no check goes to the machine's other addresses.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -54,13 +55,18 @@ def chromium_available() -> bool:
 
 @contextlib.asynccontextmanager
 async def launch_chromium(user_data_dir: str | None = None, headless: bool = True,
-                          extra_args: list | None = None) -> AsyncIterator[Any]:
-    """Yield a Playwright BrowserContext of a fresh headless Chromium profile.
+                          extra_args: list | None = None, preferences: dict | None = None) -> AsyncIterator[Any]:
+    """Yield a Playwright BrowserContext of a fresh headless Chromium profile
+    (its ``Default/Preferences`` set to ``preferences`` first, when given).
     Everything (browser, driver, temp profile) is gone on exit."""
     from playwright.async_api import async_playwright
 
     own_dir = user_data_dir is None
     udd = user_data_dir or tempfile.mkdtemp(prefix="sipstream-chromium-")
+    if preferences is not None:
+        os.makedirs(os.path.join(udd, "Default"), exist_ok=True)
+        with open(os.path.join(udd, "Default", "Preferences"), "w") as f:
+            json.dump(preferences, f)
     try:
         async with async_playwright() as pw:
             ctx = await pw.chromium.launch_persistent_context(

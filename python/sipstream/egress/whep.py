@@ -41,11 +41,14 @@ class WhepEndpoint:
 
     ``ip`` is advertised in the answer's ICE candidate; the engine binds
     ``bind_ip`` (``ip_local`` for 1:1 NAT, else ``ip``) on ``port``
-    (0: an ephemeral port)."""
+    (0: an ephemeral port). With ``tcp_port`` (0: ephemeral) the answer also
+    offers a passive ICE-TCP candidate on that TCP port, for viewers whose
+    firewall blocks UDP."""
 
     def __init__(self, ip: str, max_viewers: int = 200, port: int = 0, bind_ip: str | None = None,
-                 connect_timeout_s: float = 30.0) -> None:
+                 connect_timeout_s: float = 30.0, tcp_port: int | None = None) -> None:
         self.ip = ip
+        self.tcp_port = tcp_port
         self.connect_timeout_s = connect_timeout_s
         self.bind_ip = bind_ip or ip
         self.max_viewers = max_viewers
@@ -62,10 +65,12 @@ class WhepEndpoint:
         """Open the WebRTC port (also done by the first ``play``)."""
         if self._engine is not None:
             return
-        self._engine = WebrtcEngine(self.bind_ip, self.requested_port, self.ip, self.connect_timeout_s)
+        self._engine = WebrtcEngine(self.bind_ip, self.requested_port, self.ip, self.connect_timeout_s,
+                                    tcp_port=self.tcp_port)
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._engine.fileno(), self._on_events)
-        log.info("WebRTC viewers on UDP %s:%d", self.bind_ip, self._engine.port)
+        tcp = f", ICE-TCP {self.bind_ip}:{self._engine.tcp_port}" if self._engine.tcp_port is not None else ""
+        log.info("WebRTC viewers on UDP %s:%d%s", self.bind_ip, self._engine.port, tcp)
 
     @property
     def port(self) -> int:

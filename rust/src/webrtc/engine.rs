@@ -32,6 +32,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::Input;
 
 use super::feed::{FeedPacket, StreamFeed};
+use super::tcp::{SendResult, TcpLimits, TcpMux};
 use super::viewer::{Datagram, StreamCodecs, Viewer, ViewerCounters};
 use crate::io::{
     clear, epoll_add, eventfd, set_socket_buffer, signal, std_to_sockaddr, RecvBatch, BATCH,
@@ -75,6 +76,15 @@ const SEND_BATCH: usize = 64;
 const SOCKET_BUFFER: usize = 4 << 20;
 const WAKE: u64 = 0;
 const SOCKET: u64 = 1;
+/// The ICE-TCP listener, and its connections from this token on.
+const TCP_LISTENER: u64 = 2;
+const TCP_CONNECTIONS: u64 = 1 << 32;
+/// Readiness events taken per `epoll_wait`.
+const EPOLL_EVENTS: usize = 64;
+
+/// Where a viewer's datagrams come from: a UDP address, or an ICE-TCP
+/// connection (RFC 6544) by its remote address.
+pub type Route = (Protocol, SocketAddr);
 
 static NEXT_VIEWER: AtomicU64 = AtomicU64::new(1);
 
@@ -203,15 +213,19 @@ pub struct Engine {
     thread: Option<JoinHandle<()>>,
     local: SocketAddr,
     candidate: SocketAddr,
+    tcp_candidate: Option<SocketAddr>,
 }
 
 impl Engine {
     /// Bind `bind` (port 0: ephemeral) and start the engine thread. Viewers
-    /// are told to reach it at `advertised` (its IP, the bound port).
+    /// are told to reach it at `advertised` (its IP, the bound port). With
+    /// `tcp_port`, a passive ICE-TCP candidate on that TCP port (0:
+    /// ephemeral) is offered too.
     pub fn start(
         bind: SocketAddr,
         advertised: std::net::IpAddr,
         timeouts: Timeouts,
+        tcp_port: Option<u16>,
     ) -> io::Result<Engine> {
         let socket = std::net::UdpSocket::bind(bind)?;
         socket.set_nonblocking(true)?;
@@ -240,11 +254,22 @@ impl Engine {
         let epoll = unsafe { OwnedFd::from_raw_fd(epoll) };
         epoll_add(epoll.as_raw_fd(), shared.wake.as_raw_fd(), WAKE)?;
         epoll_add(epoll.as_raw_fd(), socket.as_raw_fd(), SOCKET)?;
+        let tcp = match tcp_port {
+            Some(port) => {
+                let mut mux = TcpMux::bind(SocketAddr::new(bind.ip(), port), TcpLimits::default())?;
+                mux.register(epoll.as_raw_fd(), TCP_LISTENER, TCP_CONNECTIONS)?;
+                Some(mux)
+            }
+            None => None,
+        };
+        let tcp_candidate = tcp
+            .as_ref()
+            .map(|t| SocketAddr::new(advertised, t.local_addr().port()));
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("sipstream-webrtc".into())
             .spawn(move || {
-                let mut run = Run::new(thread_shared, socket, local, epoll, timeouts);
+                let mut run = Run::new(thread_shared, socket, local, epoll, timeouts, tcp);
                 run.run();
             })?;
         Ok(Engine {
@@ -252,6 +277,7 @@ impl Engine {
             thread: Some(thread),
             local,
             candidate,
+            tcp_candidate,
         })
     }
 
@@ -263,6 +289,11 @@ impl Engine {
     /// The address viewers are given as our ICE candidate.
     pub fn candidate(&self) -> SocketAddr {
         self.candidate
+    }
+
+    /// The passive ICE-TCP candidate's address, when offered.
+    pub fn tcp_candidate(&self) -> Option<SocketAddr> {
+        self.tcp_candidate
     }
 
     /// Answer a WHEP offer for `feed`'s stream: (viewer id, answer SDP). The
@@ -278,8 +309,15 @@ impl Engine {
             return Err("the stream has ended".into());
         }
         let id = NEXT_VIEWER.fetch_add(1, Ordering::Relaxed);
-        let (viewer, answer) =
-            Viewer::answer(id, offer_sdp, self.candidate, codecs, feed, Instant::now())?;
+        let (viewer, answer) = Viewer::answer(
+            id,
+            offer_sdp,
+            self.candidate,
+            self.tcp_candidate,
+            codecs,
+            feed,
+            Instant::now(),
+        )?;
         lock(&self.shared.viewers).insert(
             id,
             ViewerInfo {
@@ -372,8 +410,10 @@ struct Run {
     socket: std::net::UdpSocket,
     local: SocketAddr,
     epoll: OwnedFd,
+    /// ICE-TCP connections, when offered.
+    tcp: Option<TcpMux>,
     viewers: HashMap<u64, Viewer>,
-    by_addr: HashMap<SocketAddr, u64>,
+    by_addr: HashMap<Route, u64>,
     by_ufrag: HashMap<String, u64>,
     feeds: HashMap<u64, FeedViewers>,
     stats: EngineStats,
@@ -390,12 +430,14 @@ impl Run {
         local: SocketAddr,
         epoll: OwnedFd,
         timeouts: Timeouts,
+        tcp: Option<TcpMux>,
     ) -> Run {
         Run {
             shared,
             socket,
             local,
             epoll,
+            tcp,
             viewers: HashMap::new(),
             by_addr: HashMap::new(),
             by_ufrag: HashMap::new(),
@@ -411,12 +453,12 @@ impl Run {
     fn run(&mut self) {
         let mut next_tick = Instant::now() + TICK;
         let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
-        let mut ready: [libc::epoll_event; 4] = unsafe { mem::zeroed() };
+        let mut ready: [libc::epoll_event; EPOLL_EVENTS] = unsafe { mem::zeroed() };
         while !self.shared.stop.load(Ordering::SeqCst) {
             let wait = next_tick.saturating_duration_since(Instant::now());
             // rounded up: a 0 ms wait before the tick would spin
             let ms = wait.as_micros().div_ceil(1000).min(1000) as i32;
-            // SAFETY: `ready` is a valid buffer of 4 events.
+            // SAFETY: `ready` is a valid buffer of EPOLL_EVENTS events.
             let n = unsafe {
                 libc::epoll_wait(
                     self.epoll.as_raw_fd(),
@@ -426,12 +468,14 @@ impl Run {
                 )
             };
             for e in ready.iter().take(n.max(0) as usize) {
-                match e.u64 {
+                let (token, flags) = (e.u64, e.events);
+                match token {
                     WAKE => {
                         clear(self.shared.wake.as_raw_fd());
                         self.run_commands();
                     }
-                    _ => self.receive(),
+                    SOCKET => self.receive(),
+                    _ => self.receive_tcp(token, flags),
                 }
             }
             let now = Instant::now();
@@ -496,34 +540,88 @@ impl Run {
                 let Some((data, Some(from))) = self.batch.get(j) else {
                     continue;
                 };
-                self.stats.datagrams_in += 1;
-                let routes = Routes {
-                    by_addr: &mut self.by_addr,
-                    by_ufrag: &self.by_ufrag,
-                };
-                let id = match demux(&mut self.viewers, routes, now, from, self.local, data) {
-                    Demuxed::Unroutable => {
-                        self.stats.unroutable += 1;
-                        continue;
-                    }
-                    Demuxed::Delivered {
-                        viewer,
-                        new_address,
-                        error,
-                    } => {
-                        if new_address {
-                            if let Some(info) = lock(&self.shared.viewers).get_mut(&viewer) {
-                                info.remote = Some(from);
-                            }
-                        }
-                        self.stats.rtc_errors += u64::from(error);
-                        viewer
-                    }
-                };
-                self.poll(id, now);
+                // the batch's buffer is borrowed: the datagram is handed on
+                // before the next one is read
+                let data = data.to_vec();
+                self.deliver((Protocol::Udp, from), &data, now);
             }
             if n < BATCH {
                 return;
+            }
+        }
+    }
+
+    /// ICE-TCP: accept, read frames (each one a datagram to demultiplex),
+    /// flush queued output. A connection whose first frame binds it to no
+    /// viewer is closed.
+    fn receive_tcp(&mut self, token: u64, flags: u32) {
+        let Some(tcp) = self.tcp.as_mut() else {
+            return;
+        };
+        if !tcp.owns_token(token) {
+            return;
+        }
+        let now = Instant::now();
+        let mut frames: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
+        tcp.on_ready(token, flags, now, |from, frame| {
+            frames.push((from, frame.to_vec()))
+        });
+        for (from, data) in frames {
+            if !self.deliver((Protocol::Tcp, from), &data, now) {
+                if let Some(tcp) = self.tcp.as_mut() {
+                    tcp.close(from);
+                }
+            }
+        }
+        self.tcp_closed();
+    }
+
+    /// One datagram (or ICE-TCP frame) from `from` to its viewer; false
+    /// when it had none.
+    fn deliver(&mut self, from: Route, data: &[u8], now: Instant) -> bool {
+        self.stats.datagrams_in += 1;
+        let local = match from.0 {
+            Protocol::Tcp => self.tcp.as_ref().map_or(self.local, |t| t.local_addr()),
+            _ => self.local,
+        };
+        let routes = Routes {
+            by_addr: &mut self.by_addr,
+            by_ufrag: &self.by_ufrag,
+        };
+        let id = match demux(&mut self.viewers, routes, now, from, local, data) {
+            Demuxed::Unroutable => {
+                self.stats.unroutable += 1;
+                return false;
+            }
+            Demuxed::Delivered {
+                viewer,
+                new_address,
+                error,
+            } => {
+                if new_address {
+                    if let Some(info) = lock(&self.shared.viewers).get_mut(&viewer) {
+                        info.remote = Some(from.1);
+                    }
+                }
+                self.stats.rtc_errors += u64::from(error);
+                viewer
+            }
+        };
+        self.poll(id, now);
+        true
+    }
+
+    /// Forget the routes of ICE-TCP connections that closed (EOF, error, a
+    /// slow reader cut off, timeouts); a viewer left with no path is closed.
+    fn tcp_closed(&mut self) {
+        let Some(tcp) = self.tcp.as_mut() else {
+            return;
+        };
+        for (addr, reason) in tcp.drain_closed() {
+            if let Some(id) = self.by_addr.remove(&(Protocol::Tcp, addr)) {
+                if !self.by_addr.values().any(|v| *v == id) {
+                    self.close_viewer(id, &format!("ICE-TCP connection closed: {reason}"));
+                }
             }
         }
     }
@@ -644,6 +742,10 @@ impl Run {
 
     /// Once a second: timeouts, and the stats Python reads.
     fn housekeeping(&mut self, now: Instant) {
+        if let Some(tcp) = self.tcp.as_mut() {
+            tcp.housekeeping(now);
+        }
+        self.tcp_closed();
         let mut expired = Vec::new();
         for (id, v) in &self.viewers {
             if !v.connected && now.duration_since(v.created) > self.timeouts.connect {
@@ -675,7 +777,16 @@ impl Run {
         };
         viewer.rtc.disconnect();
         self.by_ufrag.remove(&viewer.local_ufrag);
-        self.by_addr.retain(|_, v| *v != id);
+        let tcp = &mut self.tcp;
+        self.by_addr.retain(|(proto, addr), v| {
+            if *v != id {
+                return true;
+            }
+            if let (Protocol::Tcp, Some(tcp)) = (proto, tcp.as_mut()) {
+                tcp.close(*addr);
+            }
+            false
+        });
         if let Some(fv) = self.feeds.get_mut(&viewer.feed.id()) {
             fv.viewers.retain(|v| *v != id);
             if fv.viewers.is_empty() {
@@ -689,10 +800,26 @@ impl Run {
         });
     }
 
-    /// Send what the viewers produced, `SEND_BATCH` datagrams a syscall.
+    /// Send what the viewers produced: UDP `SEND_BATCH` datagrams a
+    /// syscall, ICE-TCP framed on its connection.
     fn send(&mut self) {
         if self.out.is_empty() {
             return;
+        }
+        if self.out.iter().any(|d| d.proto == Protocol::Tcp) {
+            let (tcp, udp): (Vec<Datagram>, Vec<Datagram>) = mem::take(&mut self.out)
+                .into_iter()
+                .partition(|d| d.proto == Protocol::Tcp);
+            self.out = udp;
+            for d in tcp {
+                match self.tcp.as_mut().map(|t| t.send(d.to, &d.data)) {
+                    Some(SendResult::Sent | SendResult::Queued) => {
+                        self.stats.datagrams_out += 1;
+                        self.stats.bytes_out += d.data.len() as u64;
+                    }
+                    _ => self.stats.send_errors += 1,
+                }
+            }
         }
         let fd = self.socket.as_raw_fd();
         for chunk in self.out.chunks(SEND_BATCH) {
@@ -705,10 +832,10 @@ impl Run {
     }
 }
 
-/// The demultiplexer's maps: remote address → viewer, and our ICE ufrag →
-/// viewer for STUN from addresses not seen yet.
+/// The demultiplexer's maps: remote address (UDP, or ICE-TCP connection) →
+/// viewer, and our ICE ufrag → viewer for STUN from addresses not seen yet.
 pub struct Routes<'a> {
-    pub by_addr: &'a mut HashMap<SocketAddr, u64>,
+    pub by_addr: &'a mut HashMap<Route, u64>,
     pub by_ufrag: &'a HashMap<String, u64>,
 }
 
@@ -736,7 +863,7 @@ pub fn demux(
     viewers: &mut HashMap<u64, Viewer>,
     routes: Routes<'_>,
     now: Instant,
-    from: SocketAddr,
+    from: Route,
     local: SocketAddr,
     data: &[u8],
 ) -> Demuxed {
@@ -746,7 +873,7 @@ pub fn demux(
     let Some(viewer) = viewers.get_mut(&id) else {
         return Demuxed::Unroutable;
     };
-    let Ok(receive) = Receive::new(Protocol::Udp, from, local, data) else {
+    let Ok(receive) = Receive::new(from.0, from.1, local, data) else {
         return Demuxed::Unroutable;
     };
     let input = Input::Receive(now, receive);
@@ -766,12 +893,12 @@ pub fn demux(
     }
 }
 
-/// The viewer a datagram belongs to: its source address, or for a STUN
-/// request from a new address, the ufrag its USERNAME names.
+/// The viewer a datagram belongs to: its source, or for a STUN request
+/// from a new one, the ufrag its USERNAME names.
 fn route(
-    by_addr: &HashMap<SocketAddr, u64>,
+    by_addr: &HashMap<Route, u64>,
     by_ufrag: &HashMap<String, u64>,
-    from: SocketAddr,
+    from: Route,
     data: &[u8],
 ) -> Option<u64> {
     if let Some(id) = by_addr.get(&from) {

@@ -8,6 +8,8 @@ pub mod srtp;
 pub mod tcp;
 pub mod viewer;
 
-pub use engine::{demux, Demuxed, Engine, EngineEvent, EngineStats, Routes, Timeouts, ViewerInfo};
+pub use engine::{
+    demux, Demuxed, Engine, EngineEvent, EngineStats, Route, Routes, Timeouts, ViewerInfo,
+};
 pub use feed::{FeedPacket, HubStats, StreamFeed};
 pub use viewer::StreamCodecs;

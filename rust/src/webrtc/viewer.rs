@@ -15,7 +15,7 @@ use str0m::config::DtlsCert;
 use str0m::crypto::CryptoProvider;
 use str0m::format::Codec;
 use str0m::media::{MediaKind as RtcKind, Pt};
-use str0m::net::Protocol;
+use str0m::net::{Protocol, TcpType};
 use str0m::rtp::rtcp::Rtcp;
 use str0m::rtp::{Extension, RawPacket};
 use str0m::{Candidate, Event as RtcEvent, IceConnectionState, Output, Rtc};
@@ -187,11 +187,13 @@ pub struct Viewer {
 
 impl Viewer {
     /// Answer a WHEP offer. `candidate` is the address the viewer socket is
-    /// reachable on (advertised `ip`, the engine's port).
+    /// reachable on (advertised `ip`, the engine's port); `tcp_candidate`,
+    /// when set, is offered as a passive ICE-TCP candidate.
     pub fn answer(
         id: u64,
         offer_sdp: &str,
         candidate: SocketAddr,
+        tcp_candidate: Option<SocketAddr>,
         codecs: &StreamCodecs,
         feed: Arc<StreamFeed>,
         now: Instant,
@@ -231,6 +233,15 @@ impl Viewer {
         let mut rtc = keys.capture(|| config.build(now));
         let host = Candidate::host(candidate, "udp").map_err(|e| format!("candidate: {e}"))?;
         rtc.add_local_candidate(host);
+        if let Some(addr) = tcp_candidate {
+            let tcp = Candidate::builder()
+                .tcp()
+                .host(addr)
+                .tcptype(TcpType::Passive)
+                .build()
+                .map_err(|e| format!("TCP candidate: {e}"))?;
+            rtc.add_local_candidate(tcp);
+        }
         let answer = rtc
             .sdp_api()
             .accept_offer(offer)
