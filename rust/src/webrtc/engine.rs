@@ -419,6 +419,8 @@ struct Run {
     stats: EngineStats,
     events: Vec<EngineEvent>,
     out: Vec<Datagram>,
+    /// UDP GSO works on this socket (cleared on the first refusal).
+    gso: bool,
     batch: RecvBatch,
     timeouts: Timeouts,
 }
@@ -445,6 +447,7 @@ impl Run {
             stats: EngineStats::default(),
             events: Vec::new(),
             out: Vec::new(),
+            gso: true,
             batch: RecvBatch::new(),
             timeouts,
         }
@@ -567,7 +570,8 @@ impl Run {
             frames.push((from, frame.to_vec()))
         });
         for (from, data) in frames {
-            if !self.deliver((Protocol::Tcp, from), &data, now) {
+            let route = (Protocol::Tcp, from);
+            if !self.deliver(route, &data, now) && !self.by_addr.contains_key(&route) {
                 if let Some(tcp) = self.tcp.as_mut() {
                     tcp.close(from);
                 }
@@ -645,10 +649,8 @@ impl Run {
                 }
             }
         }
+        self.stats.rtc_errors += u64::from(feedback.error);
         if let Some(reason) = feedback.close {
-            if reason == "WebRTC error" {
-                self.stats.rtc_errors += 1;
-            }
             self.close_viewer(id, reason);
         }
     }
@@ -823,7 +825,8 @@ impl Run {
         }
         let fd = self.socket.as_raw_fd();
         for chunk in self.out.chunks(SEND_BATCH) {
-            let (sent, errors, bytes) = sendmmsg(fd, chunk);
+            let (sent, errors, bytes, gso) = sendmmsg(fd, chunk, self.gso);
+            self.gso = gso;
             self.stats.datagrams_out += sent;
             self.stats.send_errors += errors;
             self.stats.bytes_out += bytes;
@@ -912,10 +915,48 @@ fn route(
     None
 }
 
-/// `sendmmsg` of `datagrams` (at most [`SEND_BATCH`]): (sent, failed, bytes).
-fn sendmmsg(fd: RawFd, datagrams: &[Datagram]) -> (u64, u64, u64) {
-    let mut addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)> =
-        datagrams.iter().map(|d| std_to_sockaddr(&d.to)).collect();
+/// Consecutive datagrams to one address sent as one UDP GSO message
+/// (`UDP_SEGMENT`): the kernel cuts it into datagrams, after one trip
+/// through its stack instead of one each. A keyframe is a run of equal-size
+/// packets to every viewer.
+const GSO_SEGMENTS: usize = 32;
+/// A GSO message's payload limit (IP's 64 KB, with room for headers).
+const GSO_BYTES: usize = 60_000;
+
+/// Runs of `datagrams` that can go as one GSO message each: same address,
+/// same size (the last may be shorter), bounded. Without `gso`, one each.
+fn gso_runs(datagrams: &[Datagram], gso: bool) -> Vec<std::ops::Range<usize>> {
+    let mut runs = Vec::new();
+    let mut i = 0;
+    while i < datagrams.len() {
+        let (to, size) = (datagrams[i].to, datagrams[i].data.len());
+        let mut j = i + 1;
+        let mut bytes = size;
+        while gso && j < datagrams.len() && j - i < GSO_SEGMENTS {
+            let d = &datagrams[j];
+            if d.to != to || d.data.len() > size || bytes + d.data.len() > GSO_BYTES {
+                break;
+            }
+            bytes += d.data.len();
+            j += 1;
+            if d.data.len() < size {
+                break; // a shorter one ends a run
+            }
+        }
+        runs.push(i..j);
+        i = j;
+    }
+    runs
+}
+
+/// Send `datagrams` with `sendmmsg` (GSO runs as one message each when
+/// `gso`): (sent, failed, bytes, whether GSO still works).
+fn sendmmsg(fd: RawFd, datagrams: &[Datagram], gso: bool) -> (u64, u64, u64, bool) {
+    let runs = gso_runs(datagrams, gso);
+    let mut addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)> = runs
+        .iter()
+        .map(|r| std_to_sockaddr(&datagrams[r.start].to))
+        .collect();
     let mut iovs: Vec<libc::iovec> = datagrams
         .iter()
         .map(|d| libc::iovec {
@@ -923,18 +964,35 @@ fn sendmmsg(fd: RawFd, datagrams: &[Datagram]) -> (u64, u64, u64) {
             iov_len: d.data.len(),
         })
         .collect();
+    // one control message per run: UDP_SEGMENT and the segment size
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(mem::size_of::<u16>() as u32) } as usize;
+    let mut control: Vec<u64> = vec![0; runs.len() * space.div_ceil(8)];
     // SAFETY: zeroed mmsghdr is a valid empty header; pointers set below
-    // stay valid (addrs, iovs outlive the call).
-    let mut msgs: Vec<libc::mmsghdr> = (0..datagrams.len())
-        .map(|_| unsafe { mem::zeroed() })
-        .collect();
-    for (i, m) in msgs.iter_mut().enumerate() {
-        m.msg_hdr.msg_name = &mut addrs[i].0 as *mut _ as *mut libc::c_void;
-        m.msg_hdr.msg_namelen = addrs[i].1;
-        m.msg_hdr.msg_iov = &mut iovs[i];
-        m.msg_hdr.msg_iovlen = 1;
+    // stay valid (addrs, iovs, control outlive the call).
+    let mut msgs: Vec<libc::mmsghdr> = (0..runs.len()).map(|_| unsafe { mem::zeroed() }).collect();
+    for (k, (m, run)) in msgs.iter_mut().zip(&runs).enumerate() {
+        let h = &mut m.msg_hdr;
+        h.msg_name = &mut addrs[k].0 as *mut _ as *mut libc::c_void;
+        h.msg_namelen = addrs[k].1;
+        h.msg_iov = &mut iovs[run.start];
+        h.msg_iovlen = run.len();
+        if run.len() > 1 {
+            h.msg_control = control[k * space.div_ceil(8)..].as_mut_ptr() as *mut libc::c_void;
+            h.msg_controllen = space;
+            // SAFETY: msg_control points at `space` zeroed, aligned bytes,
+            // room for one header with a u16.
+            unsafe {
+                let c = libc::CMSG_FIRSTHDR(h);
+                (*c).cmsg_level = libc::SOL_UDP;
+                (*c).cmsg_type = libc::UDP_SEGMENT;
+                (*c).cmsg_len = libc::CMSG_LEN(mem::size_of::<u16>() as u32) as usize;
+                let size = datagrams[run.start].data.len() as u16;
+                std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut u16, size);
+            }
+        }
     }
-    let (mut sent, mut errors, mut bytes) = (0u64, 0u64, 0u64);
+    let (mut sent, mut errors, mut bytes, mut gso_works) = (0u64, 0u64, 0u64, gso);
     let mut start = 0;
     while start < msgs.len() {
         // SAFETY: msgs[start..] are initialised headers.
@@ -947,16 +1005,88 @@ fn sendmmsg(fd: RawFd, datagrams: &[Datagram]) -> (u64, u64, u64) {
             )
         };
         if n <= 0 {
-            // the first of the rest failed (full buffer, unreachable): skip it
-            errors += 1;
+            // the first of the rest failed (full buffer, unreachable): skip
+            // it; a kernel or route without GSO refuses its messages
+            let err = io::Error::last_os_error().raw_os_error();
+            if runs[start].len() > 1
+                && matches!(err, Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT))
+            {
+                gso_works = false;
+            }
+            errors += runs[start].len() as u64;
             start += 1;
             continue;
         }
-        for d in &datagrams[start..start + n as usize] {
-            bytes += d.data.len() as u64;
+        for run in &runs[start..start + n as usize] {
+            sent += run.len() as u64;
+            bytes += datagrams[run.clone()]
+                .iter()
+                .map(|d| d.data.len() as u64)
+                .sum::<u64>();
         }
-        sent += n as u64;
         start += n as usize;
     }
-    (sent, errors, bytes)
+    (sent, errors, bytes, gso_works)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn datagram(port: u16, len: usize) -> Datagram {
+        Datagram {
+            proto: Protocol::Udp,
+            to: SocketAddr::from(([127, 0, 0, 1], port)),
+            data: vec![0; len],
+        }
+    }
+
+    #[test]
+    fn gso_runs_join_equal_sizes_to_one_address_and_end_at_a_shorter_one() {
+        // a keyframe to one viewer (equal FU-As, a shorter last one), audio,
+        // then the next viewer
+        let mut d: Vec<Datagram> = (0..5).map(|_| datagram(1, 1128)).collect();
+        d.push(datagram(1, 700));
+        d.push(datagram(1, 188));
+        d.extend((0..3).map(|_| datagram(2, 1128)));
+        assert_eq!(gso_runs(&d, true), vec![0..6, 6..7, 7..10]);
+        // a longer datagram after a run starts a new one
+        let d = vec![datagram(1, 188), datagram(1, 1128)];
+        assert_eq!(gso_runs(&d, true), vec![0..1, 1..2]);
+        // bounded by segments and bytes; without GSO one each
+        let d: Vec<Datagram> = (0..70).map(|_| datagram(1, 1128)).collect();
+        let runs = gso_runs(&d, true);
+        assert!(runs
+            .iter()
+            .all(|r| r.len() <= GSO_SEGMENTS && r.len() * 1128 <= GSO_BYTES));
+        assert_eq!(runs.iter().map(|r| r.len()).sum::<usize>(), 70);
+        assert_eq!(gso_runs(&d, false).len(), 70);
+    }
+
+    #[test]
+    fn a_gso_message_arrives_as_separate_datagrams() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = rx.local_addr().unwrap();
+        let mut d: Vec<Datagram> = (0..4u8)
+            .map(|i| Datagram {
+                proto: Protocol::Udp,
+                to,
+                data: vec![i; 1000],
+            })
+            .collect();
+        d.push(Datagram {
+            proto: Protocol::Udp,
+            to,
+            data: vec![9; 300],
+        });
+        let (sent, errors, bytes, gso) = sendmmsg(tx.as_raw_fd(), &d, true);
+        assert_eq!((sent, errors, bytes, gso), (5, 0, 4300, true));
+        let mut buf = [0u8; 2048];
+        for want in &d {
+            let n = rx.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &want.data[..]);
+        }
+    }
 }

@@ -155,6 +155,8 @@ pub struct Feedback {
     pub resend: Vec<u64>,
     /// The viewer is done (why).
     pub close: Option<&'static str>,
+    /// str0m failed on this viewer's input or timers.
+    pub error: bool,
 }
 
 pub struct Viewer {
@@ -401,6 +403,7 @@ impl Viewer {
                     _ => {}
                 },
                 Err(_) => {
+                    feedback.error = true;
                     feedback.close = Some("WebRTC error");
                     break;
                 }
