@@ -202,7 +202,7 @@ def benches() -> list[Bench]:
     for n in (int(x) for x in sizes[1].split(",")) if sizes else ():
         name = f"test_calls_per_core[{n}]"
         calls.append(Figure(
-            f"{n} calls", "sipstream RtpSession → MediaIo (batch recvmmsg) → Stream.publish; no peer", "calls/core",
+            f"{n} calls", "sipstream RtpSession → MediaIo (batch recvmmsg) → Rust stream hub; no peer", "calls/core",
             "{:,.0f}", _extra(name, "calls_per_core", lambda e: e["missing_share"] <= CALLS_MAX_MISSING)))
     return [
         Bench("sip", "SIP parsing: sipstream vs aiosipua", "benches/test_bench_sip.py",

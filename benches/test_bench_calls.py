@@ -1,6 +1,6 @@
 """Whole-process receive capacity: N concurrent calls' RTP received in one
 asyncio process by the production objects (``RtpSession`` → Rust ``MediaIo``
-→ ``Stream.publish``), negotiated like a real call (PCMU 0 + H.264 96 with
+→ the Rust stream hub), negotiated like a real call (PCMU 0 + H.264 96 with
 NACK/PLI/FIR feedback, default settings for jitter buffer, generator and
 socket buffers). The load comes from ``rtp_blaster`` (rust/examples), a
 separate process: 50 PCMU + 250 H.264 packets/s per call. This process's CPU
@@ -149,7 +149,7 @@ async def _measure(calls: int, tmp: Path) -> dict[str, float]:
             drops = _socket_drops(ports) - drops0
             threads = threading.active_count()
             out, _ = await asyncio.to_thread(blaster.communicate)
-            await asyncio.sleep(DRAIN_S)  # the last datagrams reach Stream.publish
+            await asyncio.sleep(DRAIN_S)  # the last datagrams reach the stream hub
             end_frames, _ = _received(sessions)
         finally:
             if blaster.poll() is None:
