@@ -555,8 +555,8 @@ impl Run {
     }
 
     /// ICE-TCP: accept, read frames (each one a datagram to demultiplex),
-    /// flush queued output. A connection whose first frame binds it to no
-    /// viewer is closed.
+    /// flush queued output. A connection that is bound to no viewer and
+    /// sends a frame that binds it to none is closed.
     fn receive_tcp(&mut self, token: u64, flags: u32) {
         let Some(tcp) = self.tcp.as_mut() else {
             return;
