@@ -627,10 +627,6 @@ impl Viewer {
         self.reports.push((compact, now));
     }
 
-    pub fn wants_video(&self) -> bool {
-        self.video.is_some()
-    }
-
     pub fn waiting_keyframe(&self) -> bool {
         self.waiting_keyframe
     }
