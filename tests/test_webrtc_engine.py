@@ -24,6 +24,9 @@ from .peers.fixtures import require, require_chromium
 
 ROOT = Path(__file__).resolve().parent.parent
 WHEP_LOAD = ROOT / "target" / "release" / "examples" / "whep_load"
+# After the joins, before the load client's window: a viewer that connected
+# last waits up to one keyframe request interval (1 s) for its first picture.
+WARMUP_S = 1.5
 
 
 def whep_load_binary() -> Path:
@@ -33,14 +36,16 @@ def whep_load_binary() -> Path:
 
 
 async def run_load(url: str, viewers: int, seconds: float, tmp_path: Path, *extra: str) -> dict[str, Any]:
-    """Run the Rust load client; its JSON result (it exits 1 when a viewer
-    did not connect)."""
+    """Run the Rust load client (its window of ``seconds`` starts WARMUP_S
+    after the last join); its JSON result (it exits 1 when a viewer did not
+    connect)."""
     out = tmp_path / f"load-{viewers}.json"
     proc = await asyncio.create_subprocess_exec(
         str(whep_load_binary()), "--url", url, "--viewers", str(viewers), "--duration", str(seconds),
-        "--json", str(out), *extra, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        "--warmup", str(WARMUP_S), "--json", str(out), *extra,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
-        text, _ = await asyncio.wait_for(proc.communicate(), seconds + 60)
+        text, _ = await asyncio.wait_for(proc.communicate(), seconds + WARMUP_S + 60)
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -191,3 +196,25 @@ async def test_two_hundred_load_viewers_and_chromium_receive_everything_for_20_s
     assert stats["fps"] >= MIN_FPS and stats["videoPacketsLost"] == 0, stats
     health = await rest.get("/health")
     assert health["webrtc"]["send_errors"] == 0, health["webrtc"]
+
+
+async def test_a_keyframe_request_within_the_interval_is_made_when_it_ends() -> None:
+    """Keyframe requests are throttled to one per interval; one that comes
+    within it (a viewer joining just after another) is made when the
+    interval ends, once, and not after the stream closed."""
+    from sipstream.media.stream import Stream
+
+    stream = Stream("kf", True, True, keyframe_interval_s=0.3)
+    sent: list[float] = []
+    stream.on_keyframe_request = lambda: sent.append(asyncio.get_running_loop().time())
+    start = asyncio.get_running_loop().time()
+    stream.request_keyframe("first viewer")
+    stream.request_keyframe("second viewer")
+    stream.request_keyframe("third viewer")
+    assert len(sent) == 1
+    await asyncio.sleep(0.5)
+    assert len(sent) == 2 and 0.25 <= sent[1] - start < 0.5, sent
+    stream.request_keyframe("a late one")
+    stream.close()
+    await asyncio.sleep(0.4)
+    assert len(sent) == 2, sent

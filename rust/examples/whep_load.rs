@@ -16,12 +16,14 @@
 //! answered `Rtc` to the main thread.
 //!
 //! After all viewers have connected or failed (no ICE+DTLS within 15 s of the
-//! POST), the counters are snapshotted and measured for `--duration` seconds;
+//! POST) and `--warmup` seconds more (a viewer that joined last may wait up
+//! to a keyframe interval for its first picture), the counters are
+//! snapshotted and measured for `--duration` seconds;
 //! delivery (RTP received / expected from sequence numbers) is reported for
 //! that window and for the whole session, with the client's own CPU time.
 //!
 //! cargo run --release --example whep_load -- --url http://127.0.0.1:9091/whep/demo \
-//!     [--viewers 10] [--duration 10] [--bind 127.0.0.1] [--rate 0] [--threads 4] \
+//!     [--viewers 10] [--duration 10] [--warmup 0] [--bind 127.0.0.1] [--rate 0] [--threads 4] \
 //!     [--audio true] [--video true] [--token SECRET] [--json PATH] [--summary-only] \
 //!     [--print-sdp]
 //!
@@ -65,6 +67,8 @@ struct Options {
     url: String,
     viewers: usize,
     duration: Duration,
+    /// After the joins, before the window: the last viewers' first pictures.
+    warmup: Duration,
     bind: IpAddr,
     /// Joins per second; 0 = as fast as the join threads go.
     rate: f64,
@@ -79,7 +83,7 @@ struct Options {
 }
 
 const USAGE: &str = "usage: whep_load --url http://HOST:PORT/whep/STREAM [--viewers N (10)] \
-[--duration S (10)] [--bind IP (127.0.0.1)] [--rate JOINS_PER_S (0 = all at once)] \
+[--duration S (10)] [--warmup S (0)] [--bind IP (127.0.0.1)] [--rate JOINS_PER_S (0 = all at once)] \
 [--threads T (4)] [--audio true|false] [--video true|false] [--token BEARER] \
 [--json PATH] [--summary-only] [--print-sdp]";
 
@@ -96,6 +100,7 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
         url: String::new(),
         viewers: 10,
         duration: Duration::from_secs(10),
+        warmup: Duration::ZERO,
         bind: IpAddr::from([127, 0, 0, 1]),
         rate: 0.0,
         threads: 4,
@@ -135,6 +140,10 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
             "--duration" => {
                 let s: f64 = value.parse().map_err(|e| bad(&e))?;
                 o.duration = Duration::try_from_secs_f64(s).map_err(|e| bad(&e))?;
+            }
+            "--warmup" => {
+                let s: f64 = value.parse().map_err(|e| bad(&e))?;
+                o.warmup = Duration::try_from_secs_f64(s).map_err(|e| bad(&e))?;
             }
             "--bind" => o.bind = value.parse().map_err(|e| bad(&e))?,
             "--rate" => o.rate = value.parse().map_err(|e| bad(&e))?,
@@ -1242,6 +1251,10 @@ fn main() {
         }
     }
     let join_wall = join_start.elapsed();
+    let warmup_start = Instant::now();
+    while warmup_start.elapsed() < opts.warmup {
+        driver.step(&rx, &wake);
+    }
 
     // ---- measurement window
     let any_connected = driver

@@ -134,6 +134,7 @@ class Stream:
         self._codecs: dict[str, str | None] = {"audio": None, "video": None}
         self._keyframe_interval = keyframe_interval_s
         self._last_keyframe_request = -1e9
+        self._trailing_keyframe: asyncio.TimerHandle | None = None
         self._subscribers: dict[str, list[Subscription]] = {"audio": [], "video": []}
         self._unwrap = {"audio": _Unwrapper(), "video": _Unwrapper()}
 
@@ -226,6 +227,9 @@ class Stream:
 
     def close(self, status: str = "UNPUBLISHED", info: str = "") -> None:
         self.feed.close()  # its WebRTC viewers end with it
+        if self._trailing_keyframe is not None:
+            self._trailing_keyframe.cancel()
+            self._trailing_keyframe = None
         self.set_status(status, info)
         for subs in self._subscribers.values():
             for sub in list(subs):
@@ -269,15 +273,29 @@ class Stream:
                 self.on_subscribers(False)
 
     def request_keyframe(self, reason: str) -> None:
-        """Ask the source for a keyframe, at most once per interval."""
+        """Ask the source for a keyframe, at most once per interval. A request
+        within the interval is made when it ends (once): a viewer that joins
+        just after another still gets its picture within the interval."""
         now = time.monotonic()
-        if now - self._last_keyframe_request < self._keyframe_interval:
+        wait = self._last_keyframe_request + self._keyframe_interval - now
+        if wait > 0:
+            if self._trailing_keyframe is None:
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:
+                    return  # no loop to wait on (a synchronous caller)
+                self._trailing_keyframe = loop.call_later(wait, self._request_trailing_keyframe, reason)
             return
         self._last_keyframe_request = now
         self.keyframe_requests += 1
         log.debug("stream %s: keyframe request (%s)", self.name, reason)
         if self.on_keyframe_request is not None:
             self.on_keyframe_request()
+
+    def _request_trailing_keyframe(self, reason: str) -> None:
+        self._trailing_keyframe = None
+        if not self.ended:
+            self.request_keyframe(reason)
 
     @property
     def viewers(self) -> int:

@@ -742,7 +742,8 @@ impl Run {
         }
     }
 
-    /// Once a second: timeouts, and the stats Python reads.
+    /// Once a second: timeouts, keyframe requests for viewers still waiting
+    /// for a picture, and the stats Python reads.
     fn housekeeping(&mut self, now: Instant) {
         if let Some(tcp) = self.tcp.as_mut() {
             tcp.housekeeping(now);
@@ -758,6 +759,16 @@ impl Run {
         }
         for (id, reason) in expired {
             self.close_viewer(id, reason);
+        }
+        // a viewer still without a picture asks again (the request or the
+        // keyframe may have been lost on the SIP side)
+        for fv in self.feeds.values_mut() {
+            let waiting = fv
+                .viewers
+                .iter()
+                .filter_map(|id| self.viewers.get(id))
+                .any(|v| v.connected && v.waiting_keyframe());
+            fv.keyframe_wanted |= waiting;
         }
         let mut infos = lock(&self.shared.viewers);
         for (id, v) in &self.viewers {
