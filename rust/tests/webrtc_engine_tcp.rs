@@ -4,6 +4,9 @@
 //! framing), does ICE and DTLS over it, and receives the stream's packets,
 //! decrypted and in order.
 
+mod common;
+
+use common::pcmu_frame;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -12,26 +15,10 @@ use std::time::{Duration, Instant};
 use sipstream_core::webrtc::tcp::Deframer;
 use sipstream_core::webrtc::viewer::StreamCodecs;
 use sipstream_core::webrtc::{Engine, EngineEvent, StreamFeed, Timeouts};
-use sipstream_core::Frame;
 use str0m::change::SdpAnswer;
 use str0m::media::{Direction, MediaKind};
 use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, Input, Output, Rtc};
-
-fn pcmu(ts: u32) -> Frame {
-    Frame {
-        kind: "audio",
-        codec: "PCMU",
-        payload_type: 0,
-        clock_rate: 8000,
-        data: vec![0x55; 160],
-        timestamp: ts,
-        keyframe: true,
-        ssrc: 1,
-        pts_us: 0,
-        generated: false,
-    }
-}
 
 /// Poll the client until it waits: its datagrams go framed on the TCP
 /// connection, its RTP sequence numbers are collected.
@@ -132,7 +119,7 @@ fn a_viewer_connects_over_ice_tcp_and_receives_the_stream() {
             }
         }
         if engine_connected && sent < 60 {
-            feed.push_frames(&[pcmu(1000 + sent * 160)]);
+            feed.push_frames(&[pcmu_frame(1000 + sent * 160)]);
             sent += 1;
         }
     }

@@ -3,6 +3,9 @@
 //! stream's packets decrypted and in order, and datagrams from strangers
 //! never reach the viewer.
 
+mod common;
+
+use common::pcmu_frame;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -164,21 +167,6 @@ impl Setup {
     }
 }
 
-fn pcmu(ts: u32) -> Frame {
-    Frame {
-        kind: "audio",
-        codec: "PCMU",
-        payload_type: 0,
-        clock_rate: 8000,
-        data: vec![0x55; 160],
-        timestamp: ts,
-        keyframe: true,
-        ssrc: 1,
-        pts_us: 0,
-        generated: false,
-    }
-}
-
 #[test]
 fn a_viewer_connects_through_demux_and_receives_every_packet_in_order() {
     let mut s = setup();
@@ -196,7 +184,7 @@ fn a_viewer_connects_through_demux_and_receives_every_packet_in_order() {
     // 50 audio frames through the feed, sent as the engine does each tick:
     // the client decrypts our SRTP
     for i in 0..50u32 {
-        s.feed.push_frames(&[pcmu(1000 + i * 160)]);
+        s.feed.push_frames(&[pcmu_frame(1000 + i * 160)]);
         s.forward();
     }
     let events = s.run(50);
@@ -265,7 +253,7 @@ fn strangers_datagrams_never_reach_a_viewer() {
     }
     assert_eq!(s.by_addr.len(), 1, "a stranger claimed an address");
     // the viewer is still fine
-    s.feed.push_frames(&[pcmu(5000)]);
+    s.feed.push_frames(&[pcmu_frame(5000)]);
     s.forward();
     let events = s.run(20);
     assert!(events.iter().any(|e| matches!(e, Event::RtpPacket(_))));
@@ -357,7 +345,8 @@ fn sender_reports_reach_the_client_and_its_reports_give_the_round_trip() {
     let mut events = Vec::new();
     for round in 0..4u32 {
         for i in 0..50u32 {
-            s.feed.push_frames(&[pcmu(1000 + (round * 50 + i) * 160)]);
+            s.feed
+                .push_frames(&[pcmu_frame(1000 + (round * 50 + i) * 160)]);
             s.forward();
             events.extend(s.run(20));
         }

@@ -206,3 +206,19 @@ pub fn video_rtcp() -> LocalSocket {
         rtcp: true,
     }
 }
+
+/// A 20 ms PCMU frame (160 samples) as the receive path emits it.
+pub fn pcmu_frame(timestamp: u32) -> sipstream_core::Frame {
+    sipstream_core::Frame {
+        kind: "audio",
+        codec: "PCMU",
+        payload_type: 0,
+        clock_rate: 8000,
+        data: vec![0x55; 160],
+        timestamp,
+        keyframe: true,
+        ssrc: 1,
+        pts_us: 0,
+        generated: false,
+    }
+}
