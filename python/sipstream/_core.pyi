@@ -416,10 +416,13 @@ class MediaSession:
         """PLI/FIR when negotiated, else a "keyframe_needed" MediaEvent."""
     def reconfigure(self, now: float, config: MediaConfig) -> None: ...
     def stats(self) -> dict[str, Any]:
-        """Session counters plus "audio"/"video" dicts (or None): packets,
-        bytes, frames, keyframes, lost, late, duplicates, dropped_frames,
-        jitter_ms, rtt_ms, bitrate_bps, fps, width, height,
-        keyframe_requests, nacks_sent, generated_frames, ssrc, codec, ..."""
+        """Session counters (packets, bytes, rtcp_packets, malformed,
+        unknown_payload_type, stale_ssrc, probation, foreign_source: RTP and
+        RTCP dropped as not from the call's far end) plus "audio"/"video"
+        dicts (or None): packets, bytes, frames, keyframes, lost, late,
+        duplicates, dropped_frames, jitter_ms, rtt_ms, bitrate_bps, fps,
+        width, height, keyframe_requests, nacks_sent, generated_frames, ssrc,
+        codec, ..."""
     def remote_rtp(self, kind: str) -> tuple[str, int] | None: ...
     def remote_rtcp(self, kind: str) -> tuple[str, int] | None: ...
 

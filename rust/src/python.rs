@@ -1283,6 +1283,7 @@ fn stats_dict<'py>(py: Python<'py>, s: &session::SessionStats) -> PyResult<Bound
     d.set_item("unknown_payload_type", s.unknown_payload_type)?;
     d.set_item("stale_ssrc", s.stale_ssrc)?;
     d.set_item("probation", s.probation)?;
+    d.set_item("foreign_source", s.foreign_source)?;
     for (name, t) in [("audio", &s.audio), ("video", &s.video)] {
         match t {
             Some(t) => d.set_item(name, track_stats_dict(py, t)?)?,

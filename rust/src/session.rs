@@ -3,6 +3,32 @@
 //! Owns per-track demux (by payload type, then SSRC), the jitter buffer,
 //! H.264 depacketizing, keyframe requests, RTCP reports, A/V sync, the
 //! placeholder generator and statistics. Never panics on input.
+//!
+//! Strict RTP: a track takes RTP and RTCP only from its far end, so that a
+//! stranger who finds the port cannot take a call's media over. The rule,
+//! after Asterisk's `strictrtp` (learn a source, then hold it; learn again
+//! when a re-INVITE moves the far end) and symmetric RTP for NATs:
+//! - RTP with a negotiated payload type from the address the SDP names for
+//!   the track is always accepted and latches the track on it.
+//! - RTP from any other address is accepted only while the track has no
+//!   latched source (before the first packet, or after a re-INVITE changed
+//!   the SDP's address): the first such packet latches the track. This is
+//!   the far end behind a NAT, which sends from its public address, and
+//!   early media that arrive before the answer says where the far end is.
+//! - A latched source is replaced only by the SDP's address (which also
+//!   forgets an RTCP source learned from the old one's IP), or by learning
+//!   again after `reconfigure` changed the address.
+//! - RTCP is accepted from the SDP's RTCP or RTP address, from the latched
+//!   RTP source (rtcp-mux), from the latched RTCP source, and, while no
+//!   RTCP source is latched, from the latched RTP source's IP (its NAT's
+//!   other port) or, when the track knows no far-end address at all, from
+//!   anyone; an accepted one latches.
+//!
+//! Everything else is dropped before it touches the track (no SSRC change,
+//! no send-address latch, no SR, BYE or feedback) and counted in
+//! `SessionStats::foreign_source`. Unlike Asterisk there is no probation of
+//! several packets for the first source: the call's first audio is not held
+//! back, and the SDP's address wins the track back at its first packet.
 
 use crate::generator::{silence_frame, GeneratorConfig, AUDIO_PERIOD, BLACK_IDR_320X240};
 use crate::h264::{find_leading_nal, h264_sps_resolution, H264Depacketizer, NAL_SPS};
@@ -140,7 +166,8 @@ impl Feedback {
 /// Where one track's far end is and what it supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TrackConfig {
-    /// From SDP; replaced by the source of incoming RTP (symmetric RTP).
+    /// From SDP: the far end whose RTP is always accepted. Our send address,
+    /// replaced by the latched source of its RTP (symmetric RTP).
     pub remote_rtp: Option<SocketAddr>,
     /// From a=rtcp (else RTP port + 1, or the RTP address with rtcp-mux).
     pub remote_rtcp: Option<SocketAddr>,
@@ -262,6 +289,9 @@ pub struct SessionStats {
     pub stale_ssrc: u64,
     /// Packets from a new SSRC not (yet) confirmed by a sequential one.
     pub probation: u64,
+    /// RTP and RTCP datagrams dropped because they came from an address
+    /// other than the track's far end (strict RTP, see the module doc).
+    pub foreign_source: u64,
     pub audio: Option<TrackStats>,
     pub video: Option<TrackStats>,
 }
@@ -380,6 +410,10 @@ struct Track {
     config: TrackConfig,
     rtp_to: Option<SocketAddr>,
     rtcp_to: Option<SocketAddr>,
+    /// The address the track takes RTP from (strict RTP); `None`: learning.
+    rtp_source: Option<SocketAddr>,
+    /// The address the track takes RTCP from; `None`: learning.
+    rtcp_source: Option<SocketAddr>,
     source: Option<Source>,
     /// A new SSRC on probation (RFC 3550 A.1): its first packet, kept until
     /// a sequential second one confirms the switch.
@@ -430,6 +464,8 @@ impl Track {
             config,
             rtp_to: config.remote_rtp,
             rtcp_to: default_rtcp(&config),
+            rtp_source: None,
+            rtcp_source: None,
             source: None,
             candidate: None,
             replaced: Vec::new(),
@@ -463,6 +499,51 @@ impl Track {
         }
         self.clock
             .on_sender_report(sr.ntp, sr.rtp_timestamp, Some(offset));
+    }
+
+    /// Whether RTP from `from` is the far end's (module doc); latches on it.
+    fn accept_rtp_from(&mut self, from: SocketAddr) -> bool {
+        if self.rtp_source == Some(from) {
+            return true;
+        }
+        if self.rtp_source.is_some() && self.config.remote_rtp != Some(from) {
+            return false;
+        }
+        if self.rtp_source.is_some() {
+            // the SDP's address takes over: what was learned from the
+            // previous source (its candidate SSRC, RTCP from its IP) goes
+            self.candidate = None;
+            if !self.rtcp_source.is_some_and(|r| self.names_rtcp(r)) {
+                self.rtcp_source = None;
+            }
+        }
+        self.rtp_source = Some(from);
+        true
+    }
+
+    /// An address the SDP names for this track's RTCP (or its RTP, rtcp-mux).
+    fn names_rtcp(&self, addr: SocketAddr) -> bool {
+        default_rtcp(&self.config) == Some(addr) || self.config.remote_rtp == Some(addr)
+    }
+
+    /// Whether RTCP from `from` is the far end's (module doc); latches on it.
+    fn accept_rtcp_from(&mut self, from: SocketAddr) -> bool {
+        if self.names_rtcp(from) || self.rtcp_source == Some(from) {
+            self.rtcp_source = Some(from);
+            return true;
+        }
+        if self.rtp_source == Some(from) {
+            return true;
+        }
+        let learn = self.rtcp_source.is_none()
+            && match self.rtp_source {
+                Some(rtp) => rtp.ip() == from.ip(),
+                None => self.config.remote_rtp.is_none() && default_rtcp(&self.config).is_none(),
+            };
+        if learn {
+            self.rtcp_source = Some(from);
+        }
+        learn
     }
 
     fn send_socket(&self) -> LocalSocket {
@@ -621,6 +702,16 @@ impl MediaSession {
                     if default_rtcp(&t.config) != default_rtcp(&tc) && default_rtcp(&tc).is_some() {
                         t.rtcp_to = default_rtcp(&tc);
                     }
+                    // the far end moved (or the answer named it): learn its
+                    // source again, unless it already sends from there
+                    if t.config.remote_rtp != tc.remote_rtp && t.rtp_source != tc.remote_rtp {
+                        t.rtp_source = None;
+                    }
+                    if default_rtcp(&t.config) != default_rtcp(&tc)
+                        && t.rtcp_source != default_rtcp(&tc)
+                    {
+                        t.rtcp_source = None;
+                    }
                     t.config = tc;
                 }
             }
@@ -674,6 +765,13 @@ impl MediaSession {
             self.stats.unknown_payload_type += 1;
             return;
         };
+        if !track.accept_rtp_from(from) {
+            self.stats.foreign_source += 1;
+            if self.spare_payloads.len() < MAX_SPARE_PAYLOADS {
+                self.spare_payloads.push(packet.payload);
+            }
+            return;
+        }
         // symmetric RTP: answer where the far end sends from
         track.rtp_to = Some(from);
         if track.config.rtcp_mux {
@@ -766,6 +864,14 @@ impl MediaSession {
 
     fn handle_rtcp(&mut self, now: Instant, local: LocalSocket, from: SocketAddr, data: &[u8]) {
         self.stats.rtcp_packets += 1;
+        // a port of a kind the call does not have has no far end either
+        let accepted = self.tracks[local.kind.index()]
+            .as_mut()
+            .is_some_and(|t| t.accept_rtcp_from(from));
+        if !accepted {
+            self.stats.foreign_source += 1;
+            return;
+        }
         let Ok(packets) = parse_rtcp_compound(data) else {
             self.stats.malformed += 1;
             return;
@@ -1310,5 +1416,444 @@ impl Ctx<'_> {
             at += period;
         }
         track.next_generated = Some(at);
+    }
+}
+
+/// Strict RTP: a track takes RTP and RTCP only from its far end (the SDP's
+/// address, or the first source while none is latched); a stranger's
+/// packets, even with a new SSRC and a negotiated payload type, are dropped
+/// and counted as `foreign_source`.
+#[cfg(test)]
+mod source_latching_tests {
+    use super::*;
+    use crate::rtp::build_rtp;
+    use crate::rtp::rtcp::{write_bye, write_receiver_report};
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// The address the SDP names for the far end's audio.
+    fn far() -> SocketAddr {
+        "10.0.0.2:40000".parse().unwrap()
+    }
+
+    /// The answer's session: PCMU and telephone-event from far(), H.264.
+    fn config() -> SessionConfig {
+        SessionConfig {
+            payload_types: vec![
+                PayloadType::new(0, "PCMU", 8000).unwrap(),
+                PayloadType::new(101, "telephone-event", 8000).unwrap(),
+                PayloadType::new(96, "H264", 90000).unwrap(),
+            ],
+            audio: TrackConfig {
+                remote_rtp: Some(far()),
+                ..TrackConfig::default()
+            },
+            video: TrackConfig {
+                remote_rtp: Some("10.0.0.2:40002".parse().unwrap()),
+                ..TrackConfig::default()
+            },
+            ..SessionConfig::default()
+        }
+    }
+
+    struct AudioSender {
+        ssrc: u32,
+        seq: u16,
+        ts: u32,
+    }
+
+    impl AudioSender {
+        fn next(&mut self) -> Vec<u8> {
+            let p = build_rtp(0, self.seq, self.ts, self.ssrc, false, &[0x55; 160]);
+            self.seq = self.seq.wrapping_add(1);
+            self.ts = self.ts.wrapping_add(160);
+            p
+        }
+    }
+
+    fn drain(s: &mut MediaSession) -> Vec<Output> {
+        std::iter::from_fn(|| s.poll_event()).collect()
+    }
+
+    fn frames(out: &[Output]) -> Vec<Frame> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Frame(f) => Some(f.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn events(out: &[Output]) -> Vec<Event> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Event(e) => Some(e.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn run_until(s: &mut MediaSession, now: &mut Instant, until: Instant) -> Vec<Output> {
+        let mut out = Vec::new();
+        while *now < until {
+            *now += ms(20);
+            s.handle_timeout(*now);
+            out.extend(drain(s));
+        }
+        out
+    }
+
+    fn sender_report(ssrc: u32) -> Vec<u8> {
+        let mut d = Vec::new();
+        let info = SenderInfo {
+            ntp: 1 << 32,
+            rtp_timestamp: 0,
+            packet_count: 0,
+            octet_count: 0,
+        };
+        write_sender_report(&mut d, ssrc, &info, &[]);
+        d
+    }
+
+    fn stranger() -> SocketAddr {
+        "203.0.113.7:4000".parse().unwrap()
+    }
+
+    fn nat() -> SocketAddr {
+        "192.0.2.9:7000".parse().unwrap()
+    }
+
+    fn audio_rtcp() -> LocalSocket {
+        LocalSocket {
+            kind: MediaKind::Audio,
+            rtcp: true,
+        }
+    }
+
+    fn bye(ssrc: u32) -> Vec<u8> {
+        let mut d = Vec::new();
+        write_receiver_report(&mut d, ssrc, &[]);
+        write_bye(&mut d, ssrc, Some("injected"));
+        d
+    }
+
+    /// Each 20 ms: one packet of the far end, then two sequential ones of
+    /// the intruder (enough for a new SSRC to pass probation). Every output.
+    fn interleave(
+        s: &mut MediaSession,
+        now: &mut Instant,
+        far_end: (&mut AudioSender, SocketAddr),
+        intruder: (&mut AudioSender, SocketAddr),
+        rounds: usize,
+    ) -> Vec<Output> {
+        let mut out = Vec::new();
+        for _ in 0..rounds {
+            s.handle_receive(*now, LocalSocket::AUDIO_RTP, far_end.1, &far_end.0.next());
+            for _ in 0..2 {
+                s.handle_receive(*now, LocalSocket::AUDIO_RTP, intruder.1, &intruder.0.next());
+            }
+            let next = *now + ms(20);
+            out.extend(run_until(s, now, next));
+        }
+        out
+    }
+
+    #[test]
+    fn a_strangers_new_ssrc_is_dropped_while_the_sdp_source_keeps_delivering() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::new(t0, config());
+        let mut real = AudioSender {
+            ssrc: 0x1111,
+            seq: 100,
+            ts: 0,
+        };
+        let mut evil = AudioSender {
+            ssrc: 0x6666,
+            seq: 7,
+            ts: 555,
+        };
+        let mut now = t0;
+        let mut out = Vec::new();
+        for _ in 0..5 {
+            s.handle_receive(now, LocalSocket::AUDIO_RTP, far(), &real.next());
+            let next = now + ms(20);
+            out.extend(run_until(&mut s, &mut now, next));
+        }
+        out.extend(interleave(
+            &mut s,
+            &mut now,
+            (&mut real, far()),
+            (&mut evil, stranger()),
+            10,
+        ));
+        out.extend(run_until(&mut s, &mut now, t0 + ms(1000)));
+        assert_eq!(events(&out), vec![], "no SSRC change");
+        let f = frames(&out);
+        assert_eq!(f.len(), 15);
+        assert!(f.iter().all(|f| f.ssrc == 0x1111));
+        let st = s.stats();
+        assert_eq!(st.foreign_source, 20);
+        let audio = st.audio.unwrap();
+        assert_eq!(
+            (audio.ssrc, audio.ssrc_changes, audio.packets),
+            (Some(0x1111), 0, 15)
+        );
+        // our own RTP and RTCP still go to the far end
+        assert_eq!(s.remote_rtp(MediaKind::Audio), Some(far()));
+    }
+
+    #[test]
+    fn a_far_end_behind_nat_is_latched_on_its_first_packet_and_a_second_stranger_is_dropped() {
+        let t0 = Instant::now();
+        // the SDP names far() (a private address); the far end's packets come
+        // from its NAT's public address
+        let mut s = MediaSession::new(t0, config());
+        let mut real = AudioSender {
+            ssrc: 0x2222,
+            seq: 1,
+            ts: 0,
+        };
+        let mut evil = AudioSender {
+            ssrc: 0x6666,
+            seq: 7,
+            ts: 555,
+        };
+        let mut now = t0;
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            s.handle_receive(now, LocalSocket::AUDIO_RTP, nat(), &real.next());
+            let next = now + ms(20);
+            out.extend(run_until(&mut s, &mut now, next));
+        }
+        assert_eq!(s.remote_rtp(MediaKind::Audio), Some(nat()));
+        out.extend(interleave(
+            &mut s,
+            &mut now,
+            (&mut real, nat()),
+            (&mut evil, stranger()),
+            10,
+        ));
+        out.extend(run_until(&mut s, &mut now, t0 + ms(1000)));
+        assert_eq!(events(&out), vec![]);
+        let f = frames(&out);
+        assert_eq!(f.len(), 13);
+        assert!(f.iter().all(|f| f.ssrc == 0x2222));
+        assert_eq!(s.stats().foreign_source, 20);
+        assert_eq!(s.stats().audio.unwrap().ssrc_changes, 0);
+        assert_eq!(s.remote_rtp(MediaKind::Audio), Some(nat()));
+    }
+
+    #[test]
+    fn rtcp_from_a_stranger_is_ignored() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::new(t0, config());
+        let mut real = AudioSender {
+            ssrc: 0x3333,
+            seq: 1,
+            ts: 0,
+        };
+        s.handle_receive(t0, LocalSocket::AUDIO_RTP, far(), &real.next());
+        drain(&mut s);
+        let sdp_rtcp: SocketAddr = "10.0.0.2:40001".parse().unwrap();
+        let evil_rtcp: SocketAddr = "203.0.113.7:4001".parse().unwrap();
+        // an SR for the far end's SSRC (would fix the A/V clock offset and
+        // redirect our reports) and a BYE, on the RTCP port and the RTP port
+        s.handle_receive(t0 + ms(10), audio_rtcp(), evil_rtcp, &sender_report(0x3333));
+        s.handle_receive(t0 + ms(20), audio_rtcp(), evil_rtcp, &bye(0x3333));
+        s.handle_receive(
+            t0 + ms(30),
+            LocalSocket::AUDIO_RTP,
+            stranger(),
+            &bye(0x3333),
+        );
+        assert_eq!(events(&drain(&mut s)), vec![]);
+        assert_eq!(s.remote_rtcp(MediaKind::Audio), Some(sdp_rtcp));
+        let st = s.stats();
+        assert_eq!(st.foreign_source, 3);
+        assert_eq!(st.audio.unwrap().sender_reports, 0);
+        // the far end's own BYE still counts
+        s.handle_receive(t0 + ms(40), audio_rtcp(), sdp_rtcp, &bye(0x3333));
+        assert_eq!(
+            events(&drain(&mut s)),
+            vec![Event::Bye {
+                kind: Some(MediaKind::Audio),
+                ssrc: 0x3333,
+                reason: Some("injected".into())
+            }]
+        );
+    }
+
+    #[test]
+    fn rtcp_from_the_nat_address_of_the_latched_rtp_source_is_accepted() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::new(t0, config());
+        let mut real = AudioSender {
+            ssrc: 0x4444,
+            seq: 1,
+            ts: 0,
+        };
+        s.handle_receive(t0, LocalSocket::AUDIO_RTP, nat(), &real.next());
+        let nat_rtcp: SocketAddr = "192.0.2.9:7001".parse().unwrap();
+        s.handle_receive(t0 + ms(10), audio_rtcp(), nat_rtcp, &bye(0x4444));
+        assert_eq!(events(&drain(&mut s)).len(), 1);
+        assert_eq!(s.remote_rtcp(MediaKind::Audio), Some(nat_rtcp));
+        // once latched, another port of that address is not the far end's
+        s.handle_receive(
+            t0 + ms(20),
+            audio_rtcp(),
+            "192.0.2.9:7777".parse().unwrap(),
+            &bye(0x4444),
+        );
+        assert_eq!(events(&drain(&mut s)), vec![]);
+        assert_eq!(s.stats().foreign_source, 1);
+    }
+
+    /// The offer's session: payload types, no far-end address yet.
+    fn offer() -> SessionConfig {
+        let mut offer = config();
+        offer.audio.remote_rtp = None;
+        offer.video.remote_rtp = None;
+        offer
+    }
+
+    #[test]
+    fn rtcp_learned_from_an_early_stranger_is_dropped_once_the_sdp_address_sends() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::new(t0, config());
+        let mut evil = AudioSender {
+            ssrc: 0x6666,
+            seq: 7,
+            ts: 555,
+        };
+        // first on the port, so latched, with RTCP from its IP
+        s.handle_receive(t0, LocalSocket::AUDIO_RTP, stranger(), &evil.next());
+        let evil_rtcp: SocketAddr = "203.0.113.7:4001".parse().unwrap();
+        s.handle_receive(t0, audio_rtcp(), evil_rtcp, &bye(0x6666));
+        assert_eq!(events(&drain(&mut s)).len(), 1);
+        let mut real = AudioSender {
+            ssrc: 0x5555,
+            seq: 1,
+            ts: 0,
+        };
+        s.handle_receive(t0 + ms(20), LocalSocket::AUDIO_RTP, far(), &real.next());
+        s.handle_receive(t0 + ms(30), audio_rtcp(), evil_rtcp, &bye(0x5555));
+        assert_eq!(events(&drain(&mut s)), vec![]);
+        assert_eq!(s.stats().foreign_source, 1);
+    }
+
+    #[test]
+    fn before_the_answer_the_first_source_is_latched_and_the_answer_keeps_it() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::new(t0, offer());
+        let mut real = AudioSender {
+            ssrc: 0x5555,
+            seq: 1,
+            ts: 0,
+        };
+        let mut evil = AudioSender {
+            ssrc: 0x6666,
+            seq: 7,
+            ts: 555,
+        };
+        let mut now = t0;
+        // early media, before the answer says where the far end is
+        let mut out = interleave(
+            &mut s,
+            &mut now,
+            (&mut real, far()),
+            (&mut evil, stranger()),
+            5,
+        );
+        assert_eq!(s.remote_rtp(MediaKind::Audio), Some(far()));
+        s.reconfigure(now, config());
+        out.extend(interleave(
+            &mut s,
+            &mut now,
+            (&mut real, far()),
+            (&mut evil, stranger()),
+            5,
+        ));
+        out.extend(run_until(&mut s, &mut now, t0 + ms(1000)));
+        assert_eq!(events(&out), vec![]);
+        let f = frames(&out);
+        assert_eq!(f.len(), 10);
+        assert!(f.iter().all(|f| f.ssrc == 0x5555));
+        assert_eq!(s.stats().foreign_source, 20);
+    }
+
+    #[test]
+    fn the_answers_address_takes_the_track_back_from_an_early_stranger() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::new(t0, offer());
+        let mut real = AudioSender {
+            ssrc: 0x5555,
+            seq: 1,
+            ts: 0,
+        };
+        let mut evil = AudioSender {
+            ssrc: 0x6666,
+            seq: 7,
+            ts: 555,
+        };
+        let mut now = t0;
+        // the stranger is first on the port: nothing tells it apart yet
+        s.handle_receive(now, LocalSocket::AUDIO_RTP, stranger(), &evil.next());
+        s.handle_receive(now, LocalSocket::AUDIO_RTP, stranger(), &evil.next());
+        assert_eq!(s.remote_rtp(MediaKind::Audio), Some(stranger()));
+        s.reconfigure(now, config());
+        let mut out = interleave(
+            &mut s,
+            &mut now,
+            (&mut real, far()),
+            (&mut evil, stranger()),
+            10,
+        );
+        out.extend(run_until(&mut s, &mut now, t0 + ms(1000)));
+        assert_eq!(s.remote_rtp(MediaKind::Audio), Some(far()));
+        let f = frames(&out);
+        assert_eq!(f.iter().filter(|f| f.ssrc == 0x5555).count(), 10);
+        assert_eq!(f.last().map(|f| f.ssrc), Some(0x5555));
+        assert_eq!(s.stats().foreign_source, 20);
+    }
+
+    #[test]
+    fn a_reinvite_with_a_new_address_learns_the_far_ends_new_source() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::new(t0, config());
+        let mut before = AudioSender {
+            ssrc: 0x7777,
+            seq: 1,
+            ts: 0,
+        };
+        let mut now = t0;
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            s.handle_receive(now, LocalSocket::AUDIO_RTP, nat(), &before.next());
+            let next = now + ms(20);
+            out.extend(run_until(&mut s, &mut now, next));
+        }
+        // the far end moved: a new private address in the SDP, a new NAT mapping
+        let mut moved = config();
+        moved.audio.remote_rtp = Some("10.9.9.9:50000".parse().unwrap());
+        s.reconfigure(now, moved);
+        let new_nat: SocketAddr = "198.51.100.20:6000".parse().unwrap();
+        let mut after = AudioSender {
+            ssrc: 0x8888,
+            seq: 900,
+            ts: 90_000,
+        };
+        out.extend(interleave(
+            &mut s,
+            &mut now,
+            (&mut after, new_nat),
+            (&mut before, nat()),
+            10,
+        ));
+        out.extend(run_until(&mut s, &mut now, t0 + ms(1000)));
+        assert_eq!(s.remote_rtp(MediaKind::Audio), Some(new_nat));
+        assert_eq!(frames(&out).iter().filter(|f| f.ssrc == 0x8888).count(), 10);
+        assert_eq!(s.stats().foreign_source, 20);
     }
 }
