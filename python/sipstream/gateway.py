@@ -16,19 +16,24 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .egress.recorder import Recorders
+from .egress.recorder import Recorders, TooManyRecordings
 from .egress.rtmp import safe_url
+from .limits import OutOfFileDescriptors, check_fds_for_call, raise_nofile_limit
 from .media.negotiation import NegotiationError, build_offer, offered_payload_types, parse_answer
 from .media.ports import PortAllocator, PortRangeExhausted
 from .media.rtp import DTMF_DIGITS, RtpSession
 from .media.stream import Stream
 from .settings import Settings
+from .sip import grammar
 from .sip.account import SipAccount
 from .sip.call import NORMAL_CLEARING, RTP_ACTIVITY, CallStatus, OutgoingCall
 from .sip.transport import SipTransport, TransactionTimeout, TransportError
 from .sip.useragent import SipFailure, UserAgent
 
 log = logging.getLogger(__name__)
+
+
+MAX_DTMF_DIGITS = 64  # one /call/send_dtmf: about 10 s of RFC 4733 events
 
 
 class GatewayError(Exception):
@@ -53,6 +58,22 @@ class Unavailable(GatewayError):
     http_status = 503
 
 
+_STREAM_NAME_FORBIDDEN = set('/\\?#%"<>')
+
+
+def check_stream_name(name: str, field: str = "streamName") -> str:
+    """A stream name goes into URLs (WHEP, RTMP), file names and hook script
+    arguments: printable, without ``/ \\ ? # % " < >``, without space at
+    either end, not starting with ``-``."""
+    grammar.check_text(name, field, 256)
+    if (not name or name != name.strip() or name.startswith("-")
+            or any(c in _STREAM_NAME_FORBIDDEN for c in name)):
+        # "-" first would read as an option to a hook script given the name
+        raise ValueError(f"{field} must be printable text without / \\ ? # % \" < >, "
+                         f"space at either end or '-' first, got {name!r}")
+    return name
+
+
 @dataclasses.dataclass
 class CallRequest:
     """The fields of ``/call/startup`` (WCS names in comments)."""
@@ -74,6 +95,32 @@ class CallRequest:
     rtmp_url: str = ""
     rtmp_stream: str = ""
     sip_transport: str = ""  # sipTransport: UDP | TCP (else from the proxy URI)
+
+    def validate(self) -> None:
+        """Every field's characters, length and syntax (``InvalidRequest``):
+        nothing that could fail later, inside the call, or change the SIP
+        messages built from it."""
+        try:
+            grammar.check_callee(self.callee)
+            check_stream_name(self.to_stream, "toStream")
+            grammar.check_user(self.sip_login, "sipLogin")
+            grammar.check_hostport(self.sip_domain, "sipDomain")
+            grammar.check_text(self.sip_password, "sipPassword", 256)
+            grammar.check_text(self.call_id, "callId", 128)
+            grammar.check_text(self.sip_authentication_name, "sipAuthenticationName", grammar.MAX_USER)
+            if any(c in self.sip_authentication_name for c in '"\\'):
+                raise ValueError("sipAuthenticationName may not hold '\"' or '\\'")
+            if self.sip_outbound_proxy:
+                grammar.check_proxy(self.sip_outbound_proxy)
+            grammar.check_text(self.visible_name, "visibleName", 128)
+            grammar.check_text(self.app_key, "appKey", 128)
+            grammar.check_text(self.rtmp_url, "rtmpUrl", 1024)
+            if self.rtmp_stream:
+                check_stream_name(self.rtmp_stream, "rtmpStream")
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
+        if self.sip_transport.upper() not in ("", "UDP", "TCP"):
+            raise InvalidRequest(f"sipTransport must be UDP or TCP, got {self.sip_transport!r}")
 
     def account(self) -> SipAccount:
         return SipAccount(
@@ -183,7 +230,7 @@ class Gateway:
                                    self.settings.bind_ip)
         s = self.settings
         self.recorders = Recorders(s.record_dir, s.stream_record_policy_template, s.record_rotation,
-                                   s.record_audio_codec, s.on_record_hook_script)
+                                   s.record_audio_codec, s.on_record_hook_script, s.max_recorders)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._listeners: list[asyncio.Queue[Event]] = []
         self._closing = False
@@ -191,24 +238,36 @@ class Gateway:
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         s = self.settings
+        log.info("open files limit: %d", raise_nofile_limit())
         transport = await SipTransport.open(s.bind_ip, s.sip_port, s.sip_t1_ms / 1000, s.sip_transaction_timeout_s)
         self.ua = UserAgent(transport, s.ip, s.sip_register_expires)
         log.info("SIP on %s:%d (UDP and TCP)", transport.local_address.host, transport.local_address.port)
 
-    async def stop(self) -> None:
-        """Hang up every live call, then close the SIP socket."""
+    async def stop(self, timeout: float | None = None) -> None:
+        """Hang up every live call, finish the recordings, then close the SIP
+        socket, all within ``timeout`` (``shutdown_timeout_s``). A far end
+        that does not answer its BYE or CANCEL costs no more than half of it:
+        the call is over for us either way, and recordings are finished with
+        what they have."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.settings.shutdown_timeout_s if timeout is None else timeout)
         self._closing = True
         live = [c for c in self.calls.values() if not c.status.is_final]
-        await asyncio.gather(*(self._hangup(c) for c in live), return_exceptions=True)
+        hangups = [self._spawn(self._hangup(c)) for c in live]
+        if hangups:
+            await asyncio.wait(hangups, timeout=max(0.0, (deadline - loop.time()) / 2))
+        for call in live:
+            if not call.status.is_final:
+                self._on_status(call, CallStatus.FINISH, None, "Server shutdown")
         for call in list(self.calls.values()):
             self._end_media(call)
-        await self.recorders.close()
+        await self.recorders.close(grace_s=max(0.1, (deadline - loop.time()) / 2))
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.ua is not None:
-            await self.ua.close()
-            self.ua = None
+            ua, self.ua = self.ua, None
+            await ua.close(timeout=max(0.1, deadline - loop.time()))
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
@@ -221,6 +280,7 @@ class Gateway:
         """Validate and start placing the call; returns at once."""
         if self.ua is None or self._closing:
             raise Unavailable("gateway is not running")
+        request.validate()
         if not request.call_id:
             request.call_id = secrets.token_hex(8)
         if request.call_id in self.calls:
@@ -233,8 +293,9 @@ class Gateway:
         if sum(1 for c in self.calls.values() if not c.status.is_final) >= self.settings.max_calls:
             raise Unavailable(f"max_calls ({self.settings.max_calls}) reached")
         try:
+            check_fds_for_call()
             sockets = self.ports.allocate()
-        except PortRangeExhausted as exc:
+        except (PortRangeExhausted, OutOfFileDescriptors) as exc:
             raise Unavailable(str(exc)) from None
         stream = Stream(request.to_stream, request.has_audio, request.has_video,
                         self.settings.keyframe_request_interval_ms / 1000)
@@ -248,12 +309,35 @@ class Gateway:
         self.calls[call.call_id] = call
         self.streams[stream.name] = stream
         if self.settings.sip_record_stream:
-            await self.recorders.start(stream, self.recorders.config(login=request.sip_login))
+            try:
+                await self.recorders.start(stream, self.recorders.config(login=request.sip_login))
+            except TooManyRecordings as exc:
+                log.warning("call %s is not recorded: %s", request.call_id, exc)
         call.task = self._spawn(self._run_call(call))
         log.info("call %s: %s -> %s as stream %s", call.call_id, request.sip_login, request.callee, stream.name)
         return call
 
     async def _run_call(self, call: Call) -> None:
+        """Place the call. Whatever it raises, the call ends in a final
+        status and gives back its ports, fds and stream name."""
+        try:
+            await self._place_call(call)
+        except asyncio.CancelledError:
+            self._fail_unexpectedly(call, "Failed by error: cancelled")
+            raise
+        except Exception as exc:
+            log.exception("call %s: failed by an unexpected error", call.call_id)
+            self._fail_unexpectedly(call, f"Failed by error: {type(exc).__name__}")
+
+    def _fail_unexpectedly(self, call: Call, info: str) -> None:
+        if call.status.is_final:
+            return
+        if call.sip is not None and not call.sip.ended:
+            # a dialog may exist: end it in the background, the call is over here
+            self._spawn(call.sip.hangup(info, CallStatus.FAILED))
+        self._on_status(call, CallStatus.FAILED, None, info)
+
+    async def _place_call(self, call: Call) -> None:
         assert self.ua is not None and call.media is not None
         media = call.media
         r = call.request
@@ -385,6 +469,8 @@ class Gateway:
     async def send_dtmf(self, call_id: str, digits: str, kind: str = "RFC2833") -> None:
         """DTMF as RFC 4733 events on the media (``RFC2833``) or SIP INFO
         application/dtmf-relay (``INFO``)."""
+        if len(digits) > MAX_DTMF_DIGITS:
+            raise InvalidRequest(f"dtmf: at most {MAX_DTMF_DIGITS} digits at a time")
         if not digits or any(d.upper() not in DTMF_DIGITS for d in digits):
             raise InvalidRequest(f"dtmf must be digits from 0-9, *, #, A-D; got {digits!r}")
         kind = (kind or "RFC2833").upper()
@@ -399,6 +485,8 @@ class Gateway:
                 raise Conflict(f"call {call_id!r}: {exc}") from None
             return
         for digit in digits:
+            if call.status.is_final:
+                return
             try:
                 await call.sip.send_info("application/dtmf-relay", f"Signal={digit.upper()}\r\nDuration=160\r\n")
             except (SipFailure, TransactionTimeout, TransportError) as exc:

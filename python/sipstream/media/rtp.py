@@ -205,6 +205,8 @@ class RtpSession:
         rate = event_codec.clock_rate
         step = rate // 50
         for digit in digits:
+            if self._io is None:
+                return  # the call ended: the rest of the digits are not sent
             event = _DTMF_EVENTS[digit.upper()]
             start = self._audio_ts
             duration = 0

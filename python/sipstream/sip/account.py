@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import socket
 
 from .._core import SipUri
@@ -31,8 +32,12 @@ class SipAccount:
         """Address of record: ``sip:login@domain``."""
         return f"sip:{self.login}@{self.domain}"
 
-    def registration_key(self) -> tuple[str, str, str, str, int, str]:
-        return (self.login, self.domain, self.auth_user, self.outbound_proxy, self.port, self.transport)
+    def registration_key(self) -> tuple[str, ...]:
+        """Calls share a registration only with the same full credential: a
+        call with a wrong password must not ride on another call's REGISTER.
+        The password enters as a digest, never as itself."""
+        secret = hashlib.sha256(self.password.encode()).hexdigest()
+        return (self.login, self.domain, self.auth_user, secret, self.outbound_proxy, str(self.port), self.transport)
 
     def request_uri(self, callee: str) -> str:
         """``callee`` may be a bare user/number or a full SIP URI."""
@@ -61,6 +66,8 @@ async def resolve(hop: Endpoint) -> Endpoint:
         infos = await loop.getaddrinfo(hop.host, hop.port, family=socket.AF_INET, type=kind)
     except socket.gaierror as exc:
         raise TransportError(f"cannot resolve {hop.host}: {exc.strerror}") from None
+    except UnicodeError:  # IDNA: a label over 63 characters, say
+        raise TransportError(f"cannot resolve {hop.host}: not a valid host name") from None
     if not infos:
         raise TransportError(f"cannot resolve {hop.host}")
     addr = infos[0][4]

@@ -120,6 +120,7 @@ class OutgoingCall:
         self._ack: SipMessage | None = None
         self._ack_destination: Endpoint | None = None
         self._provisional = asyncio.Event()
+        self._invite_done = asyncio.Event()  # the INVITE transaction ended, whatever its outcome
         self._cancel_requested = False
         self._cancel_reason = ""
         self._final_status = CallStatus.FINISH
@@ -211,6 +212,7 @@ class OutgoingCall:
             raise SipFailure(AUTH_FAILED, self.sip_status)
         finally:
             timer.cancel()
+            self._invite_done.set()
 
     def _invite_timed_out(self) -> None:
         if self.status.is_connected or self.ended:
@@ -393,19 +395,25 @@ class OutgoingCall:
         self._final_status = status
         if self._invite is None:
             return  # still registering: run() sees the flag
-        # RFC 3261 §9.1: CANCEL only once a provisional response arrived.
-        waits = [asyncio.ensure_future(e.wait()) for e in (self._provisional, self._ended)]
-        await asyncio.wait(waits, timeout=self.ua.transport.timeout, return_when=asyncio.FIRST_COMPLETED)
-        for waiter in waits:
-            waiter.cancel()
-        if self.ended:
-            return
         if not self._provisional.is_set():
-            self._set_status(CallStatus.FAILED, REQUEST_TIMEOUT)
-            if self._invite is not None:
-                self.ua.transport.abandon(self._invite)
+            # RFC 3261 §9.1: no CANCEL before a provisional response. The call
+            # ends now for its owner; the INVITE transaction goes on in the
+            # background: a provisional response gets our CANCEL, a late 2xx
+            # our ACK and BYE (see _answered), a failure our ACK.
+            self._set_status(status, info)
+            self._spawn(self._cancel_after_provisional())
             return
         await self._cancel()
+
+    async def _cancel_after_provisional(self) -> None:
+        waits = [asyncio.ensure_future(e.wait()) for e in (self._provisional, self._invite_done)]
+        try:
+            await asyncio.wait(waits, timeout=self.ua.transport.timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+        if self._provisional.is_set() and not self._invite_done.is_set():
+            await self._cancel()
 
     # ---------------------------------------------------- hold and re-INVITE
     def _next_sdp(self, direction: str) -> bytes:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from .. import __version__
 from .._core import NameAddr, SipMessage, digest_authorization, parse_challenge
 from .account import SipAccount, resolve
+from .grammar import quoted_display_name
 from .transport import Endpoint, SipTransport, TransactionTimeout, TransportError, new_branch, new_tag
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ class UserAgent:
         self.advertised_ip = advertised_ip
         self.register_expires = register_expires
         self.calls: dict[str, OutgoingCall] = {}
-        self._registrations: dict[tuple[str, str, str, str, int, str], Registration] = {}
+        self._registrations: dict[tuple[str, ...], Registration] = {}
         transport.on_request = self._on_request
         transport.on_stray_response = self._on_stray_response
 
@@ -107,7 +108,7 @@ class UserAgent:
         return f"<sip:{account.login}@{self.advertised_ip}:{self.local_port}{suffix}>"
 
     def from_header(self, account: SipAccount, tag: str) -> str:
-        display = f'"{account.visible_name}" ' if account.visible_name else ""
+        display = quoted_display_name(account.visible_name) + " " if account.visible_name else ""
         return f"{display}<{account.aor}>;tag={tag}"
 
     # ------------------------------------------------------- registration
@@ -257,11 +258,23 @@ class UserAgent:
     def forget_call(self, call: OutgoingCall) -> None:
         self.calls.pop(call.sip_call_id, None)
 
-    async def close(self) -> None:
-        for reg in list(self._registrations.values()):
-            reg.users = 1
-            await self.release_registration(reg.account)
-        self.transport.close()
+    async def close(self, timeout: float = 32.0) -> None:
+        """Remove our registrations (for at most ``timeout``), then close."""
+        async def unregister_all() -> None:
+            for reg in list(self._registrations.values()):
+                reg.users = 1
+                await self.release_registration(reg.account)
+
+        try:
+            await asyncio.wait_for(unregister_all(), timeout)
+        except asyncio.TimeoutError:
+            log.info("un-REGISTER not answered within %.1f s at shutdown", timeout)
+        finally:
+            for reg in self._registrations.values():
+                if reg.refresh_task is not None:
+                    reg.refresh_task.cancel()
+            self._registrations.clear()
+            self.transport.close()
 
 
 OnStatus = Callable[[str, int | None, str], None]
