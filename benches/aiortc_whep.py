@@ -99,7 +99,7 @@ class WhepEndpoint:
         self.sessions: dict[str, WhepSession] = {}
         self._tasks: set[asyncio.Task[bool]] = set()
 
-    async def play(self, stream: Stream, offer_sdp: str) -> tuple[str, str]:
+    async def play(self, stream: Stream, offer_sdp: str, client: str = "") -> tuple[str, str]:
         """Answer ``offer_sdp``; returns (session id, answer SDP)."""
         if len(self.sessions) >= self.max_viewers:
             raise OverflowError(f"max_viewers ({self.max_viewers}) reached")

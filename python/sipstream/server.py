@@ -9,6 +9,7 @@ import signal
 from aiohttp import web
 
 from .api.hooks import RestHooks
+from .api.limits import LimitedRunner
 from .api.rest import create_app
 from .egress.whep import WhepEndpoint
 from .gateway import Gateway
@@ -23,8 +24,9 @@ class Server:
         self.gateway = Gateway(settings)
         self.whep = WhepEndpoint(settings.ip, settings.max_viewers, settings.webrtc_port, settings.bind_ip,
                                  settings.webrtc_connect_timeout_s,
-                                 settings.webrtc_tcp_port if settings.ice_tcp_transport else None)
-        self._runner: web.AppRunner | None = None
+                                 settings.webrtc_tcp_port if settings.ice_tcp_transport else None,
+                                 settings.max_viewers_per_client)
+        self._runner: LimitedRunner | None = None
         self.hooks: RestHooks | None = None
 
     @property
@@ -37,22 +39,31 @@ class Server:
         await self.gateway.start()
         self.hooks = hooks
         await hooks.start()
-        self._runner = web.AppRunner(create_app(self.gateway, self.whep), access_log=None, shutdown_timeout=2)
+        s = self.settings
+        self._runner = LimitedRunner(create_app(self.gateway, self.whep), access_log=None,
+                                     shutdown_timeout=min(2.0, s.shutdown_timeout_s / 4),
+                                     max_connections=s.http_max_connections,
+                                     header_timeout_s=s.http_header_timeout_s,
+                                     keepalive_timeout=s.http_keepalive_timeout_s)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.bind_ip, self.settings.http_port)
         await site.start()
         log.info("HTTP on %s (player: %s/player)", self.base_url, self.base_url)
 
     async def stop(self) -> None:
+        """HTTP and viewers first, then calls, recordings and SIP, then the
+        hooks of what ended: within ``shutdown_timeout_s`` in all."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.shutdown_timeout_s
         if self._runner is not None:
-            await self._runner.cleanup()  # ends WHEP sessions
+            await self._runner.cleanup()  # ends WHEP sessions; bounded by the runner's shutdown_timeout
             self._runner = None
-        await self.gateway.stop()
+        # A short grace lets the FINISH of calls hung up reach their hooks.
+        hooks_grace = min(1.0, self.settings.shutdown_timeout_s / 8)
+        await self.gateway.stop(timeout=max(0.5, deadline - loop.time() - hooks_grace))
         if self.hooks is not None:
-            # A short grace lets the FINISH of calls hung up above reach their hooks.
-            await self.hooks.close(drain_s=1.0)
+            await self.hooks.close(drain_s=max(0.1, min(hooks_grace, deadline - loop.time())))
             self.hooks = None
-
 
 async def serve_forever(server: Server, ready: asyncio.Event | None = None) -> None:
     """Run until SIGINT/SIGTERM, then hang up live calls and exit."""

@@ -94,6 +94,16 @@ class Settings:
     on_record_hook_script: str = ""
     call_keep_finished_s: float = 10.0
     rest_auth_token: str = ""
+    # Host names the HTTP API answers to, comma-separated ("*": any; ".example.com":
+    # any name under it). IP addresses and localhost are always answered:
+    # only names can be rebound (DNS rebinding).
+    allowed_hosts: str = ""
+    # Origins whose pages may call the API from a browser, comma-separated
+    # ("*": any). The server's own pages (same origin) always may.
+    cors_origins: str = ""
+    # SIGTERM: hang-ups, recordings and hooks get this long in all (under a
+    # container runtime's usual 10 s before SIGKILL).
+    shutdown_timeout_s: float = 8.0
     # SIP timers (RFC 3261 T1, and the transaction timeout 64*T1 by default).
     sip_t1_ms: int = 500
     sip_transaction_timeout_s: float = 32.0
@@ -105,7 +115,15 @@ class Settings:
     keyframe_request_interval_ms: int = 1000
     max_calls: int = 500
     max_viewers: int = 1000
+    max_viewers_per_client: int = 100  # WHEP sessions per client IP address; 0: no limit
+    max_relays: int = 100  # RTMP relays (each a thread and an FFmpeg muxer)
+    max_recorders: int = 100
     max_body_bytes: int = 65536
+    # The HTTP port: connections at once, seconds to send a request's headers
+    # (and its body), seconds an idle keep-alive connection stays open.
+    http_max_connections: int = 1000
+    http_header_timeout_s: float = 10.0
+    http_keepalive_timeout_s: float = 15.0
     # REST hooks (api/hooks.py): WCS names for the first two.
     disable_rest_requests: bool = False
     rest_max_connections: int = 20  # concurrent hook POSTs
@@ -117,6 +135,14 @@ class Settings:
     @property
     def bind_ip(self) -> str:
         return self.ip_local or self.ip
+
+    @property
+    def allowed_host_names(self) -> frozenset[str]:
+        return _comma_list(self.allowed_hosts)
+
+    @property
+    def cors_origin_list(self) -> frozenset[str]:
+        return frozenset(o.rstrip("/") for o in _comma_list(self.cors_origins))
 
     def validate(self) -> None:
         for key in ("ip", "ip_local"):
@@ -156,6 +182,10 @@ class Settings:
                                 f"({self.sip_session_expires_s}), got {self.sip_min_se_s}")
         if self.record_audio_codec not in ("aac", "opus"):
             raise SettingsError(f"record_audio_codec: expected aac or opus, got {self.record_audio_codec!r}")
+        for key in ("http_max_connections", "http_header_timeout_s", "http_keepalive_timeout_s",
+                    "shutdown_timeout_s"):
+            if getattr(self, key) <= 0:
+                raise SettingsError(f"{key}: must be > 0, got {getattr(self, key)}")
         if self.media_port_to - self.media_port_from < 3:
             raise SettingsError("media_port_from/media_port_to: the range holds no call (4 ports)")
 
@@ -201,6 +231,10 @@ class Settings:
             settings.update({k: v for k, v in overrides.items() if v is not None}, "command line")
         settings.validate()
         return settings
+
+
+def _comma_list(value: str) -> frozenset[str]:
+    return frozenset(item.strip().lower() for item in value.split(",") if item.strip())
 
 
 def read_properties(path: Path) -> dict[str, str]:

@@ -10,32 +10,39 @@ from __future__ import annotations
 import asyncio
 import base64
 import hmac
+import ipaddress
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from ..egress.recorder import RecordingError
-from ..egress.rtmp import DuplicateRelay, RtmpRelays, safe_url, validate_rtmp_url
+from ..egress.recorder import RecordingError, TooManyRecordings
+from ..egress.rtmp import DuplicateRelay, RtmpRelays, TooManyRelays, rtmp_target, safe_url, validate_rtmp_url
 from ..egress.snapshot import SnapshotError, snapshot_png
 from ..egress.whep import WhepEndpoint
-from ..gateway import CallRequest, Conflict, Gateway, GatewayError, InvalidRequest, NotFound
-from ..settings import SettingsError, parse_bool, parse_int
+from ..gateway import CallRequest, Conflict, Gateway, GatewayError, InvalidRequest, NotFound, Unavailable
+from ..settings import Settings, SettingsError, parse_bool, parse_int
+from ..sip import grammar
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+# Sent on every answer; Access-Control-Allow-Origin only to allowed origins
+# (``cors_origins``), and never with Allow-Credentials: the API takes a
+# bearer token, not cookies.
 CORS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Credentials": "true",
     "Access-Control-Allow-Methods": "GET, POST, DELETE, PATCH, OPTIONS",
     "Access-Control-Allow-Headers": "Content-Type, Authorization, If-Match",
     "Access-Control-Expose-Headers": "Location, Link, ETag",
 }
+# Methods that change something: refused from an origin that is not allowed.
+_UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_PUBLIC_PATHS = ("/player", "/health")
 
 GATEWAY = web.AppKey("gateway", Gateway)
 WHEP = web.AppKey("whep", WhepEndpoint)
@@ -46,21 +53,74 @@ def error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=CORS)
 
 
+def _host_name(host: str) -> str:
+    """The name of a ``Host`` header or an origin's authority, without the
+    port (IPv6 brackets kept off), lower-cased."""
+    if host.startswith("["):
+        return host[1:].partition("]")[0].lower()
+    return host.rpartition(":")[0].lower() if host.count(":") == 1 else host.lower()
+
+
+def host_allowed(host: str, settings: Settings) -> bool:
+    """DNS rebinding: a browser that was made to resolve an attacker's name
+    to this server sends that name as Host. IP literals and ``localhost``
+    cannot be rebound and are always accepted; names must be listed in
+    ``allowed_hosts`` (``*``: any)."""
+    allowed = settings.allowed_host_names
+    name = _host_name(host)
+    if "*" in allowed or name in allowed or name == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return any(entry.startswith(".") and name.endswith(entry) for entry in allowed)
+    return True
+
+
+def origin_allowed(request: web.Request, origin: str, settings: Settings) -> bool:
+    """The page's own origin (the bundled player), or one of ``cors_origins``."""
+    allowed = settings.cors_origin_list
+    if "*" in allowed or origin.lower() in allowed:
+        return True
+    parsed = urlsplit(origin)
+    return bool(parsed.netloc) and parsed.netloc.lower() == request.host.lower()
+
+
 @web.middleware
 async def cors_and_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    settings = request.app[GATEWAY].settings
+    if not host_allowed(request.host, settings):
+        log.info("HTTP %s %s refused: Host %r is not in allowed_hosts", request.method, request.path,
+                 request.host[:100])
+        return error(400, "this Host is not served here (allowed_hosts)")
+    origin = request.headers.get("Origin")
+    cors = dict(CORS)
+    if origin is not None:
+        if origin_allowed(request, origin, settings):
+            cors["Access-Control-Allow-Origin"] = "*" if "*" in settings.cors_origin_list else origin
+        elif request.method in _UNSAFE_METHODS:
+            log.info("HTTP %s %s refused: Origin %r is not in cors_origins", request.method, request.path,
+                     origin[:100])
+            return error(403, "requests from this Origin are not allowed (cors_origins)")
+        cors["Vary"] = "Origin"
     if request.method == "OPTIONS":
-        return web.Response(status=204, headers=CORS)
-    token = request.app[GATEWAY].settings.rest_auth_token
+        return web.Response(status=204, headers=cors)
+    response = await _authorized(request, handler, settings.rest_auth_token)
+    response.headers.update(cors)
+    return response
+
+
+async def _authorized(request: web.Request, handler: Handler, token: str) -> web.StreamResponse:
     # The player page is public (it holds no secret; it sends the token it is
     # given to WHEP and REST), so is /health. Compared in constant time.
-    if token and request.path not in ("/player", "/health") and not request.path.startswith("/static"):
+    if token and request.path not in _PUBLIC_PATHS and not request.path.startswith("/static"):
         sent = request.headers.get("Authorization", "").encode("utf-8", "replace")  # any bytes: a 401, never a 500
         if not hmac.compare_digest(sent, f"Bearer {token}".encode()):
             response = error(401, "missing or wrong bearer token")
             response.headers["WWW-Authenticate"] = 'Bearer realm="sipstream"'  # RFC 6750 §3
             return response
     try:
-        response = await handler(request)
+        return await handler(request)
     except GatewayError as exc:
         return error(exc.http_status, str(exc))
     except (SettingsError, ValueError) as exc:
@@ -69,18 +129,41 @@ async def cors_and_errors(request: web.Request, handler: Handler) -> web.StreamR
         if exc.status >= 400:
             return error(exc.status, exc.reason)
         raise
-    response.headers.update(CORS)
-    return response
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        # a defect of ours, not bad input: the one place that answers 500
+        log.exception("HTTP %s %s failed", request.method, request.path)
+        return error(500, "internal error")
+
+
+class UnsupportedMediaType(GatewayError):
+    http_status = 415
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The whole body, sent within ``http_header_timeout_s`` (a slowly
+    trickled body is a slowloris too)."""
+    try:
+        return await asyncio.wait_for(request.read(), request.app[GATEWAY].settings.http_header_timeout_s)
+    except asyncio.TimeoutError:
+        raise web.HTTPRequestTimeout(reason="the request body did not arrive in time") from None
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
+    raw = await read_body(request)
     if not raw.strip():
         return {}
+    # CSRF: a web page can POST text/plain or a form anywhere without asking;
+    # application/json needs a CORS preflight, which cors_origins answers.
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType(f"the body must be application/json, not {request.content_type!r}")
     try:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidRequest("malformed JSON: nested too deeply") from None
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object")
     return body
@@ -94,7 +177,13 @@ def text_field(body: dict[str, Any], name: str, required: bool = False) -> str:
         return ""
     if isinstance(value, (dict, list, bool)):
         raise InvalidRequest(f"field {name!r} must be a string")
-    return str(value).strip()
+    try:
+        return grammar.check_text(str(value).strip(), name, MAX_FIELD)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+
+
+MAX_FIELD = 4096  # any text field; fields with a grammar have tighter limits
 
 
 def bool_field(body: dict[str, Any], name: str, default: bool) -> bool:
@@ -152,19 +241,21 @@ async def call_startup(request: web.Request) -> web.Response:
         sip_transport=transport_field(body),
     )
     gateway = request.app[GATEWAY]
+    relays = request.app[RELAYS]
     if call.rtmp_url:
         # "SIP as RTMP": the call is pushed to rtmpUrl/rtmpStream by itself.
         validate_rtmp_url(call.rtmp_url)
         call.rtmp_stream = call.rtmp_stream or call.to_stream
-        target = f"{call.rtmp_url.rstrip('/')}/{call.rtmp_stream}"
-        if any(c.request.rtmp_url and f"{c.request.rtmp_url.rstrip('/')}/{c.request.rtmp_stream}" == target
+        call.validate()
+        target = rtmp_target(call.rtmp_url, call.rtmp_stream)
+        if any(c.request.rtmp_url and rtmp_target(c.request.rtmp_url, c.request.rtmp_stream) == target
                and not c.status.is_final for c in gateway.calls.values()):
             raise Conflict(f"a call already pushes to {safe_url(call.rtmp_url)} as {call.rtmp_stream!r}")
+        if relays.full:
+            raise Unavailable(f"max_relays ({relays.max_relays}) relays are running")
     started = await gateway.start_call(call)
     if call.rtmp_url:
-        started.rtmp_relay = request.app[RELAYS].start(
-            started.stream, f"{call.rtmp_url.rstrip('/')}/{call.rtmp_stream}", full_url=True
-        )
+        started.rtmp_relay = relays.start(started.stream, target, full_url=True)
     return ok_empty()
 
 
@@ -283,7 +374,10 @@ async def recorder_startup(request: web.Request) -> web.Response:
         record_config = recorders.config(template, rotation)
     except RecordingError as exc:
         raise InvalidRequest(str(exc)) from None
-    await recorders.start(stream, record_config)
+    try:
+        await recorders.start(stream, record_config)
+    except TooManyRecordings as exc:
+        raise Unavailable(str(exc)) from None
     return ok_empty()
 
 
@@ -320,6 +414,8 @@ async def push_startup(request: web.Request) -> web.Response:
         )
     except DuplicateRelay as exc:
         raise Conflict(str(exc)) from None
+    except TooManyRelays as exc:
+        raise Unavailable(str(exc)) from None
     return web.json_response(relay.to_json())
 
 
@@ -364,7 +460,7 @@ async def whep_offer(request: web.Request) -> web.Response:
     name = request.match_info["stream"]
     if request.content_type != "application/sdp":
         return error(415, "WHEP offers must be application/sdp")
-    raw = await request.read()
+    raw = await read_body(request)
     if len(raw) > gateway.settings.max_body_bytes:
         return error(413, "SDP offer too large")
     offer = raw.decode("utf-8", "replace")
@@ -372,7 +468,7 @@ async def whep_offer(request: web.Request) -> web.Response:
         raise InvalidRequest("the body is not an SDP offer")
     stream = gateway.live_stream(name)
     try:
-        session_id, answer = await request.app[WHEP].play(stream, offer)
+        session_id, answer = await request.app[WHEP].play(stream, offer, request.remote or "")
     except OverflowError as exc:
         return error(503, str(exc))
     except ValueError as exc:
@@ -427,7 +523,7 @@ def create_app(gateway: Gateway, whep: WhepEndpoint | None = None,
     app = web.Application(middlewares=[cors_and_errors], client_max_size=gateway.settings.max_body_bytes)
     app[GATEWAY] = gateway
     app[WHEP] = whep or WhepEndpoint(gateway.settings.ip, gateway.settings.max_viewers, 0, gateway.settings.bind_ip)
-    app[RELAYS] = relays or RtmpRelays()
+    app[RELAYS] = relays or RtmpRelays(max_relays=gateway.settings.max_relays)
     api = "/rest-api"
     app.router.add_post(f"{api}/call/startup", call_startup)
     app.router.add_post(f"{api}/call/find", call_find)

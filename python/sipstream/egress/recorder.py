@@ -391,11 +391,17 @@ def _rename_exclusive(path: Path, stem: str) -> Path:
     return target
 
 
+class TooManyRecordings(RecordingError):
+    """``max_recorders`` recordings are running."""
+
+
 class Recorders:
-    """Every recording of a gateway, by the stream's mediaSessionId."""
+    """Every recording of a gateway, by the stream's mediaSessionId; at most
+    ``max_recorders`` at a time."""
 
     def __init__(self, record_dir: str | Path, template: str, rotation: str = "", audio_codec: str = "aac",
-                 hook_script: str = "") -> None:
+                 hook_script: str = "", max_recorders: int = 100) -> None:
+        self.max_recorders = max_recorders
         self.record_dir = Path(record_dir).absolute()
         self.template = check_template(template)
         self.rotation = Rotation.parse(rotation)
@@ -419,6 +425,8 @@ class Recorders:
         """Record ``stream``; a recording already running for it is finished first."""
         config = config or self.config()
         old = self.recordings.get(stream.media_session_id)
+        if old is None and len(self.find_all()) >= self.max_recorders:
+            raise TooManyRecordings(f"max_recorders ({self.max_recorders}) recordings are running")
         if old is not None:
             await old.stop()
         recording = Recording(stream, config, self._file_done)
@@ -474,15 +482,17 @@ class Recorders:
 
     async def close(self, grace_s: float = 5.0) -> None:
         """Stop every recording (files finished) and wait a little for hook
-        scripts. Recordings of streams that already ended get ``grace_s`` to
-        write what they still hold."""
+        scripts, ``grace_s`` in all. Recordings of streams that already ended
+        get part of it to write what they still hold."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
         recordings, self.recordings = list(self.recordings.values()), {}
         ending = [r.wait() for r in recordings if r.active and r.stream.ended]
         if ending:
-            await asyncio.wait([asyncio.ensure_future(w) for w in ending], timeout=grace_s)
+            await asyncio.wait([asyncio.ensure_future(w) for w in ending], timeout=grace_s / 2)
         await asyncio.gather(*(r.stop() for r in recordings), return_exceptions=True)
         if self._hooks:
-            _, pending = await asyncio.wait(set(self._hooks), timeout=grace_s)
+            _, pending = await asyncio.wait(set(self._hooks), timeout=max(0.1, deadline - loop.time()))
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)

@@ -177,18 +177,36 @@ class DuplicateRelay(Exception):
     """The stream is already relayed to that target."""
 
 
-class RtmpRelays:
-    """Every relay of the server, by mediaSessionId."""
+class TooManyRelays(Exception):
+    """``max_relays`` relays are running."""
 
-    def __init__(self, max_retries: int = 10) -> None:
+
+def rtmp_target(rtmp_url: str, stream_name: str) -> str:
+    """``rtmp_url/stream_name``, the name percent-escaped: it cannot add a
+    path, a query or an application to the URL."""
+    return f"{rtmp_url.rstrip('/')}/{urllib.parse.quote(stream_name, safe='')}"
+
+
+class RtmpRelays:
+    """Every relay of the server, by mediaSessionId; at most ``max_relays``
+    at a time (each holds a thread and an FFmpeg muxer)."""
+
+    def __init__(self, max_retries: int = 10, max_relays: int = 100) -> None:
         self.max_retries = max_retries
+        self.max_relays = max_relays
         self.relays: dict[str, RtmpRelay] = {}
+
+    @property
+    def full(self) -> bool:
+        self._forget_finished()
+        return len(self.relays) >= self.max_relays
 
     def start(self, stream: Stream, rtmp_url: str, full_url: bool = False, muted: bool = False) -> RtmpRelay:
         validate_rtmp_url(rtmp_url)
         name = f"rtmp_{stream.name}"
-        target = rtmp_url if full_url else f"{rtmp_url.rstrip('/')}/{name}"
-        self._forget_finished()
+        target = rtmp_url if full_url else rtmp_target(rtmp_url, name)
+        if self.full:
+            raise TooManyRelays(f"max_relays ({self.max_relays}) relays are running")
         if any(r.stream is stream and r.target == target for r in self.relays.values()):
             raise DuplicateRelay(f"stream {stream.name!r} is already relayed to {safe_url(target)}")
         relay = RtmpRelay(stream, rtmp_url, target, name=name, max_retries=self.max_retries)

@@ -32,6 +32,7 @@ class WhepSession:
     id: str
     stream: Stream
     viewer: int
+    client: str = ""  # the client's IP address
     created: float = field(default_factory=time.monotonic)
     connected: bool = False
 
@@ -46,8 +47,10 @@ class WhepEndpoint:
     firewall blocks UDP."""
 
     def __init__(self, ip: str, max_viewers: int = 200, port: int = 0, bind_ip: str | None = None,
-                 connect_timeout_s: float = 30.0, tcp_port: int | None = None) -> None:
+                 connect_timeout_s: float = 30.0, tcp_port: int | None = None,
+                 max_per_client: int = 0) -> None:
         self.ip = ip
+        self.max_per_client = max_per_client  # sessions per client address; 0: no limit
         self.tcp_port = tcp_port
         self.connect_timeout_s = connect_timeout_s
         self.bind_ip = bind_ip or ip
@@ -107,17 +110,21 @@ class WhepEndpoint:
         self._by_viewer.pop(session.viewer, None)
 
     # ------------------------------------------------------------ sessions
-    async def play(self, stream: Stream, offer_sdp: str) -> tuple[str, str]:
-        """Answer ``offer_sdp``; returns (session id, answer SDP). ValueError
-        when the offer cannot be answered, OverflowError at ``max_viewers``."""
+    async def play(self, stream: Stream, offer_sdp: str, client: str = "") -> tuple[str, str]:
+        """Answer ``offer_sdp`` from ``client`` (its address); returns (session
+        id, answer SDP). ValueError when the offer cannot be answered,
+        OverflowError at ``max_viewers`` or at the client's share of them."""
         if len(self.sessions) >= self.max_viewers:
             raise OverflowError(f"max_viewers ({self.max_viewers}) reached")
+        if self.max_per_client and client and sum(
+                1 for s in self.sessions.values() if s.client == client) >= self.max_per_client:
+            raise OverflowError(f"max_viewers_per_client ({self.max_per_client}) reached for this address")
         engine = self.engine
         audio = stream.audio_codec if stream.has_audio and stream.audio_codec in WEBRTC_AUDIO else None
         video = stream.has_video and (stream.video_codec or "H264") == "H264"
         # the answer takes a millisecond or two of crypto set-up: off the loop
         viewer, answer = await asyncio.to_thread(engine.add_viewer, stream.feed, offer_sdp, audio, video)
-        session = WhepSession(secrets.token_hex(12), stream, viewer)
+        session = WhepSession(secrets.token_hex(12), stream, viewer, client)
         self.sessions[session.id] = session
         self._streams[stream.feed.id] = stream
         self._by_viewer[viewer] = session
