@@ -16,9 +16,11 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from .api.metrics import Metrics
 from .egress.recorder import Recorders, TooManyRecordings
 from .egress.rtmp import safe_url
 from .limits import OutOfFileDescriptors, check_fds_for_call, raise_nofile_limit
+from .logs import set_call_context
 from .media.negotiation import NegotiationError, build_offer, offered_payload_types, parse_answer
 from .media.ports import PortAllocator, PortRangeExhausted
 from .media.rtp import DTMF_DIGITS, RtpSession
@@ -56,6 +58,12 @@ class Conflict(GatewayError):
 
 class Unavailable(GatewayError):
     http_status = 503
+
+
+class AtCapacity(Unavailable):
+    """A limit is reached (calls, ports, fds, viewers, relays): try again later."""
+
+    retry_after_s = 5
 
 
 _STREAM_NAME_FORBIDDEN = set('/\\?#%"<>')
@@ -231,6 +239,7 @@ class Gateway:
         s = self.settings
         self.recorders = Recorders(s.record_dir, s.stream_record_policy_template, s.record_rotation,
                                    s.record_audio_codec, s.on_record_hook_script, s.max_recorders)
+        self.metrics = Metrics()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._listeners: list[asyncio.Queue[Event]] = []
         self._closing = False
@@ -269,6 +278,10 @@ class Gateway:
             ua, self.ua = self.ua, None
             await ua.close(timeout=max(0.1, deadline - loop.time()))
 
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
@@ -291,15 +304,16 @@ class Gateway:
         if not request.has_audio and not request.has_video:
             raise InvalidRequest("hasAudio and hasVideo are both false: nothing to stream")
         if sum(1 for c in self.calls.values() if not c.status.is_final) >= self.settings.max_calls:
-            raise Unavailable(f"max_calls ({self.settings.max_calls}) reached")
+            raise AtCapacity(f"max_calls ({self.settings.max_calls}) reached")
         try:
             check_fds_for_call()
             sockets = self.ports.allocate()
         except (PortRangeExhausted, OutOfFileDescriptors) as exc:
-            raise Unavailable(str(exc)) from None
+            raise AtCapacity(str(exc)) from None
         stream = Stream(request.to_stream, request.has_audio, request.has_video,
                         self.settings.keyframe_request_interval_ms / 1000)
         call = Call(request, stream)
+        stream.media_stats = lambda: call.media.stats() if call.media is not None else {}
         stream.on_change = lambda changed: self._publish(
             StreamEvent(changed.name, changed.status, changed.to_json(), request.app_key)
         )
@@ -320,6 +334,7 @@ class Gateway:
     async def _run_call(self, call: Call) -> None:
         """Place the call. Whatever it raises, the call ends in a final
         status and gives back its ports, fds and stream name."""
+        set_call_context(call.call_id, call.stream.name)  # on every log line of this call's tasks
         try:
             await self._place_call(call)
         except asyncio.CancelledError:
@@ -409,12 +424,15 @@ class Gateway:
             return
         if status == CallStatus.FINISH and call.info == "No common codecs":
             status, info = CallStatus.FAILED, call.info
+        if status == CallStatus.ESTABLISHED and not call.status.is_connected:
+            self.metrics.call_setup.observe(time.time() - call.start_time)
         call.status = status
         if sip_status is not None:
             call.sip_status = sip_status
         call.info = info
         log.info("call %s: %s%s", call.call_id, status.value, f" ({info})" if info else "")
         if status.is_final:
+            self.metrics.call_ended(status.value, info, call.media.stats() if call.media is not None else {})
             call.end_time = time.time()
             self._end_media(call)
             call.ended.set()

@@ -43,6 +43,14 @@ def open_fds() -> int:
         return 0
 
 
+def fds_available_for_call() -> bool:
+    try:
+        check_fds_for_call()
+    except OutOfFileDescriptors:
+        return False
+    return True
+
+
 def check_fds_for_call() -> None:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:

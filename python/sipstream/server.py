@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 
 from aiohttp import web
 
@@ -13,7 +14,7 @@ from .api.limits import LimitedRunner
 from .api.rest import create_app
 from .egress.whep import WhepEndpoint
 from .gateway import Gateway
-from .settings import Settings
+from .settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -31,22 +32,36 @@ class Server:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.settings.ip}:{self.settings.http_port}"
+        scheme = "https" if self.settings.https_cert else "http"
+        return f"{scheme}://{self.settings.ip}:{self.settings.http_port}"
+
+    def _tls(self) -> ssl.SSLContext | None:
+        s = self.settings
+        if not s.https_cert:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            context.load_cert_chain(s.https_cert, s.https_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise SettingsError(f"https_cert/https_key: cannot load {s.https_cert} / {s.https_key}: {exc}") from None
+        return context
 
     async def start(self) -> None:
         hooks = RestHooks(self.gateway)  # checks the hook settings before anything opens
+        tls = self._tls()
         self.whep.start()
         await self.gateway.start()
         self.hooks = hooks
         await hooks.start()
         s = self.settings
-        self._runner = LimitedRunner(create_app(self.gateway, self.whep), access_log=None,
+        self._runner = LimitedRunner(create_app(self.gateway, self.whep, hooks=hooks), access_log=None,
                                      shutdown_timeout=min(2.0, s.shutdown_timeout_s / 4),
                                      max_connections=s.http_max_connections,
                                      header_timeout_s=s.http_header_timeout_s,
                                      keepalive_timeout=s.http_keepalive_timeout_s)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.bind_ip, self.settings.http_port)
+        site = web.TCPSite(self._runner, self.settings.bind_ip, self.settings.http_port, ssl_context=tls)
         await site.start()
         log.info("HTTP on %s (player: %s/player)", self.base_url, self.base_url)
 

@@ -93,7 +93,11 @@ class Settings:
     record_audio_codec: str = "aac"  # or "opus": keep an opus call's audio as it came
     on_record_hook_script: str = ""
     call_keep_finished_s: float = 10.0
+    log_format: str = "text"  # or "json": one object per line, with call_id and stream
     rest_auth_token: str = ""
+    # HTTPS for the HTTP API, WHEP and the pages (PEM files); both or neither.
+    https_cert: str = ""
+    https_key: str = ""
     # Host names the HTTP API answers to, comma-separated ("*": any; ".example.com":
     # any name under it). IP addresses and localhost are always answered:
     # only names can be rebound (DNS rebinding).
@@ -124,6 +128,10 @@ class Settings:
     http_max_connections: int = 1000
     http_header_timeout_s: float = 10.0
     http_keepalive_timeout_s: float = 15.0
+    # Requests a second per client address on the HTTP API and WHEP (0: off),
+    # and the burst allowed above it. /health, /ready and /player are not counted.
+    rest_rate_limit: float = 50.0
+    rest_rate_burst: int = 200
     # REST hooks (api/hooks.py): WCS names for the first two.
     disable_rest_requests: bool = False
     rest_max_connections: int = 20  # concurrent hook POSTs
@@ -180,6 +188,10 @@ class Settings:
         if not 2 <= self.sip_min_se_s <= self.sip_session_expires_s:
             raise SettingsError(f"sip_min_se_s: need 2 <= sip_min_se_s <= sip_session_expires_s "
                                 f"({self.sip_session_expires_s}), got {self.sip_min_se_s}")
+        if bool(self.https_cert) != bool(self.https_key):
+            raise SettingsError("https_cert/https_key: give both PEM files, or neither")
+        if self.log_format not in ("text", "json"):
+            raise SettingsError(f"log_format: expected text or json, got {self.log_format!r}")
         if self.record_audio_codec not in ("aac", "opus"):
             raise SettingsError(f"record_audio_codec: expected aac or opus, got {self.record_audio_codec!r}")
         for key in ("http_max_connections", "http_header_timeout_s", "http_keepalive_timeout_s",

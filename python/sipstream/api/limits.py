@@ -82,3 +82,32 @@ class LimitedRunner(web.AppRunner):
                                 loop=server._loop, max_connections=self.max_connections,
                                 header_timeout_s=self.header_timeout_s, **server._kwargs)
         return limited
+
+
+class RateLimiter:
+    """A token bucket per client address: ``rate`` requests a second on
+    average (0: no limit), bursts of ``burst``. At most ``max_clients`` buckets are kept;
+    beyond, the ones idle longest are forgotten (they were full anyway)."""
+
+    def __init__(self, rate: float, burst: int, max_clients: int = 10_000) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_clients = max_clients
+        self._buckets: dict[str, tuple[float, float]] = {}  # address -> (tokens, last refill)
+
+    def allow(self, client: str, now: float | None = None) -> bool:
+        if self.rate <= 0:
+            return True
+        now = time.monotonic() if now is None else now
+        tokens, last = self._buckets.pop(client, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        allowed = tokens >= 1.0
+        self._buckets[client] = (tokens - 1.0 if allowed else tokens, now)  # re-inserted: most recent last
+        if len(self._buckets) > self.max_clients:
+            for stale in list(self._buckets)[: len(self._buckets) - self.max_clients]:
+                del self._buckets[stale]
+        return allowed
+
+    def retry_after(self, client: str) -> int:
+        tokens, _ = self._buckets.get(client, (0.0, 0.0))
+        return max(1, int((1.0 - tokens) / self.rate + 0.999))

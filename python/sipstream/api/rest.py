@@ -24,9 +24,13 @@ from ..egress.recorder import RecordingError, TooManyRecordings
 from ..egress.rtmp import DuplicateRelay, RtmpRelays, TooManyRelays, rtmp_target, safe_url, validate_rtmp_url
 from ..egress.snapshot import SnapshotError, snapshot_png
 from ..egress.whep import WhepEndpoint
-from ..gateway import CallRequest, Conflict, Gateway, GatewayError, InvalidRequest, NotFound, Unavailable
+from ..gateway import AtCapacity, CallRequest, Conflict, Gateway, GatewayError, InvalidRequest, NotFound
+from ..limits import fds_available_for_call
 from ..settings import Settings, SettingsError, parse_bool, parse_int
 from ..sip import grammar
+from .hooks import RestHooks
+from .limits import RateLimiter
+from .metrics import METRICS, metrics_page, observe_latency
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +46,12 @@ CORS = {
 }
 # Methods that change something: refused from an origin that is not allowed.
 _UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_PUBLIC_PATHS = ("/player", "/health")
+_PUBLIC_PATHS = ("/player", "/health", "/ready")
 
 GATEWAY = web.AppKey("gateway", Gateway)
 WHEP = web.AppKey("whep", WhepEndpoint)
 RELAYS = web.AppKey("relays", RtmpRelays)
+RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 
 
 def error(status: int, message: str) -> web.Response:
@@ -105,6 +110,12 @@ async def cors_and_errors(request: web.Request, handler: Handler) -> web.StreamR
         cors["Vary"] = "Origin"
     if request.method == "OPTIONS":
         return web.Response(status=204, headers=cors)
+    limiter = request.app[RATE_LIMITER]
+    client = request.remote or ""
+    if request.path not in _PUBLIC_PATHS and not limiter.allow(client):
+        refused = error(429, "too many requests from this address (rest_rate_limit)")
+        refused.headers.update({**cors, "Retry-After": str(limiter.retry_after(client))})
+        return refused
     response = await _authorized(request, handler, settings.rest_auth_token)
     response.headers.update(cors)
     return response
@@ -122,7 +133,10 @@ async def _authorized(request: web.Request, handler: Handler, token: str) -> web
     try:
         return await handler(request)
     except GatewayError as exc:
-        return error(exc.http_status, str(exc))
+        response = error(exc.http_status, str(exc))
+        if isinstance(exc, AtCapacity):
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
     except (SettingsError, ValueError) as exc:
         return error(400, str(exc))
     except web.HTTPException as exc:
@@ -252,7 +266,7 @@ async def call_startup(request: web.Request) -> web.Response:
                and not c.status.is_final for c in gateway.calls.values()):
             raise Conflict(f"a call already pushes to {safe_url(call.rtmp_url)} as {call.rtmp_stream!r}")
         if relays.full:
-            raise Unavailable(f"max_relays ({relays.max_relays}) relays are running")
+            raise AtCapacity(f"max_relays ({relays.max_relays}) relays are running")
     started = await gateway.start_call(call)
     if call.rtmp_url:
         started.rtmp_relay = relays.start(started.stream, target, full_url=True)
@@ -377,7 +391,7 @@ async def recorder_startup(request: web.Request) -> web.Response:
     try:
         await recorders.start(stream, record_config)
     except TooManyRecordings as exc:
-        raise Unavailable(str(exc)) from None
+        raise AtCapacity(str(exc)) from None
     return ok_empty()
 
 
@@ -415,7 +429,7 @@ async def push_startup(request: web.Request) -> web.Response:
     except DuplicateRelay as exc:
         raise Conflict(str(exc)) from None
     except TooManyRelays as exc:
-        raise Unavailable(str(exc)) from None
+        raise AtCapacity(str(exc)) from None
     return web.json_response(relay.to_json())
 
 
@@ -470,7 +484,7 @@ async def whep_offer(request: web.Request) -> web.Response:
     try:
         session_id, answer = await request.app[WHEP].play(stream, offer, request.remote or "")
     except OverflowError as exc:
-        return error(503, str(exc))
+        raise AtCapacity(str(exc)) from None
     except ValueError as exc:
         raise InvalidRequest(f"cannot answer the offer: {exc}") from None
     location = f"/whep/{name}/{session_id}"
@@ -514,16 +528,35 @@ async def health(request: web.Request) -> web.Response:
     })
 
 
+async def ready(request: web.Request) -> web.Response:
+    """Readiness (for a load balancer or Kubernetes): the SIP transports are
+    up, a call could get media ports and fds. 503 with the failed checks."""
+    gateway = request.app[GATEWAY]
+    checks = {
+        "sip": gateway.ua is not None,
+        "media_ports": gateway.ports.in_use < (gateway.ports.last - gateway.ports.first + 1) // 4,
+        "file_descriptors": fds_available_for_call(),
+        "accepting_calls": not gateway.closing,
+    }
+    ok = all(checks.values())
+    return web.json_response({"ready": ok, "checks": checks}, status=200 if ok else 503)
+
+
 async def not_found(request: web.Request) -> web.Response:
     raise NotFound(f"no such endpoint: {request.path}")
 
 
 def create_app(gateway: Gateway, whep: WhepEndpoint | None = None,
-               relays: RtmpRelays | None = None) -> web.Application:
-    app = web.Application(middlewares=[cors_and_errors], client_max_size=gateway.settings.max_body_bytes)
+               relays: RtmpRelays | None = None, hooks: RestHooks | None = None) -> web.Application:
+    app = web.Application(middlewares=[observe_latency, cors_and_errors],
+                          client_max_size=gateway.settings.max_body_bytes)
     app[GATEWAY] = gateway
     app[WHEP] = whep or WhepEndpoint(gateway.settings.ip, gateway.settings.max_viewers, 0, gateway.settings.bind_ip)
     app[RELAYS] = relays or RtmpRelays(max_relays=gateway.settings.max_relays)
+    app[METRICS] = gateway.metrics
+    s = gateway.settings
+    app[RATE_LIMITER] = RateLimiter(s.rest_rate_limit, s.rest_rate_burst)
+    gateway.metrics.attach(gateway, app[WHEP], app[RELAYS], hooks)
     api = "/rest-api"
     app.router.add_post(f"{api}/call/startup", call_startup)
     app.router.add_post(f"{api}/call/find", call_find)
@@ -553,6 +586,8 @@ def create_app(gateway: Gateway, whep: WhepEndpoint | None = None,
     app.router.add_patch("/whep/{stream}/{session}", whep_patch)
     app.router.add_get("/player", player)
     app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
+    app.router.add_get("/metrics", metrics_page)
     app.router.add_route("*", f"{api}/{{tail:.*}}", not_found)
 
     async def close_whep(app: web.Application) -> None:

@@ -128,6 +128,8 @@ class Stream:
         # told when has_subscribers flips: frames to Python on or off
         self.on_subscribers: Callable[[bool], None] | None = None
         self.recording: Any = None  # egress.recorder.Recording, while one is attached
+        # the receive path's counters of the call that feeds this stream (set by the gateway)
+        self.media_stats: Callable[[], dict[str, Any]] | None = None
         # The hub, in Rust: fed by the call's receive path without Python.
         self.feed = StreamFeed()
         # the codecs negotiated, until the hub has seen frames of them
@@ -302,6 +304,23 @@ class Stream:
         """WebRTC viewers attached to the hub."""
         return int(self.feed.viewers)
 
+    def _track_stats(self) -> dict[str, Any]:
+        """Per track, what its source's receive path counts (SPEC.md §2)."""
+        if self.media_stats is None or self.ended:
+            return {}
+        stats = self.media_stats()
+        out: dict[str, Any] = {}
+        for kind in ("audio", "video"):
+            track = stats.get(kind)
+            if track:
+                out[kind] = {
+                    "codec": track.get("codec"), "packets": track.get("packets", 0),
+                    "bytes": track.get("bytes", 0), "lost": track.get("lost", 0),
+                    "jitterMs": track.get("jitter_ms", 0.0), "fps": track.get("fps", 0.0),
+                    "bitrateBps": track.get("bitrate_bps", 0),
+                }
+        return out
+
     def to_json(self) -> dict[str, Any]:
         hub = self.feed.stats()  # one read of the hub for every field below
         return {
@@ -327,6 +346,7 @@ class Stream:
                 "generatedVideoFrames": hub["generated"][1],
                 "keyframes": hub["keyframes"],
                 "keyframeRequests": self.keyframe_requests,
+                **self._track_stats(),
             },
         }
 

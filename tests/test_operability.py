@@ -1,0 +1,127 @@
+"""What an operator looks at: Prometheus metrics, readiness, the stream's
+per-track stats (issue 12, operability)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+from sipstream.server import Server
+from sipstream.testing import LoopbackCallee
+
+from .conftest import Rest, loopback_call, media_range, wait_until
+
+
+async def scrape(rest: Rest) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    async with rest.http.get(rest.base_url + "/metrics") as res:
+        assert res.status == 200
+        assert res.headers["Content-Type"].startswith("text/plain")
+        text = await res.text()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples: dict[Any, float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def test_metrics_count_calls_media_viewers_and_requests(
+    server: Server, rest: Rest, callee: LoopbackCallee
+) -> None:
+    await rest.start_call(loopback_call(callee, "m1", "ms1"))
+    await wait_until(lambda: server.gateway.calls["m1"].media.packets_received > 50, 10, "media")  # type: ignore[union-attr]
+    live = await scrape(rest)
+    assert value(live, "sipstream_calls", status="ESTABLISHED") == 1
+    assert value(live, "sipstream_streams") == 1
+    assert value(live, "sipstream_call_setup_seconds_count") == 1
+    assert value(live, "sipstream_rtp_in_packets_total", kind="audio") > 0
+    assert value(live, "sipstream_rtp_in_packets_total", kind="video") > 0
+    assert value(live, "sipstream_rtp_in_bytes_total", kind="video") > value(
+        live, "sipstream_rtp_in_packets_total", kind="video")
+    assert ("sipstream_rtp_in_jitter_ms", (("kind", "audio"), ("stream", "ms1"))) in live
+    assert value(live, "sipstream_viewers", protocol="whep", state="connected") == 0
+    assert value(live, "sipstream_http_request_seconds_count", route="/rest-api/call/startup",
+                 method="POST", status="2xx") == 1
+    await rest.post("/rest-api/call/terminate", {"callId": "m1"})
+    await rest.wait_status("m1", {"FINISH"})
+    ended = await scrape(rest)
+    assert value(ended, "sipstream_calls_ended_total", status="FINISH") == 1
+    assert value(ended, "sipstream_streams") == 0
+    # the ended call's packets stay counted: a counter never goes down
+    assert value(ended, "sipstream_rtp_in_packets_total", kind="audio") >= value(
+        live, "sipstream_rtp_in_packets_total", kind="audio")
+
+
+async def test_stream_stats_give_each_tracks_packets_loss_jitter_and_rate(
+    server: Server, rest: Rest, callee: LoopbackCallee
+) -> None:
+    await rest.start_call(loopback_call(callee, "m2", "ms2"))
+    await wait_until(lambda: server.gateway.calls["m2"].media.packets_received > 100, 10, "media")  # type: ignore[union-attr]
+    code, streams = await rest.post("/rest-api/stream/find", {"name": "ms2"})
+    assert code == 200
+    stats = streams[0]["stats"]
+    for kind in ("audio", "video"):
+        track = stats[kind]
+        assert track["packets"] > 0 and track["bytes"] > track["packets"]
+        assert track["lost"] == 0
+        assert track["jitterMs"] >= 0
+    assert stats["video"]["codec"] == "H264"
+
+
+async def test_ready_says_what_is_missing(server_with: Any, callee: LoopbackCallee) -> None:
+    first, _ = media_range()
+    server, rest = await server_with(media_port_from=first, media_port_to=first + 3)
+    async with rest.http.get(rest.base_url + "/ready") as res:
+        assert res.status == 200 and (await res.json())["ready"] is True
+    await rest.start_call(loopback_call(callee, "m3", "ms3"))  # the only call the range holds
+    async with rest.http.get(rest.base_url + "/ready") as res:
+        body = await res.json()
+        assert res.status == 503 and body["checks"]["media_ports"] is False, body
+
+
+async def test_https_serves_the_api_with_the_given_certificate(server_with: Any, tmp_path: Any) -> None:
+    import ssl
+    import subprocess
+
+    import aiohttp
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    server, _ = await server_with(https_cert=str(cert), https_key=str(key))
+    assert server.base_url.startswith("https://")
+    trust = ssl.create_default_context(cafile=str(cert))
+    async with aiohttp.ClientSession() as http:
+        async with http.get(server.base_url + "/health", ssl=trust) as res:
+            assert res.status == 200 and (await res.json())["status"] == "ok"
+        plain = server.base_url.replace("https://", "http://") + "/health"
+        try:
+            async with http.get(plain) as res:
+                assert res.status == 400  # plain HTTP to a TLS port is never served
+        except aiohttp.ClientError:
+            pass
+
+
+async def test_a_client_over_the_rate_limit_gets_429_and_others_are_served(server_with: Any) -> None:
+    _, rest = await server_with(rest_rate_limit=5, rest_rate_burst=10)
+    codes = [(await rest.post("/rest-api/call/find_all"))[0] for _ in range(30)]
+    assert codes[:10] == [404] * 10 and codes[-1] == 429, codes
+    async with rest.http.get(rest.base_url + "/rest-api/call/find_all") as res:
+        assert res.status == 429 and int(res.headers["Retry-After"]) >= 1
+    async with rest.http.get(rest.base_url + "/health") as res:
+        assert res.status == 200  # probes are never limited
+
+
+async def test_at_max_calls_the_answer_is_503_with_retry_after(
+    server_with: Any, callee: LoopbackCallee
+) -> None:
+    _, rest = await server_with(max_calls=1)
+    await rest.start_call(loopback_call(callee, "cap1", "caps1"))
+    async with rest.http.post(rest.base_url + "/rest-api/call/startup",
+                              json=loopback_call(callee, "cap2", "caps2")) as res:
+        assert res.status == 503 and "max_calls" in (await res.json())["error"]
+        assert int(res.headers["Retry-After"]) > 0
