@@ -1,5 +1,6 @@
 """SIP over UDP and TCP on one port: RFC 3261 client transactions with
-retransmission timers (UDP only), TCP framing by Content-Length, and
+retransmission timers (UDP only), TCP framing by Content-Length, limits on
+TCP connections (how many, how long idle, how long a message may take), and
 dispatch of incoming requests and stray responses.
 
 Parsing is done by the Rust core; this module only moves bytes and timers.
@@ -22,6 +23,20 @@ log = logging.getLogger(__name__)
 MAGIC_COOKIE = "z9hG4bK"
 MAX_MESSAGE = 65535
 CONNECT_TIMEOUT = 5.0
+# Inbound TCP limits, defaults of SipTransport.open(). Kamailio closes a
+# connection idle for tcp_connection_lifetime (120 s) and holds at most
+# tcp_max_connections (2048); Asterisk's chan_sip gives a TCP client
+# tcpauthtimeout (30 s) to pass digest authentication and admits
+# tcpauthlimit (100) unauthenticated ones. A gateway that only answers
+# OPTIONS and in-dialog requests needs fewer connections than a proxy: 1,000;
+# 10 s for a new connection's first message (a client that connects sends at
+# once; Asterisk's 30 s include a challenge round trip we do not make);
+# 10 s to finish a message once its first byte came (64 KiB take
+# milliseconds); and Kamailio's 120 s once idle.
+MAX_TCP_CONNECTIONS = 1000
+TCP_FIRST_MESSAGE_TIMEOUT = 10.0
+TCP_MESSAGE_TIMEOUT = 10.0
+TCP_IDLE_TIMEOUT = 120.0
 _CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*(\d+)[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
 
 
@@ -60,6 +75,8 @@ class TransportStats:
     stray_responses: int = 0
     retransmissions: int = 0
     tcp_connections: int = 0
+    tcp_rejected: int = 0  # inbound connections closed at once: the cap was reached
+    tcp_timeouts: int = 0  # connections closed for a slow message or for idling
 
 
 @dataclass
@@ -77,7 +94,7 @@ class _Datagram(asyncio.DatagramProtocol):
     def __init__(self, owner: SipTransport) -> None:
         self.owner = owner
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.owner.received(data, Endpoint(str(addr[0]), int(addr[1]), "UDP"))
 
     def error_received(self, exc: Exception) -> None:
@@ -85,50 +102,142 @@ class _Datagram(asyncio.DatagramProtocol):
 
 
 class _Connection:
-    """One TCP connection: frames messages by Content-Length (RFC 3261 §18.3)."""
+    """One TCP connection: frames messages by Content-Length (RFC 3261 §18.3)
+    and closes itself when a message is too slow to arrive or it idles.
 
-    def __init__(self, owner: SipTransport, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
+    One timer per connection holds the earliest deadline; it is moved only
+    when a deadline comes nearer (a message starts), and otherwise re-armed
+    when it fires early, so a busy connection costs no timer churn."""
+
+    def __init__(
+        self,
+        owner: SipTransport,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        peer: Endpoint,
+        inbound: bool,
+    ) -> None:
         self.owner = owner
-        self.peer = Endpoint(str(peer[0]), int(peer[1]), "TCP")
+        self.peer = peer
         self.reader = reader
         self.writer = writer
+        self.inbound = inbound
         self.task: asyncio.Task[None] | None = None
+        self._loop = asyncio.get_running_loop()
+        self.opened = self._loop.time()
+        self.last_activity = self.opened
+        self.messages = 0  # complete, parseable SIP messages received
+        self.message_started: float | None = None  # first byte of an unfinished message
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+        self._arm()
 
     def write(self, data: bytes) -> None:
+        self.last_activity = self._loop.time()
         self.writer.write(data)
 
+    def _deadline(self) -> tuple[float, str] | None:
+        """The earliest time this connection should close, and why."""
+        owner = self.owner
+        deadlines: list[tuple[float, str]] = []
+        if self.message_started is not None:
+            deadlines.append((self.message_started + owner.tcp_message_timeout, "message not finished"))
+        if self.inbound and self.messages == 0:
+            deadlines.append((self.opened + owner.tcp_first_message_timeout, "no SIP message after connecting"))
+        elif self.inbound:
+            deadlines.append((self.last_activity + owner.tcp_idle_timeout, "idle"))
+        elif owner.tcp_outbound_idle_timeout is not None:
+            deadlines.append((self.last_activity + owner.tcp_outbound_idle_timeout, "idle"))
+        return min(deadlines) if deadlines else None
+
+    def _arm(self) -> None:
+        deadline = self._deadline()
+        if deadline is None or self._closed:
+            return
+        if self._timer is not None:
+            if self._timer.when() <= deadline[0]:
+                return  # fires first and re-arms
+            self._timer.cancel()
+        self._timer = self._loop.call_at(deadline[0], self._expired)
+
+    def _expired(self) -> None:
+        self._timer = None
+        deadline = self._deadline()
+        if deadline is None or self._closed:
+            return
+        now = self._loop.time()
+        if now < deadline[0]:
+            self._arm()
+            return
+        if deadline[1] == "idle" and self.owner._connection_in_use(self):
+            self.last_activity = now  # a call or a transaction still needs it
+            self._arm()
+            return
+        self.owner.stats.tcp_timeouts += 1
+        log.debug("SIP TCP %s:%d closed: %s", self.peer.host, self.peer.port, deadline[1])
+        self.close()
+
+    def close(self) -> None:
+        """Close at once: abort, so a peer that reads nothing cannot hold the
+        socket open with our unsent data."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.writer.transport.abort()
+
+    async def _read(self, buffer: bytes) -> bytes | None:
+        chunk = await self.reader.read(65536)
+        if not chunk:
+            return None
+        buffer += chunk
+        if self.message_started is None and buffer.strip(b"\r\n"):
+            self.message_started = self._loop.time()
+            self._arm()
+        return buffer
+
+    def _message_done(self, rest: bytes, parsed: bool) -> None:
+        now = self._loop.time()
+        if parsed:
+            self.messages += 1
+            self.last_activity = now
+        # Pipelined bytes after the message start the next one's clock.
+        self.message_started = now if rest.strip(b"\r\n") else None
+        self._arm()
+
     async def run(self) -> None:
-        buffer = b""
+        buffer: bytes | None = b""
         try:
-            while True:
+            while buffer is not None:
                 end = buffer.find(b"\r\n\r\n")
                 if end < 0:
                     if len(buffer) > MAX_MESSAGE:
                         raise ValueError("header block larger than 64 KiB")
-                    chunk = await self.reader.read(65536)
-                    if not chunk:
-                        return
-                    buffer += chunk
+                    buffer = await self._read(buffer)
                     continue
                 head = buffer[: end + 4]
                 if not head.strip(b"\r\n"):  # CRLF keep-alive (RFC 5626)
                     buffer = buffer[end + 4 :]
+                    if self.messages:  # keeps an established connection, not a new one
+                        self.last_activity = self._loop.time()
                     continue
                 match = _CONTENT_LENGTH.search(head)
                 length = int(match.group(1)) if match else 0
                 if end + 4 + length > MAX_MESSAGE:
                     raise ValueError(f"message of {end + 4 + length} bytes is larger than 64 KiB")
-                while len(buffer) < end + 4 + length:
-                    chunk = await self.reader.read(65536)
-                    if not chunk:
-                        return
-                    buffer += chunk
+                while buffer is not None and len(buffer) < end + 4 + length:
+                    buffer = await self._read(buffer)
+                if buffer is None:
+                    return
                 message, buffer = buffer[: end + 4 + length], buffer[end + 4 + length :]
-                self.owner.received(message, self.peer)
+                self._message_done(buffer, self.owner.received(message, self.peer))
         except (ConnectionError, ValueError) as exc:
             log.info("SIP TCP %s:%d closed: %s", self.peer.host, self.peer.port, exc)
         finally:
+            self._closed = True
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             self.owner._forget_connection(self)
             self.writer.close()
 
@@ -136,12 +245,37 @@ class _Connection:
 class SipTransport:
     """The UA's SIP port: a UDP socket and a TCP listener on the same port.
     Requests go to ``on_request``; responses complete client transactions,
-    matched by Via branch and CSeq method."""
+    matched by Via branch and CSeq method.
 
-    def __init__(self, t1: float = 0.5, timeout: float = 32.0) -> None:
+    TCP limits: at most ``max_tcp_connections`` inbound connections (more are
+    closed as soon as accepted); an inbound connection must deliver a SIP
+    message within ``tcp_first_message_timeout`` and then closes after
+    ``tcp_idle_timeout`` without one (RFC 5626 CRLF keep-alives count); any
+    message must arrive whole within ``tcp_message_timeout`` of its first
+    byte. Connections we opened are closed when idle only if
+    ``tcp_outbound_idle_timeout`` is set, and then never while a client
+    transaction or a ``hold_connection`` uses them: the proxy sends a call's
+    in-dialog requests back over them."""
+
+    def __init__(
+        self,
+        t1: float = 0.5,
+        timeout: float = 32.0,
+        *,
+        max_tcp_connections: int = MAX_TCP_CONNECTIONS,
+        tcp_first_message_timeout: float = TCP_FIRST_MESSAGE_TIMEOUT,
+        tcp_message_timeout: float = TCP_MESSAGE_TIMEOUT,
+        tcp_idle_timeout: float = TCP_IDLE_TIMEOUT,
+        tcp_outbound_idle_timeout: float | None = None,
+    ) -> None:
         self.t1 = t1
         self.t2 = 4.0
         self.timeout = timeout
+        self.max_tcp_connections = max_tcp_connections
+        self.tcp_first_message_timeout = tcp_first_message_timeout
+        self.tcp_message_timeout = tcp_message_timeout
+        self.tcp_idle_timeout = tcp_idle_timeout
+        self.tcp_outbound_idle_timeout = tcp_outbound_idle_timeout
         self.stats = TransportStats()
         self.on_request: RequestHandler | None = None
         # A retransmitted 2xx to an INVITE arrives after its transaction ended;
@@ -153,12 +287,36 @@ class SipTransport:
         self._connections: dict[tuple[str, int], _Connection] = {}
         self._transactions: dict[tuple[str, str], ClientTransaction] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._inbound = 0  # accepted TCP connections open now
+        self._rejected_before_burst: int | None = None  # set while at the cap
+        self._holds: dict[tuple[str, str, int], int] = {}
 
     # ------------------------------------------------------------ lifecycle
     @classmethod
-    async def open(cls, host: str, port: int, t1: float, timeout: float) -> SipTransport:
-        """Bind UDP and TCP on ``host:port`` (an ephemeral port free for both when 0)."""
-        self = cls(t1=t1, timeout=timeout)
+    async def open(
+        cls,
+        host: str,
+        port: int,
+        t1: float,
+        timeout: float,
+        *,
+        max_tcp_connections: int = MAX_TCP_CONNECTIONS,
+        tcp_first_message_timeout: float = TCP_FIRST_MESSAGE_TIMEOUT,
+        tcp_message_timeout: float = TCP_MESSAGE_TIMEOUT,
+        tcp_idle_timeout: float = TCP_IDLE_TIMEOUT,
+        tcp_outbound_idle_timeout: float | None = None,
+    ) -> SipTransport:
+        """Bind UDP and TCP on ``host:port`` (an ephemeral port free for both
+        when 0). The TCP limits are described on the class."""
+        self = cls(
+            t1=t1,
+            timeout=timeout,
+            max_tcp_connections=max_tcp_connections,
+            tcp_first_message_timeout=tcp_first_message_timeout,
+            tcp_message_timeout=tcp_message_timeout,
+            tcp_idle_timeout=tcp_idle_timeout,
+            tcp_outbound_idle_timeout=tcp_outbound_idle_timeout,
+        )
         loop = asyncio.get_running_loop()
         for attempt in range(20):
             udp, _ = await loop.create_datagram_endpoint(lambda: _Datagram(self), local_addr=(host, port))
@@ -170,7 +328,7 @@ class SipTransport:
                 if port or attempt == 19:
                     raise
                 continue
-            self._udp = udp  # type: ignore[assignment]
+            self._udp = udp
             self.local_address = Endpoint(host, bound)
             return self
         raise OSError("no port free for both UDP and TCP")  # pragma: no cover - loop returns or raises
@@ -183,7 +341,7 @@ class SipTransport:
         for task in list(self._tasks):
             task.cancel()
         for conn in list(self._connections.values()):
-            conn.writer.close()
+            conn.close()
             if conn.task is not None:
                 conn.task.cancel()
         self._connections.clear()
@@ -196,11 +354,35 @@ class SipTransport:
 
     # ----------------------------------------------------------------- TCP
     async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = _Connection(self, reader, writer)
+        peer = writer.get_extra_info("peername")
+        if self._inbound >= self.max_tcp_connections or peer is None:
+            writer.transport.abort()
+            if peer is not None:
+                self._reject_over_cap()
+            return
+        if self._rejected_before_burst is not None:
+            log.warning(
+                "SIP TCP: accepting connections again; %d were refused at the cap of %d",
+                self.stats.tcp_rejected - self._rejected_before_burst, self.max_tcp_connections,
+            )
+            self._rejected_before_burst = None
+        conn = _Connection(self, reader, writer, Endpoint(str(peer[0]), int(peer[1]), "TCP"), inbound=True)
         self._connections[(conn.peer.host, conn.peer.port)] = conn
+        self._inbound += 1
         self.stats.tcp_connections += 1
-        conn.task = asyncio.current_task()  # type: ignore[assignment]
+        conn.task = asyncio.current_task()
         await conn.run()
+
+    def _reject_over_cap(self) -> None:
+        """Count a refused connection; log once per burst of them, not per
+        connection, so a flood cannot flood the log too."""
+        if self._rejected_before_burst is None:
+            self._rejected_before_burst = self.stats.tcp_rejected
+            log.warning(
+                "SIP TCP: %d inbound connections open, the most allowed; closing new ones "
+                "until some end (counted in stats.tcp_rejected)", self._inbound,
+            )
+        self.stats.tcp_rejected += 1
 
     async def _connect(self, destination: Endpoint) -> _Connection:
         conn = self._connections.get((destination.host, destination.port))
@@ -214,16 +396,44 @@ class SipTransport:
             raise TransportError(
                 f"cannot connect to {destination.host}:{destination.port} over TCP: {exc or 'timeout'}"
             ) from None
-        conn = _Connection(self, reader, writer)
+        peer = Endpoint(destination.host, destination.port, "TCP")
+        conn = _Connection(self, reader, writer, peer, inbound=False)
         self._connections[(destination.host, destination.port)] = conn
         self.stats.tcp_connections += 1
         conn.task = asyncio.create_task(conn.run())
         return conn
 
     def _forget_connection(self, conn: _Connection) -> None:
-        for key, value in list(self._connections.items()):
-            if value is conn:
-                del self._connections[key]
+        if self._connections.get((conn.peer.host, conn.peer.port)) is conn:
+            del self._connections[(conn.peer.host, conn.peer.port)]
+        if conn.inbound:
+            self._inbound -= 1
+
+    def hold_connection(self, destination: Endpoint) -> None:
+        """Keep the TCP connection to ``destination`` (open now or later) from
+        being closed as idle until ``release_connection``: a call holds the
+        one its dialog uses. Holds are counted; UDP destinations are ignored."""
+        if destination.transport == "TCP":
+            key = (destination.transport, destination.host, destination.port)
+            self._holds[key] = self._holds.get(key, 0) + 1
+
+    def release_connection(self, destination: Endpoint) -> None:
+        """Undo one ``hold_connection``; the connection may then idle out."""
+        key = (destination.transport, destination.host, destination.port)
+        count = self._holds.get(key, 0) - 1
+        if count > 0:
+            self._holds[key] = count
+        else:
+            self._holds.pop(key, None)
+
+    def _connection_in_use(self, conn: _Connection) -> bool:
+        host, port = conn.peer.host, conn.peer.port
+        if ("TCP", host, port) in self._holds:
+            return True
+        return any(
+            tx.destination.transport == "TCP" and tx.destination.host == host and tx.destination.port == port
+            for tx in self._transactions.values()
+        )
 
     # -------------------------------------------------------------- sending
     def send(self, message: SipMessage, destination: Endpoint) -> None:
@@ -316,20 +526,23 @@ class SipTransport:
             self.stats.retransmissions += 1
 
     # ------------------------------------------------------------ receiving
-    def received(self, data: bytes, source: Endpoint) -> None:
+    def received(self, data: bytes, source: Endpoint) -> bool:
+        """Dispatch one datagram or framed TCP message; False when it was
+        not a SIP message (a keep-alive, or malformed)."""
         self.stats.received += 1
         if not data.strip(b"\r\n"):
-            return  # keep-alive (RFC 5626 CRLF ping)
+            return False  # keep-alive (RFC 5626 CRLF ping)
         try:
             message = SipMessage.parse(data)
         except SipParseError as exc:
             self.stats.malformed += 1
             log.debug("dropped malformed SIP from %s:%d: %s", source.host, source.port, exc)
-            return
+            return False
         if message.is_request:
             self._dispatch_request(message, source)
         else:
             self._dispatch_response(message, source)
+        return True
 
     def _dispatch_response(self, response: SipMessage, source: Endpoint) -> None:
         via = response.header("Via")
