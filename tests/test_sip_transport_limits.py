@@ -1,17 +1,22 @@
 """The SIP port's limits against clients that hold it without talking:
 a cap on inbound TCP connections, timeouts for a connection that never
 sends, for a message dribbled a byte at a time and for idling, our own
-connections kept while in use."""
+connections kept while in use, and a UDP transaction that survives an ICMP
+port unreachable."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
 from sipstream._core import SipMessage
 from sipstream.sip.transport import Endpoint, SipTransport, new_branch
+
+# Linux's value; the socket module names it only on some Pythons.
+IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
 
 
 def _options(call_id: str, via_port: int = 9) -> bytes:
@@ -248,3 +253,62 @@ async def test_our_own_idle_connection_closes_only_when_no_call_holds_it() -> No
     finally:
         transport.close()
         await sink.close()
+
+
+class _Answer200(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.requests = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.requests += 1
+        assert self.transport is not None
+        self.transport.sendto(_ok(SipMessage.parse(data)).to_bytes(), addr)
+
+
+async def test_icmp_port_unreachable_does_not_end_the_transaction() -> None:
+    transport = await _open()
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nobody listens there until later
+    # Linux reports ICMP errors on an unconnected UDP socket only with
+    # IP_RECVERR; set it so the refusal surfaces, as it does on other systems.
+    assert transport._udp is not None
+    sock = transport._udp.get_extra_info("socket")
+    sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+    headers = [
+        ("Via", f"SIP/2.0/UDP 127.0.0.1:{transport.local_address.port};branch={new_branch()}"),
+        ("From", "<sip:sipstream@127.0.0.1>;tag=i1"),
+        ("To", f"<sip:peer@127.0.0.1:{port}>"),
+        ("Call-ID", "icmp-1"),
+        ("CSeq", "1 OPTIONS"),
+        ("Max-Forwards", "70"),
+    ]
+    request = SipMessage.request("OPTIONS", f"sip:peer@127.0.0.1:{port}", headers)
+    pending = asyncio.create_task(transport.request(request, Endpoint("127.0.0.1", port, "UDP")))
+    responder: asyncio.DatagramTransport | None = None
+    try:
+        deadline = loop.time() + 5
+        while transport.stats.udp_errors == 0 and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        assert transport.stats.udp_errors > 0, "no ICMP port unreachable reached the socket"
+        assert not pending.done()
+        # Clearing IP_RECVERR drops the queued errors, which would otherwise
+        # keep the socket readable.
+        sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 0)
+        await asyncio.sleep(1.0)
+        assert not pending.done()
+        answer = _Answer200()
+        responder, _ = await loop.create_datagram_endpoint(lambda: answer, local_addr=("127.0.0.1", port))
+        response = await asyncio.wait_for(pending, 15)
+        assert response.status == 200 and response.call_id == "icmp-1"
+        assert answer.requests >= 1  # a retransmission reached the late responder
+    finally:
+        pending.cancel()
+        if responder is not None:
+            responder.close()
+        transport.close()

@@ -37,6 +37,8 @@ MAX_TCP_CONNECTIONS = 1000
 TCP_FIRST_MESSAGE_TIMEOUT = 10.0
 TCP_MESSAGE_TIMEOUT = 10.0
 TCP_IDLE_TIMEOUT = 120.0
+# At most one log line per this many seconds for UDP socket errors (ICMP).
+_UDP_ERROR_LOG_INTERVAL = 10.0
 _CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*(\d+)[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
 
 
@@ -77,6 +79,7 @@ class TransportStats:
     tcp_connections: int = 0
     tcp_rejected: int = 0  # inbound connections closed at once: the cap was reached
     tcp_timeouts: int = 0  # connections closed for a slow message or for idling
+    udp_errors: int = 0  # errors reported on the UDP socket (ICMP unreachable)
 
 
 @dataclass
@@ -98,7 +101,7 @@ class _Datagram(asyncio.DatagramProtocol):
         self.owner.received(data, Endpoint(str(addr[0]), int(addr[1]), "UDP"))
 
     def error_received(self, exc: Exception) -> None:
-        log.info("SIP UDP socket error: %s", exc)
+        self.owner._udp_error(exc)
 
 
 class _Connection:
@@ -290,6 +293,8 @@ class SipTransport:
         self._inbound = 0  # accepted TCP connections open now
         self._rejected_before_burst: int | None = None  # set while at the cap
         self._holds: dict[tuple[str, str, int], int] = {}
+        self._udp_error_logged = -_UDP_ERROR_LOG_INTERVAL
+        self._udp_errors_logged = 0
 
     # ------------------------------------------------------------ lifecycle
     @classmethod
@@ -543,6 +548,26 @@ class SipTransport:
         else:
             self._dispatch_response(message, source)
         return True
+
+    def _udp_error(self, exc: Exception) -> None:
+        """An error reported on the UDP socket, in practice an ICMP port or
+        host unreachable reflected as ECONNREFUSED/EHOSTUNREACH. It never ends
+        a transaction: RFC 3261 §17.1.1.2 and §17.1.2.2 allow treating it as a
+        transport error, but the socket is unconnected, so the error does not
+        say which destination it came from (another request's, or a reply to
+        a spoofed packet), and a proxy that is restarting refuses for a moment
+        and then answers. Retransmission goes on, and the transaction fails
+        only at Timer B/F. (Linux reports nothing on an unconnected socket
+        unless IP_RECVERR is set; other systems do.)"""
+        self.stats.udp_errors += 1
+        now = asyncio.get_running_loop().time()
+        if now - self._udp_error_logged >= _UDP_ERROR_LOG_INTERVAL:
+            log.info(
+                "SIP UDP socket error (%d since the last report; transactions keep retransmitting): %s",
+                self.stats.udp_errors - self._udp_errors_logged, exc,
+            )
+            self._udp_error_logged = now
+            self._udp_errors_logged = self.stats.udp_errors
 
     def _dispatch_response(self, response: SipMessage, source: Endpoint) -> None:
         via = response.header("Via")
