@@ -113,3 +113,17 @@ def test_bad_flags_fail_at_start(tmp_path: Path) -> None:
     assert result.returncode == 2 and "http_port" in result.stderr
     result = subprocess.run([SIPSTREAM, "serve", "--ip", "not-an-ip"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "ip" in result.stderr
+
+
+def test_version_flag_prints_the_package_version_which_is_cargo_tomls() -> None:
+    import re
+
+    import sipstream
+
+    result = subprocess.run([sys.executable, "-m", "sipstream", "--version"], capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"sipstream {sipstream.__version__}"
+    package = (Path(__file__).resolve().parent.parent / "Cargo.toml").read_text().split("[package]", 1)[1]
+    cargo = re.search(r'^version\s*=\s*"([^"]+)"', package.split("\n[", 1)[0], re.M)
+    assert cargo and sipstream.__version__ == cargo.group(1)

@@ -11,6 +11,7 @@ import sys
 
 import aiohttp
 
+from . import __version__
 from .server import Server, serve_forever
 from .settings import Settings, SettingsError
 
@@ -19,6 +20,7 @@ log = logging.getLogger("sipstream")
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sipstream", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("serve", "run the gateway"), ("demo", "run the gateway with a built-in callee")):
         p = sub.add_parser(name, help=help_text)
