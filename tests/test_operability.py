@@ -125,3 +125,40 @@ async def test_at_max_calls_the_answer_is_503_with_retry_after(
                               json=loopback_call(callee, "cap2", "caps2")) as res:
         assert res.status == 503 and "max_calls" in (await res.json())["error"]
         assert int(res.headers["Retry-After"]) > 0
+
+
+async def test_openapi_is_generated_from_the_models_and_the_live_server_keeps_to_it(
+    server_with: Any, callee: LoopbackCallee, tmp_path: Any
+) -> None:
+    """schemathesis against the live server: at least 2,000 generated
+    requests (valid and invalid), no 5xx, every status code and every body
+    as the OpenAPI document says."""
+    import asyncio
+    import os
+    import re
+    import sys
+    from pathlib import Path
+
+    server, rest = await server_with(max_calls=10, sip_transaction_timeout_s=2)
+    await rest.start_call(loopback_call(callee, "live", "live-stream"))  # something for find to find
+    doc = await rest.get("/rest-api/openapi.json")
+    assert doc["openapi"] == "3.1.0"
+    startup = doc["paths"]["/rest-api/call/startup"]["post"]
+    schema = doc["components"]["schemas"]["CallStartup"]
+    assert startup["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/CallStartup")
+    assert set(schema["required"]) == {"callee", "toStream", "sipLogin", "sipDomain"}
+    st = Path(sys.executable).parent / "st"
+    proc = await asyncio.create_subprocess_exec(
+        str(st), "run", rest.base_url + "/rest-api/openapi.json", "--max-examples", "80", "--seed", "1",
+        "--checks", "all", "--exclude-checks", "positive_data_acceptance",
+        cwd=tmp_path, env={**os.environ, "NO_COLOR": "1"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await proc.communicate()
+    text = out.decode(errors="replace")
+    assert proc.returncode == 0, text[-6000:]
+    generated = re.search(r"(\d+) generated, (\d+) passed", text)
+    assert generated is not None, text[-3000:]
+    assert int(generated.group(1)) >= 2000 and generated.group(1) == generated.group(2), generated.group(0)
+    assert server.gateway.ua is not None  # still serving
+    async with rest.http.get(rest.base_url + "/health") as res:
+        assert res.status == 200

@@ -14,11 +14,13 @@ import ipaddress
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from pydantic import ValidationError
 
 from ..egress.recorder import RecordingError, TooManyRecordings
 from ..egress.rtmp import DuplicateRelay, RtmpRelays, TooManyRelays, rtmp_target, safe_url, validate_rtmp_url
@@ -26,11 +28,12 @@ from ..egress.snapshot import SnapshotError, snapshot_png
 from ..egress.whep import WhepEndpoint
 from ..gateway import AtCapacity, CallRequest, Conflict, Gateway, GatewayError, InvalidRequest, NotFound
 from ..limits import fds_available_for_call
-from ..settings import Settings, SettingsError, parse_bool, parse_int
-from ..sip import grammar
+from ..settings import Settings, SettingsError
+from . import models
 from .hooks import RestHooks
 from .limits import RateLimiter
 from .metrics import METRICS, metrics_page, observe_latency
+from .openapi import ENDPOINT_ATTR, openapi_json
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +49,7 @@ CORS = {
 }
 # Methods that change something: refused from an origin that is not allowed.
 _UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_PUBLIC_PATHS = ("/player", "/health", "/ready")
+_PUBLIC_PATHS = ("/player", "/health", "/ready", "/rest-api/openapi.json")
 
 GATEWAY = web.AppKey("gateway", Gateway)
 WHEP = web.AppKey("whep", WhepEndpoint)
@@ -137,11 +140,16 @@ async def _authorized(request: web.Request, handler: Handler, token: str) -> web
         if isinstance(exc, AtCapacity):
             response.headers["Retry-After"] = str(exc.retry_after_s)
         return response
+    except ValidationError as exc:
+        return error(400, validation_message(exc))
     except (SettingsError, ValueError) as exc:
         return error(400, str(exc))
     except web.HTTPException as exc:
         if exc.status >= 400:
-            return error(exc.status, exc.reason)
+            response = error(exc.status, exc.reason)
+            if "Allow" in exc.headers:  # 405: the methods this path takes
+                response.headers["Allow"] = exc.headers["Allow"]
+            return response
         raise
     except asyncio.CancelledError:
         raise
@@ -149,6 +157,19 @@ async def _authorized(request: web.Request, handler: Handler, token: str) -> web
         # a defect of ours, not bad input: the one place that answers 500
         log.exception("HTTP %s %s failed", request.method, request.path)
         return error(500, "internal error")
+
+
+def validation_message(exc: ValidationError) -> str:
+    """pydantic's errors as one line that names each field."""
+    parts = []
+    for err in exc.errors(include_url=False)[:5]:
+        field = ".".join(str(p) for p in err["loc"]) or "body"
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "missing":
+            parts.append(f"missing field {field!r}")
+        else:
+            parts.append(f"field {field!r}: {message}")
+    return "; ".join(parts)
 
 
 class UnsupportedMediaType(GatewayError):
@@ -183,76 +204,70 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def text_field(body: dict[str, Any], name: str, required: bool = False) -> str:
-    value = body.get(name)
-    if value is None or value == "":
-        if required:
-            raise InvalidRequest(f"missing field {name!r}")
-        return ""
-    if isinstance(value, (dict, list, bool)):
-        raise InvalidRequest(f"field {name!r} must be a string")
-    try:
-        return grammar.check_text(str(value).strip(), name, MAX_FIELD)
-    except ValueError as exc:
-        raise InvalidRequest(str(exc)) from None
+M = TypeVar("M", bound=models.Request)
 
 
-MAX_FIELD = 4096  # any text field; fields with a grammar have tighter limits
+@dataclass(frozen=True)
+class Endpoint:
+    """What the OpenAPI document says of a handler: its body and answers."""
+
+    summary: str
+    body: type[models.Request] | None
+    returns: Any  # a response model, list[...] of one, or None for an empty 200
+    errors: tuple[int, ...] = (400,)
 
 
-def bool_field(body: dict[str, Any], name: str, default: bool) -> bool:
-    value = body.get(name)
-    if value is None or value == "":
-        return default
-    return parse_bool(value, name)
 
 
-def transport_field(body: dict[str, Any]) -> str:
-    value = text_field(body, "sipTransport").upper()
-    if value not in ("", "UDP", "TCP"):
-        raise InvalidRequest(f"sipTransport must be UDP or TCP, got {value!r}")
-    return value
+def endpoint(summary: str, body: type[M] | None, returns: Any = None, errors: tuple[int, ...] = (400,)
+             ) -> Callable[[Callable[[web.Request, M], Awaitable[web.StreamResponse]]], Handler]:
+    """A REST handler whose JSON body is parsed into ``body`` (a 400 naming
+    the field when it does not fit) and documented in OpenAPI."""
+    def wrap(handler: Callable[[web.Request, M], Awaitable[web.StreamResponse]]) -> Handler:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            raw = await read_json(request) if request.method == "POST" else {}
+            parsed = (body or models.Empty).model_validate(raw)
+            return await handler(request, parsed)  # type: ignore[arg-type]
+
+        setattr(handle, ENDPOINT_ATTR, Endpoint(summary, body, returns, errors))
+        handle.__name__ = handler.__name__
+        return handle
+    return wrap
 
 
 def ok_empty() -> web.Response:
     return web.Response(status=200, headers=CORS)
 
 
-def found(objects: list[Any], not_found: str) -> web.Response:
+def answer(model: type[models.Response], value: Any) -> web.Response:
+    """A JSON answer, through its response model: what OpenAPI says is sent."""
+    return web.json_response(model.model_validate(value).model_dump(mode="json"))
+
+
+def found(objects: list[Any], model: type[models.Response], not_found: str) -> web.Response:
     """WCS find answers: a JSON list of the objects, or 404 when there is none."""
     if not objects:
         raise NotFound(not_found)
-    return web.json_response([o if isinstance(o, dict) else o.to_json() for o in objects])
+    return web.json_response([model.model_validate(o if isinstance(o, dict) else o.to_json()
+                                                   ).model_dump(mode="json") for o in objects])
 
 
-async def read_find_all(request: web.Request) -> None:
-    """``find_all`` takes GET or POST; a POST body must still be valid JSON."""
-    if request.method == "POST":
-        await read_json(request)
+def _bool(value: bool | None, default: bool) -> bool:
+    return default if value is None else value
 
 
 # ------------------------------------------------------------------ calls
-async def call_startup(request: web.Request) -> web.Response:
-    body = await read_json(request)
-    port = body.get("sipPort")
+@endpoint("Place a SIP call whose media becomes a stream", models.CallStartup, None, (400, 409, 503))
+async def call_startup(request: web.Request, body: models.CallStartup) -> web.Response:
     call = CallRequest(
-        callee=text_field(body, "callee", required=True),
-        to_stream=text_field(body, "toStream", required=True),
-        sip_login=text_field(body, "sipLogin", required=True),
-        sip_domain=text_field(body, "sipDomain", required=True),
-        sip_password=text_field(body, "sipPassword"),
-        call_id=text_field(body, "callId"),
-        sip_authentication_name=text_field(body, "sipAuthenticationName"),
-        sip_outbound_proxy=text_field(body, "sipOutboundProxy"),
-        sip_port=5060 if port in (None, "") else parse_int(port, "sipPort", 1, 65535),
-        has_audio=bool_field(body, "hasAudio", True),
-        has_video=bool_field(body, "hasVideo", True),
-        app_key=text_field(body, "appKey"),
-        sip_register_required=bool_field(body, "sipRegisterRequired", False),
-        visible_name=text_field(body, "visibleName"),
-        rtmp_url=text_field(body, "rtmpUrl"),
-        rtmp_stream=text_field(body, "rtmpStream"),
-        sip_transport=transport_field(body),
+        callee=body.callee, to_stream=body.toStream, sip_login=body.sipLogin, sip_domain=body.sipDomain,
+        sip_password=body.sipPassword or "", call_id=body.callId or "",
+        sip_authentication_name=body.sipAuthenticationName or "",
+        sip_outbound_proxy=body.sipOutboundProxy or "", sip_port=body.sipPort or 5060,
+        has_audio=_bool(body.hasAudio, True), has_video=_bool(body.hasVideo, True),
+        app_key=body.appKey or "", sip_register_required=_bool(body.sipRegisterRequired, False),
+        visible_name=body.visibleName or "", rtmp_url=body.rtmpUrl or "", rtmp_stream=body.rtmpStream or "",
+        sip_transport=body.sipTransport or "",
     )
     gateway = request.app[GATEWAY]
     relays = request.app[RELAYS]
@@ -273,82 +288,66 @@ async def call_startup(request: web.Request) -> web.Response:
     return ok_empty()
 
 
-async def call_find(request: web.Request) -> web.Response:
-    body = await read_json(request)
-    calls = request.app[GATEWAY].find_calls(
-        call_id=text_field(body, "callId") or None,
-        callee=text_field(body, "callee") or None,
-        status=text_field(body, "status") or None,
-    )
-    return found(calls, "Call not found")
+@endpoint("Calls matching every given field", models.CallFind, list[models.CallInfo], (400, 404))
+async def call_find(request: web.Request, body: models.CallFind) -> web.Response:
+    calls = request.app[GATEWAY].find_calls(call_id=body.callId, callee=body.callee, status=body.status)
+    return found(calls, models.CallInfo, "Call not found")
 
 
-async def call_find_all(request: web.Request) -> web.Response:
-    await read_find_all(request)
-    return found(request.app[GATEWAY].find_calls(), "Call not found")
+@endpoint("Every call (GET or POST)", None, list[models.CallInfo], (400, 404))
+async def call_find_all(request: web.Request, body: models.Empty) -> web.Response:
+    return found(request.app[GATEWAY].find_calls(), models.CallInfo, "Call not found")
 
 
-async def call_terminate(request: web.Request) -> web.Response:
-    body = await read_json(request)
-    await request.app[GATEWAY].terminate_call(text_field(body, "callId", required=True))
+@endpoint("Hang up: CANCEL before the answer, BYE after it", models.CallId, None, (400, 404))
+async def call_terminate(request: web.Request, body: models.CallId) -> web.Response:
+    await request.app[GATEWAY].terminate_call(body.callId)
     return ok_empty()
 
 
-async def call_hold(request: web.Request) -> web.Response:
-    body = await read_json(request)
-    await request.app[GATEWAY].hold_call(text_field(body, "callId", required=True), True)
+@endpoint("Put the far end on hold (re-INVITE a=sendonly)", models.CallId, None, (400, 404, 409, 503))
+async def call_hold(request: web.Request, body: models.CallId) -> web.Response:
+    await request.app[GATEWAY].hold_call(body.callId, True)
     return ok_empty()
 
 
-async def call_unhold(request: web.Request) -> web.Response:
-    body = await read_json(request)
-    await request.app[GATEWAY].hold_call(text_field(body, "callId", required=True), False)
+@endpoint("Resume the far end (re-INVITE a=sendrecv)", models.CallId, None, (400, 404, 409, 503))
+async def call_unhold(request: web.Request, body: models.CallId) -> web.Response:
+    await request.app[GATEWAY].hold_call(body.callId, False)
     return ok_empty()
 
 
-async def call_send_dtmf(request: web.Request) -> web.Response:
-    body = await read_json(request)
-    await request.app[GATEWAY].send_dtmf(
-        text_field(body, "callId", required=True), text_field(body, "dtmf", required=True),
-        text_field(body, "type") or "RFC2833",
-    )
+@endpoint("Send DTMF: RFC 4733 events or SIP INFO", models.SendDtmf, None, (400, 404, 409, 503))
+async def call_send_dtmf(request: web.Request, body: models.SendDtmf) -> web.Response:
+    await request.app[GATEWAY].send_dtmf(body.callId, body.dtmf, body.type or "RFC2833")
     return ok_empty()
 
 
 # ---------------------------------------------------------------- streams
-async def stream_find(request: web.Request) -> web.Response:
-    body = await read_json(request)
-    published = body.get("published")
-    streams = request.app[GATEWAY].find_streams(
-        name=text_field(body, "name") or None,
-        media_session_id=text_field(body, "mediaSessionId") or None,
-        published=None if published in (None, "") else parse_bool(published, "published"),
-    )
-    return _found_streams(request, streams)
+@endpoint("Streams matching every given field", models.StreamFind, list[models.StreamInfo], (400, 404))
+async def stream_find(request: web.Request, body: models.StreamFind) -> web.Response:
+    streams = request.app[GATEWAY].find_streams(name=body.name, media_session_id=body.mediaSessionId,
+                                                published=body.published)
+    return found(streams, models.StreamInfo, "Stream not found")
 
 
-async def stream_find_all(request: web.Request) -> web.Response:
-    await read_find_all(request)
-    return _found_streams(request, request.app[GATEWAY].find_streams())
+@endpoint("Every stream (GET or POST)", None, list[models.StreamInfo], (400, 404))
+async def stream_find_all(request: web.Request, body: models.Empty) -> web.Response:
+    return found(request.app[GATEWAY].find_streams(), models.StreamInfo, "Stream not found")
 
 
-def _found_streams(request: web.Request, streams: list[Any]) -> web.Response:
-    return found([s.to_json() for s in streams], "Stream not found")
-
-
-async def stream_terminate(request: web.Request) -> web.Response:
-    body = await read_json(request)
-    name = text_field(body, "name") or None
-    msid = text_field(body, "mediaSessionId") or None
-    if name is None and msid is None:
+@endpoint("End a stream: its call is hung up", models.StreamRef, None, (400, 404))
+async def stream_terminate(request: web.Request, body: models.StreamRef) -> web.Response:
+    name = body.name or body.streamName
+    if name is None and body.mediaSessionId is None:
         raise InvalidRequest("give 'name' or 'mediaSessionId'")
-    await request.app[GATEWAY].terminate_stream(name, msid)
+    await request.app[GATEWAY].terminate_stream(name, body.mediaSessionId)
     return ok_empty()
 
 
-async def stream_snapshot(request: web.Request) -> web.Response:
-    body = await read_json(request)
-    name = text_field(body, "streamName") or text_field(body, "name")
+@endpoint("The stream's latest picture as a PNG", models.StreamRef, models.Snapshot, (400, 404, 409))
+async def stream_snapshot(request: web.Request, body: models.StreamRef) -> web.Response:
+    name = body.streamName or body.name
     if not name:
         raise InvalidRequest("missing field 'streamName'")
     stream = request.app[GATEWAY].live_stream(name)
@@ -358,34 +357,29 @@ async def stream_snapshot(request: web.Request) -> web.Response:
     try:
         png, _, _ = await asyncio.get_running_loop().run_in_executor(None, snapshot_png, gop)
     except SnapshotError as exc:
-        return error(500, str(exc))
-    return web.json_response({"data": base64.b64encode(png).decode("ascii")})
+        raise Conflict(f"stream {name!r}: {exc}") from None
+    return answer(models.Snapshot, {"data": base64.b64encode(png).decode("ascii")})
 
 
 # --------------------------------------------------------------- recorder
-def _recorded_stream(request: web.Request, body: dict[str, Any]) -> Any:
-    msid = text_field(body, "mediaSessionId") or None
-    name = text_field(body, "streamName") or text_field(body, "name") or None
-    if msid is None and name is None:
+def _recorded_stream(request: web.Request, body: models.StreamRef) -> Any:
+    name = body.streamName or body.name
+    if body.mediaSessionId is None and name is None:
         raise InvalidRequest("give 'mediaSessionId' or 'streamName'")
-    streams = [s for s in request.app[GATEWAY].find_streams(name, msid) if not s.ended]
+    streams = [s for s in request.app[GATEWAY].find_streams(name, body.mediaSessionId) if not s.ended]
     if not streams:
         raise NotFound("Stream not found")
     return streams[0]
 
 
-async def recorder_startup(request: web.Request) -> web.Response:
-    body = await read_json(request)
+@endpoint("Record a stream to fMP4 files", models.RecorderStartup, None, (400, 404, 503))
+async def recorder_startup(request: web.Request, body: models.RecorderStartup) -> web.Response:
     stream = _recorded_stream(request, body)
-    raw = body.get("config")
-    if raw is not None and not isinstance(raw, dict):
-        raise InvalidRequest("'config' must be an object")
-    config = raw or {}
+    config = body.config or models.RecorderConfig()
     recorders = request.app[GATEWAY].recorders
     try:
-        template = text_field(config, "fileTemplate") or text_field(body, "fileName") or None
-        rotation = text_field(config, "rotation") if "rotation" in config else None
-        record_config = recorders.config(template, rotation)
+        template = config.fileTemplate or body.fileName
+        record_config = recorders.config(template, config.rotation)
     except RecordingError as exc:
         raise InvalidRequest(str(exc)) from None
     try:
@@ -395,76 +389,70 @@ async def recorder_startup(request: web.Request) -> web.Response:
     return ok_empty()
 
 
-async def recorder_terminate(request: web.Request) -> web.Response:
-    body = await read_json(request)
+@endpoint("Stop a stream's recording (its files are finished)", models.StreamRef, None, (400, 404))
+async def recorder_terminate(request: web.Request, body: models.StreamRef) -> web.Response:
     recorders = request.app[GATEWAY].recorders
-    msid = text_field(body, "mediaSessionId")
-    if not msid:
-        msid = _recorded_stream(request, body).media_session_id
+    msid = body.mediaSessionId or _recorded_stream(request, body).media_session_id
     if not await recorders.stop(msid):
         raise NotFound(f"no recording of mediaSessionId {msid!r}")
     return ok_empty()
 
 
-async def recorder_find_all(request: web.Request) -> web.Response:
-    await read_find_all(request)
-    return found(request.app[GATEWAY].recorders.find_all(), "Not found any recorder")
+@endpoint("Every recording running (GET or POST)", None, list[models.RecordingInfo], (400, 404))
+async def recorder_find_all(request: web.Request, body: models.Empty) -> web.Response:
+    return found(request.app[GATEWAY].recorders.find_all(), models.RecordingInfo, "Not found any recorder")
 
 
 # ------------------------------------------------------------------- push
-async def push_startup(request: web.Request) -> web.Response:
-    body = await read_json(request)
-    name = text_field(body, "streamName", required=True)
-    rtmp_url = text_field(body, "rtmpUrl")
-    if not rtmp_url:
-        raise InvalidRequest("missing field 'rtmpUrl'")
-    validate_rtmp_url(rtmp_url)
-    options = body.get("options") if isinstance(body.get("options"), dict) else {}
-    stream = request.app[GATEWAY].live_stream(name)
+@endpoint("Relay a stream to an RTMP server", models.PushStartup, models.RelayInfo, (400, 404, 409, 503))
+async def push_startup(request: web.Request, body: models.PushStartup) -> web.Response:
+    validate_rtmp_url(body.rtmpUrl)
+    stream = request.app[GATEWAY].live_stream(body.streamName)
+    muted = body.options is not None and body.options.action == "mute"
     try:
-        relay = request.app[RELAYS].start(
-            stream, rtmp_url, full_url=bool_field(body, "rtmpTransponderFullUrl", False),
-            muted=options.get("action") == "mute",
-        )
+        relay = request.app[RELAYS].start(stream, body.rtmpUrl,
+                                          full_url=_bool(body.rtmpTransponderFullUrl, False), muted=muted)
     except DuplicateRelay as exc:
         raise Conflict(str(exc)) from None
     except TooManyRelays as exc:
         raise AtCapacity(str(exc)) from None
-    return web.json_response(relay.to_json())
+    return answer(models.RelayInfo, relay.to_json())
 
 
-async def push_find(request: web.Request) -> web.Response:
-    body = await read_json(request)
-    relays = request.app[RELAYS].find(text_field(body, "streamName") or None, text_field(body, "rtmpUrl") or None)
-    return found(relays, "Transponder not found")
+@endpoint("Relays matching every given field", models.PushFind, list[models.RelayInfo], (400, 404))
+async def push_find(request: web.Request, body: models.PushFind) -> web.Response:
+    return found(request.app[RELAYS].find(body.streamName, body.rtmpUrl), models.RelayInfo,
+                 "Transponder not found")
 
 
-async def push_find_all(request: web.Request) -> web.Response:
-    await read_find_all(request)
-    return found(request.app[RELAYS].find(), "Not found any transponder")
+@endpoint("Every relay (GET or POST)", None, list[models.RelayInfo], (400, 404))
+async def push_find_all(request: web.Request, body: models.Empty) -> web.Response:
+    return found(request.app[RELAYS].find(), models.RelayInfo, "Not found any transponder")
 
 
-def _relay(request: web.Request, body: dict[str, Any]) -> Any:
-    msid = text_field(body, "mediaSessionId", required=True)
-    relay = request.app[RELAYS].get(msid)
+def _relay(request: web.Request, body: models.MediaSessionId) -> Any:
+    relay = request.app[RELAYS].get(body.mediaSessionId)
     if relay is None:
-        raise NotFound(f"transponder {msid!r} not found")
+        raise NotFound(f"transponder {body.mediaSessionId!r} not found")
     return relay
 
 
-async def push_terminate(request: web.Request) -> web.Response:
-    relay = _relay(request, await read_json(request))
+@endpoint("Stop a relay", models.MediaSessionId, None, (400, 404))
+async def push_terminate(request: web.Request, body: models.MediaSessionId) -> web.Response:
+    relay = _relay(request, body)
     await request.app[RELAYS].stop(relay.media_session_id)
     return ok_empty()
 
 
-async def push_mute(request: web.Request) -> web.Response:
-    _relay(request, await read_json(request)).muted = True
+@endpoint("Mute a relay's audio", models.MediaSessionId, None, (400, 404))
+async def push_mute(request: web.Request, body: models.MediaSessionId) -> web.Response:
+    _relay(request, body).muted = True
     return ok_empty()
 
 
-async def push_unmute(request: web.Request) -> web.Response:
-    _relay(request, await read_json(request)).muted = False
+@endpoint("Unmute a relay's audio", models.MediaSessionId, None, (400, 404))
+async def push_unmute(request: web.Request, body: models.MediaSessionId) -> web.Response:
+    _relay(request, body).muted = False
     return ok_empty()
 
 
@@ -516,9 +504,10 @@ async def player(request: web.Request) -> web.Response:
     return web.Response(text=page, content_type="text/html")
 
 
-async def health(request: web.Request) -> web.Response:
+@endpoint("Liveness and counts", None, models.Health, ())
+async def health(request: web.Request, body: models.Empty) -> web.Response:
     gateway = request.app[GATEWAY]
-    return web.json_response({
+    return answer(models.Health, {
         "status": "ok",
         "calls": sum(1 for c in gateway.calls.values() if not c.status.is_final),
         "streams": sum(1 for s in gateway.streams.values() if not s.ended),
@@ -542,10 +531,6 @@ async def ready(request: web.Request) -> web.Response:
     return web.json_response({"ready": ok, "checks": checks}, status=200 if ok else 503)
 
 
-async def not_found(request: web.Request) -> web.Response:
-    raise NotFound(f"no such endpoint: {request.path}")
-
-
 def create_app(gateway: Gateway, whep: WhepEndpoint | None = None,
                relays: RtmpRelays | None = None, hooks: RestHooks | None = None) -> web.Application:
     app = web.Application(middlewares=[observe_latency, cors_and_errors],
@@ -560,23 +545,27 @@ def create_app(gateway: Gateway, whep: WhepEndpoint | None = None,
     api = "/rest-api"
     app.router.add_post(f"{api}/call/startup", call_startup)
     app.router.add_post(f"{api}/call/find", call_find)
-    app.router.add_route("*", f"{api}/call/find_all", call_find_all)
+    app.router.add_get(f"{api}/call/find_all", call_find_all)
+    app.router.add_post(f"{api}/call/find_all", call_find_all)
     app.router.add_post(f"{api}/call/terminate", call_terminate)
     app.router.add_post(f"{api}/call/hold", call_hold)
     app.router.add_post(f"{api}/call/unhold", call_unhold)
     app.router.add_post(f"{api}/call/send_dtmf", call_send_dtmf)
     app.router.add_post(f"{api}/stream/find", stream_find)
-    app.router.add_route("*", f"{api}/stream/find_all", stream_find_all)
+    app.router.add_get(f"{api}/stream/find_all", stream_find_all)
+    app.router.add_post(f"{api}/stream/find_all", stream_find_all)
     app.router.add_post(f"{api}/stream/terminate", stream_terminate)
     app.router.add_post(f"{api}/stream/snapshot", stream_snapshot)
     app.router.add_post(f"{api}/recorder/startup", recorder_startup)
     app.router.add_post(f"{api}/stream/startRecording", recorder_startup)
     app.router.add_post(f"{api}/recorder/terminate", recorder_terminate)
     app.router.add_post(f"{api}/stream/stopRecording", recorder_terminate)
-    app.router.add_route("*", f"{api}/recorder/find_all", recorder_find_all)
+    app.router.add_get(f"{api}/recorder/find_all", recorder_find_all)
+    app.router.add_post(f"{api}/recorder/find_all", recorder_find_all)
     app.router.add_post(f"{api}/push/startup", push_startup)
     app.router.add_post(f"{api}/push/find", push_find)
-    app.router.add_route("*", f"{api}/push/find_all", push_find_all)
+    app.router.add_get(f"{api}/push/find_all", push_find_all)
+    app.router.add_post(f"{api}/push/find_all", push_find_all)
     app.router.add_post(f"{api}/push/terminate", push_terminate)
     app.router.add_post(f"{api}/push/mute", push_mute)
     app.router.add_post(f"{api}/push/unmute", push_unmute)
@@ -585,10 +574,10 @@ def create_app(gateway: Gateway, whep: WhepEndpoint | None = None,
     app.router.add_get("/whep/{stream}/{session}", whep_stats)
     app.router.add_patch("/whep/{stream}/{session}", whep_patch)
     app.router.add_get("/player", player)
+    app.router.add_get(f"{api}/openapi.json", openapi_json)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics_page)
-    app.router.add_route("*", f"{api}/{{tail:.*}}", not_found)
 
     async def close_whep(app: web.Application) -> None:
         await app[WHEP].close()

@@ -137,11 +137,9 @@ def check_callee(value: str, field: str = "callee") -> str:
 
 
 def check_proxy(value: str, field: str = "sipOutboundProxy") -> str:
-    """``host[:port]`` or a ``sip:`` URI with ``;transport=udp|tcp`` and ``;lr``."""
-    if value.lower().startswith(("sip:", "sips:")):
-        check_uri(value, field)
-    else:
-        check_hostport(value, field)
+    """``host[:port]``, with URI parameters (``;transport=tcp``, ``;lr``) or
+    without, and with a ``sip:`` scheme or without."""
+    check_uri(value if value.lower().startswith(("sip:", "sips:")) else "sip:" + value, field)
     return value
 
 
