@@ -162,3 +162,45 @@ async def test_openapi_is_generated_from_the_models_and_the_live_server_keeps_to
     assert server.gateway.ua is not None  # still serving
     async with rest.http.get(rest.base_url + "/health") as res:
         assert res.status == 200
+
+
+async def test_json_logs_carry_the_call_id_and_stream_name(callee: LoopbackCallee, tmp_path: Any) -> None:
+    import asyncio
+    import json
+    import os
+    import sys
+
+    import aiohttp
+
+    from .conftest import free_tcp_port
+
+    http_port = free_tcp_port()
+    first, last = media_range()
+    env = {**os.environ, "SIPSTREAM_LOG_FORMAT": "json", "SIPSTREAM_WEBRTC_PORT": "0",
+           "SIPSTREAM_MEDIA_PORT_FROM": str(first), "SIPSTREAM_MEDIA_PORT_TO": str(last)}
+    log_path = tmp_path / "server.log"
+    with open(log_path, "wb") as log_file:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "sipstream", "serve", "--http-port", str(http_port), env=env,
+            stdout=asyncio.subprocess.DEVNULL, stderr=log_file)
+        try:
+            async with aiohttp.ClientSession() as http:
+                rest = Rest(f"http://127.0.0.1:{http_port}", http)
+                for _ in range(100):
+                    try:
+                        await rest.get("/health")
+                        break
+                    except aiohttp.ClientError:
+                        await asyncio.sleep(0.1)
+                await rest.start_call(loopback_call(callee, "jl\u00e9", "json-stream"))
+                await rest.post("/rest-api/call/terminate", {"callId": "jl\u00e9"})
+                await rest.wait_status("jl\u00e9", {"FINISH"})
+        finally:
+            proc.terminate()
+            await proc.wait()
+    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    assert all({"time", "level", "logger", "message"} <= set(entry) for entry in lines)
+    of_call = [e for e in lines if e.get("call_id") == "jl\u00e9"]
+    statuses = [e["message"] for e in of_call]
+    assert any("ESTABLISHED" in m for m in statuses) and any("FINISH" in m for m in statuses), statuses
+    assert all(e["stream"] == "json-stream" for e in of_call)

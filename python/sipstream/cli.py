@@ -11,7 +11,7 @@ import sys
 
 import aiohttp
 
-from . import __version__
+from . import __version__, logs
 from .server import Server, serve_forever
 from .settings import Settings, SettingsError
 
@@ -33,17 +33,19 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aioice").setLevel(logging.WARNING)
+    logs.configure(args.log_level)
     try:
         settings = Settings.load(args.config, overrides={"http_port": args.http_port, "ip": args.ip})
     except SettingsError as exc:
         print(f"sipstream: {exc}", file=sys.stderr)
         return 2
+    logs.configure(args.log_level, settings.log_format)
     runner = _demo(settings) if args.command == "demo" else serve_forever(Server(settings))
     try:
         asyncio.run(runner)
+    except SettingsError as exc:  # found at start, e.g. an unreadable https_cert
+        print(f"sipstream: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"sipstream: {exc}", file=sys.stderr)
         return 1
@@ -72,7 +74,8 @@ async def _demo(settings: Settings) -> None:
     print(
         f"\nsipstream demo is running.\n"
         f"  player:  {server.base_url}/player?stream=demo\n"
-        f"  call:    curl -s -X POST {server.base_url}/rest-api/call/find -d '{json.dumps({'callId': 'demo-call'})}'\n"
+        f"  call:    curl -s -X POST {server.base_url}/rest-api/call/find -H 'Content-Type: application/json' "
+        f"-d '{json.dumps({'callId': 'demo-call'})}'\n"
         f"Press Ctrl+C to stop.\n",
         flush=True,
     )

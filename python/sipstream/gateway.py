@@ -191,6 +191,11 @@ class Call:
         self.ended = asyncio.Event()
         self.rtmp_relay: Any = None  # "SIP as RTMP": the relay started with the call
 
+    @property
+    def log_fields(self) -> dict[str, str]:
+        """``extra`` for a log line about this call from outside its tasks."""
+        return {"call_id": self.call_id, "stream": self.stream.name}
+
     def to_json(self) -> dict[str, Any]:
         r = self.request
         media = self.media
@@ -328,7 +333,8 @@ class Gateway:
             except TooManyRecordings as exc:
                 log.warning("call %s is not recorded: %s", request.call_id, exc)
         call.task = self._spawn(self._run_call(call))
-        log.info("call %s: %s -> %s as stream %s", call.call_id, request.sip_login, request.callee, stream.name)
+        log.info("call %s: %s -> %s as stream %s", call.call_id, request.sip_login, request.callee, stream.name,
+                 extra=call.log_fields)
         return call
 
     async def _run_call(self, call: Call) -> None:
@@ -430,7 +436,7 @@ class Gateway:
         if sip_status is not None:
             call.sip_status = sip_status
         call.info = info
-        log.info("call %s: %s%s", call.call_id, status.value, f" ({info})" if info else "")
+        log.info("call %s: %s%s", call.call_id, status.value, f" ({info})" if info else "", extra=call.log_fields)
         if status.is_final:
             self.metrics.call_ended(status.value, info, call.media.stats() if call.media is not None else {})
             call.end_time = time.time()
