@@ -43,6 +43,7 @@ async def test_metrics_count_calls_media_viewers_and_requests(
         live, "sipstream_rtp_in_packets_total", kind="video")
     assert ("sipstream_rtp_in_jitter_ms", (("kind", "audio"), ("stream", "ms1"))) in live
     assert value(live, "sipstream_viewers", protocol="whep", state="connected") == 0
+    assert value(live, "sipstream_sip_total", event="transactions") >= 1  # the INVITE
     assert value(live, "sipstream_http_request_seconds_count", route="/rest-api/call/startup",
                  method="POST", status="2xx") == 1
     await rest.post("/rest-api/call/terminate", {"callId": "m1"})

@@ -253,7 +253,10 @@ class Gateway:
     async def start(self) -> None:
         s = self.settings
         log.info("open files limit: %d", raise_nofile_limit())
-        transport = await SipTransport.open(s.bind_ip, s.sip_port, s.sip_t1_ms / 1000, s.sip_transaction_timeout_s)
+        transport = await SipTransport.open(
+            s.bind_ip, s.sip_port, s.sip_t1_ms / 1000, s.sip_transaction_timeout_s,
+            max_tcp_connections=s.sip_tcp_max_connections, tcp_first_message_timeout=s.sip_tcp_message_timeout_s,
+            tcp_message_timeout=s.sip_tcp_message_timeout_s, tcp_idle_timeout=s.sip_tcp_idle_timeout_s)
         self.ua = UserAgent(transport, s.ip, s.sip_register_expires)
         log.info("SIP on %s:%d (UDP and TCP)", transport.local_address.host, transport.local_address.port)
 

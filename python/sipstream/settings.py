@@ -113,6 +113,12 @@ class Settings:
     sip_transaction_timeout_s: float = 32.0
     sip_invite_timeout_s: float = 60.0
     sip_register_expires: int = 3600
+    # The SIP TCP port: inbound connections at once, seconds for a message to
+    # arrive whole (and for a new connection's first one), seconds an idle
+    # inbound connection stays open (Kamailio's default lifetime).
+    sip_tcp_max_connections: int = 1000
+    sip_tcp_message_timeout_s: float = 10.0
+    sip_tcp_idle_timeout_s: float = 120.0
     sip_session_expires_s: int = 1800  # RFC 4028 interval we ask for
     sip_min_se_s: int = 90  # RFC 4028 Min-SE (90 s); shorter only to test refreshes quickly
     rtp_activity_timeout_s: float = 60.0  # no RTP this long while ESTABLISHED: BYE + FAILED; 0: off
@@ -195,7 +201,8 @@ class Settings:
         if self.record_audio_codec not in ("aac", "opus"):
             raise SettingsError(f"record_audio_codec: expected aac or opus, got {self.record_audio_codec!r}")
         for key in ("http_max_connections", "http_header_timeout_s", "http_keepalive_timeout_s",
-                    "shutdown_timeout_s"):
+                    "shutdown_timeout_s", "sip_tcp_max_connections", "sip_tcp_message_timeout_s",
+                    "sip_tcp_idle_timeout_s"):
             if getattr(self, key) <= 0:
                 raise SettingsError(f"{key}: must be > 0, got {getattr(self, key)}")
         if self.media_port_to - self.media_port_from < 3:

@@ -7,6 +7,7 @@ Each server has its own registry, so several servers may run in one process."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter as Tally
 from collections.abc import Iterator
@@ -157,11 +158,10 @@ class _StateCollector(Collector):
             for outcome in ("sent", "failed", "dropped", "unrouted"):
                 hooks.add_metric([outcome], getattr(self.hooks, outcome))
             yield hooks
-        transport = gateway.ua.transport if gateway.ua is not None else None
-        counters = getattr(transport, "counters", None)
-        if counters:
-            sip = CounterMetricFamily("sipstream_sip", "SIP transport events", labels=["event"])
-            for event, count in sorted(counters.items()):
+        if gateway.ua is not None:
+            sip = CounterMetricFamily("sipstream_sip", "SIP transport events: messages, client transactions, "
+                                      "retransmissions, TCP connections refused or timed out", labels=["event"])
+            for event, count in sorted(dataclasses.asdict(gateway.ua.transport.stats).items()):
                 sip.add_metric([event], count)
             yield sip
 

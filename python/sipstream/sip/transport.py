@@ -75,6 +75,7 @@ class TransportStats:
     sent: int = 0
     malformed: int = 0
     stray_responses: int = 0
+    transactions: int = 0  # client transactions started
     retransmissions: int = 0
     tcp_connections: int = 0
     tcp_rejected: int = 0  # inbound connections closed at once: the cap was reached
@@ -480,6 +481,7 @@ class SipTransport:
         if destination.transport == "TCP":
             await self._connect(destination)
         tx = ClientTransaction(request, destination, on_provisional)
+        self.stats.transactions += 1
         key = (branch, method)
         self._transactions[key] = tx
         retransmit = asyncio.create_task(self._retransmit(tx))
