@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 from sipstream.server import Server
 from sipstream.testing import LoopbackCallee
@@ -87,7 +88,6 @@ async def test_https_serves_the_api_with_the_given_certificate(server_with: Any,
     import ssl
     import subprocess
 
-    import aiohttp
 
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
@@ -171,8 +171,6 @@ async def test_json_logs_carry_the_call_id_and_stream_name(callee: LoopbackCalle
     import os
     import sys
 
-    import aiohttp
-
     from .conftest import free_tcp_port
 
     http_port = free_tcp_port()
@@ -205,3 +203,41 @@ async def test_json_logs_carry_the_call_id_and_stream_name(callee: LoopbackCalle
     statuses = [e["message"] for e in of_call]
     assert any("ESTABLISHED" in m for m in statuses) and any("FINISH" in m for m in statuses), statuses
     assert all(e["stream"] == "json-stream" for e in of_call)
+
+
+async def test_playback_tokens_open_one_stream_until_they_expire(
+    server_with: Any, callee: LoopbackCallee
+) -> None:
+    import time
+
+    from sipstream.api.auth import playback_token
+
+    from .test_webrtc_engine import recvonly_offer
+
+    secret, api_token = "playback-secret-0123456789abcdef", "api-token-0123456789"
+    _, rest = await server_with(playback_token_secret=secret, rest_auth_token=api_token)
+    rest.http.headers["Authorization"] = f"Bearer {api_token}"
+    await rest.start_call(loopback_call(callee, "pt", "pts"))
+    offer = await recvonly_offer("audio", "video")
+
+    async def play(token: str | None) -> int:
+        headers = {"Content-Type": "application/sdp"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        async with aiohttp.ClientSession() as http, http.post(rest.base_url + "/whep/pts", data=offer,
+                                                               headers=headers) as res:
+            return res.status
+
+
+    assert await play(None) == 401
+    assert await play(playback_token(secret, "other")) == 401
+    assert await play(playback_token("another-secret-0123456789abcdef!", "pts")) == 401
+    assert await play(playback_token(secret, "pts", ttl_s=10, now=time.time() - 60)) == 401  # expired
+    assert await play(playback_token(secret, "pts")) == 201
+    assert await play(playback_token(secret, "*")) == 201
+    assert await play(api_token) == 201  # the API token opens everything
+    # a playback token is not an API token
+    async with aiohttp.ClientSession() as http, http.post(
+            rest.base_url + "/rest-api/call/find_all",
+            headers={"Authorization": f"Bearer {playback_token(secret, 'pts')}"}) as res:
+        assert res.status == 401

@@ -94,7 +94,10 @@ class Settings:
     on_record_hook_script: str = ""
     call_keep_finished_s: float = 10.0
     log_format: str = "text"  # or "json": one object per line, with call_id and stream
-    rest_auth_token: str = ""
+    rest_auth_token: str = dataclasses.field(default="", repr=False)
+    # Signs playback tokens (JWT HS256, claims "stream" and "exp"): with it,
+    # WHEP takes a token for the stream instead of rest_auth_token, and needs one.
+    playback_token_secret: str = dataclasses.field(default="", repr=False)
     # HTTPS for the HTTP API, WHEP and the pages (PEM files); both or neither.
     https_cert: str = ""
     https_key: str = ""
@@ -194,6 +197,8 @@ class Settings:
         if not 2 <= self.sip_min_se_s <= self.sip_session_expires_s:
             raise SettingsError(f"sip_min_se_s: need 2 <= sip_min_se_s <= sip_session_expires_s "
                                 f"({self.sip_session_expires_s}), got {self.sip_min_se_s}")
+        if self.playback_token_secret and len(self.playback_token_secret.encode()) < 32:
+            raise SettingsError("playback_token_secret: use at least 32 bytes (RFC 7518 §3.2)")
         if bool(self.https_cert) != bool(self.https_key):
             raise SettingsError("https_cert/https_key: give both PEM files, or neither")
         if self.log_format not in ("text", "json"):

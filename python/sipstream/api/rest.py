@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hmac
 import ipaddress
 import json
 import logging
@@ -29,7 +28,7 @@ from ..egress.whep import WhepEndpoint
 from ..gateway import AtCapacity, CallRequest, Conflict, Gateway, GatewayError, InvalidRequest, NotFound
 from ..limits import fds_available_for_call
 from ..settings import Settings, SettingsError
-from . import models
+from . import auth, models
 from .hooks import RestHooks
 from .limits import RateLimiter
 from .metrics import METRICS, metrics_page, observe_latency
@@ -119,20 +118,18 @@ async def cors_and_errors(request: web.Request, handler: Handler) -> web.StreamR
         refused = error(429, "too many requests from this address (rest_rate_limit)")
         refused.headers.update({**cors, "Retry-After": str(limiter.retry_after(client))})
         return refused
-    response = await _authorized(request, handler, settings.rest_auth_token)
+    response = await _authorized(request, handler, settings)
     response.headers.update(cors)
     return response
 
 
-async def _authorized(request: web.Request, handler: Handler, token: str) -> web.StreamResponse:
+async def _authorized(request: web.Request, handler: Handler, settings: Settings) -> web.StreamResponse:
     # The player page is public (it holds no secret; it sends the token it is
-    # given to WHEP and REST), so is /health. Compared in constant time.
-    if token and request.path not in _PUBLIC_PATHS and not request.path.startswith("/static"):
-        sent = request.headers.get("Authorization", "").encode("utf-8", "replace")  # any bytes: a 401, never a 500
-        if not hmac.compare_digest(sent, f"Bearer {token}".encode()):
-            response = error(401, "missing or wrong bearer token")
-            response.headers["WWW-Authenticate"] = 'Bearer realm="sipstream"'  # RFC 6750 §3
-            return response
+    # given to WHEP and REST), so are the probes and the API's schema.
+    if not _may(request, settings):
+        response = error(401, "missing or wrong bearer token")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="sipstream"'  # RFC 6750 §3
+        return response
     try:
         return await handler(request)
     except GatewayError as exc:
@@ -170,6 +167,21 @@ def validation_message(exc: ValidationError) -> str:
         else:
             parts.append(f"field {field!r}: {message}")
     return "; ".join(parts)
+
+
+def _may(request: web.Request, settings: Settings) -> bool:
+    """The API token opens everything; on WHEP, a playback token for the
+    stream does too, and with only ``playback_token_secret`` set WHEP needs one."""
+    path = request.path
+    if path in _PUBLIC_PATHS or path.startswith("/static"):
+        return True
+    authorization = request.headers.get("Authorization", "")
+    if settings.rest_auth_token and auth.api_token_ok(authorization, settings.rest_auth_token):
+        return True
+    if path.startswith("/whep/") and settings.playback_token_secret:
+        stream = request.match_info.get("stream", "")
+        return auth.playback_allowed(auth.bearer(authorization), stream, settings.playback_token_secret)
+    return not settings.rest_auth_token
 
 
 class UnsupportedMediaType(GatewayError):
