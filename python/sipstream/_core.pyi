@@ -4,6 +4,7 @@ Everything here is sans-IO: bytes and numbers in, values out. Errors are
 ``ValueError`` subclasses whose message names what was wrong and where.
 """
 
+import builtins
 from typing import Any
 
 __version__: str
@@ -340,7 +341,7 @@ class MediaReceiver:
     dropped_frames: int  # video access units dropped because of loss (added)
 
     def __init__(self, payload_types: dict[int, tuple[str, int]]) -> None: ...
-    def push(self, packet: bytes) -> list[Frame]: ...
+    def push(self, packet: builtins.bytes) -> list[Frame]: ...
     def needs_keyframe(self) -> bool:
         """True after video loss until the next keyframe (drives PLI/FIR); also
         True while H.264 is arriving but no keyframe has been seen yet on the

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import Counter as Tally
+from collections import defaultdict
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +51,7 @@ class Metrics:
             ["route", "method", "status"], buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5),
             registry=self.registry)
         # RTP receive totals of the calls that ended
-        self.ended_rtp: Tally[tuple[str, str]] = Tally()
+        self.ended_rtp: defaultdict[tuple[str, str], float] = defaultdict(float)
 
     def attach(self, gateway: Gateway, whep: WhepEndpoint, relays: RtmpRelays, hooks: RestHooks | None) -> None:
         self.registry.register(_StateCollector(self, gateway, whep, relays, hooks))
@@ -95,7 +96,7 @@ class _StateCollector(Collector):
         live_streams = [s for s in gateway.streams.values() if not s.ended]
         yield GaugeMetricFamily("sipstream_streams", "Live streams", value=len(live_streams))
 
-        rtp = Tally(self.metrics.ended_rtp)
+        rtp = defaultdict(float, self.metrics.ended_rtp)
         jitter = GaugeMetricFamily("sipstream_rtp_in_jitter_ms", "Interarrival jitter of a live call's track",
                                    labels=["stream", "kind"])
         fps = GaugeMetricFamily("sipstream_rtp_in_fps", "Frames per second of a live call's track",

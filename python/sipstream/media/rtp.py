@@ -74,7 +74,7 @@ class RtpSession:
                  offered: dict[int, tuple[str, int]] | None = None, jitter_buffer: bool = False,
                  generate_after_ms: int | None = None) -> None:
         self._sockets = sockets
-        self.base_port = sockets[0].getsockname()[1]
+        self.base_port = int(sockets[0].getsockname()[1])
         self.stream = stream
         self.receive_buffer = receive_buffer
         self.send_buffer = send_buffer

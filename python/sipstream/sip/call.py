@@ -9,7 +9,8 @@ import asyncio
 import enum
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from .._core import NameAddr, SessionDescription, SipMessage, SipUri
 from .account import SipAccount, resolve
@@ -151,8 +152,8 @@ class OutgoingCall:
     async def wait_ended(self) -> None:
         await self._ended.wait()
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -592,7 +593,8 @@ class OutgoingCall:
         if request.method == "INVITE" and source.transport == "UDP" and cseq is not None:
             task = asyncio.ensure_future(self._retransmit_2xx(response, source))
             self._unacked[cseq[0]] = task
-            task.add_done_callback(lambda _t, n=cseq[0]: self._unacked.pop(n, None))
+            number = cseq[0]
+            task.add_done_callback(lambda _t: self._unacked.pop(number, None))
         if session_expires:
             # The far end sent the refresh; restart the watch (we are its UAS).
             self._start_session_timer(request, we_are_uac=False)

@@ -69,7 +69,7 @@ def encode_tone(codec: str, seconds: float, freq: float = 440.0, beep: bool = Fa
         rate, name = 48000, "libopus"
     else:
         rate, name = 8000, "pcm_mulaw" if codec == "PCMU" else "pcm_alaw"
-    ctx = av.CodecContext.create(name, "w")
+    ctx: Any = av.CodecContext.create(name, "w")  # an audio encoder: PyAV types it as the base class
     ctx.sample_rate = rate
     ctx.layout = "stereo" if codec == "opus" else "mono"
     ctx.format = "s16"
