@@ -475,3 +475,13 @@ async def test_running_out_of_fds_is_a_503_that_says_so_and_http_keeps_working(t
         proc.terminate()
         proc.wait(10)
         await callee.stop()
+
+
+async def test_a_request_without_host_header_is_served(server: Server) -> None:
+    """HTTP/1.0 probes send no Host; only browsers (which always do) can be rebound."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.settings.http_port)
+    writer.write(b"GET /health HTTP/1.0\r\n\r\n")
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 5)
+    writer.close()
+    assert status_line.startswith(b"HTTP/1.") and b" 200 " in status_line, status_line

@@ -96,9 +96,10 @@ def origin_allowed(request: web.Request, origin: str, settings: Settings) -> boo
 @web.middleware
 async def cors_and_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     settings = request.app[GATEWAY].settings
-    if not host_allowed(request.host, settings):
+    host = request.headers.get("Host")  # browsers always send it; only they can be rebound
+    if host is not None and not host_allowed(host, settings):
         log.info("HTTP %s %s refused: Host %r is not in allowed_hosts", request.method, request.path,
-                 request.host[:100])
+                 host[:100])
         return error(400, "this Host is not served here (allowed_hosts)")
     origin = request.headers.get("Origin")
     cors = dict(CORS)
