@@ -5,7 +5,57 @@ Everything here is sans-IO: bytes and numbers in, values out. Errors are
 """
 
 import builtins
-from typing import Any
+from typing import Any, final
+
+# The classes are PyO3 classes: none can be subclassed (hence @final), and
+# their constructors are ``__new__`` (PyO3's ``#[new]``), never ``__init__``.
+# Those without a constructor (SipMessage, RtpPacket, AccessUnit, Frame,
+# Transmit, MediaEvent) come only from the functions below. Fields declared
+# as plain attributes are writable; read-only ones are properties. A list or
+# dict field is a fresh copy on each read (``sd.media.append(m)`` changes
+# nothing: assign the whole list), though the Codec / MediaDescription
+# objects in it are shared. A default of ``...`` is one PyO3 does not show
+# (its real value is in the comment next to it).
+
+__all__ = [
+    "__version__",
+    "SipParseError",
+    "SdpParseError",
+    "RtpParseError",
+    "SipMessage",
+    "NameAddr",
+    "SipUri",
+    "Via",
+    "parse_challenge",
+    "digest_authorization",
+    "digest_response",
+    "Codec",
+    "MediaDescription",
+    "SessionDescription",
+    "RtpPacket",
+    "build_rtp",
+    "is_rtcp",
+    "build_pli",
+    "build_fir",
+    "build_receiver_report",
+    "parse_rtcp",
+    "AccessUnit",
+    "H264Depacketizer",
+    "h264_packetize",
+    "h264_sps_resolution",
+    "Frame",
+    "MediaReceiver",
+    "MediaConfig",
+    "MediaSession",
+    "Transmit",
+    "MediaEvent",
+    "MediaIo",
+    "MediaReadyQueue",
+    "g711_decode",
+    "black_keyframe",
+    "StreamFeed",
+    "WebrtcEngine",
+]
 
 __version__: str
 
@@ -20,6 +70,7 @@ class RtpParseError(ValueError):
 
 # --------------------------------------------------------------------------- SIP
 
+@final
 class SipMessage:
     """A parsed (or built) SIP request or response.
 
@@ -46,11 +97,11 @@ class SipMessage:
         datagram when absent). Raises SipParseError (never panics)."""
     @staticmethod
     def request(
-        method: str, uri: str, headers: list[tuple[str, str]], body: bytes = b""
+        method: str, uri: str, headers: list[tuple[str, str]], body: bytes = ...  # b""
     ) -> SipMessage: ...
     @staticmethod
     def response(
-        status: int, reason: str, headers: list[tuple[str, str]], body: bytes = b""
+        status: int, reason: str, headers: list[tuple[str, str]], body: bytes = ...  # b""
     ) -> SipMessage: ...
     def header(self, name: str) -> str | None:
         """First value of a header; name is case-insensitive, compact form accepted."""
@@ -73,6 +124,7 @@ class SipMessage:
     def to_bytes(self) -> bytes:
         """Serialize; Content-Length is (re)written from the body."""
 
+@final
 class NameAddr:
     """A From/To/Contact/Route value: ``"Bob" <sip:bob@host>;tag=x``."""
 
@@ -80,18 +132,19 @@ class NameAddr:
     uri: str
     params: dict[str, str | None]
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         uri: str,
         display: str | None = None,
         params: dict[str, str | None] | None = None,
-    ) -> None: ...
+    ) -> NameAddr: ...
     @staticmethod
     def parse(value: str) -> NameAddr: ...
     def tag(self) -> str | None: ...
     def to_string(self) -> str:
         """Always ``<uri>`` in angle brackets; display name always quoted."""
 
+@final
 class SipUri:
     """``sip:user@host:port;params`` (sips: too)."""
 
@@ -102,32 +155,33 @@ class SipUri:
     params: dict[str, str | None]
     headers: str | None  # URI headers after "?", as written (added)
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         host: str,
         user: str | None = None,
         port: int | None = None,
-        scheme: str = "sip",
+        scheme: str = ...,  # "sip"
         params: dict[str, str | None] | None = None,
         headers: str | None = None,
-    ) -> None: ...
+    ) -> SipUri: ...
     @staticmethod
     def parse(value: str) -> SipUri: ...
     def to_string(self) -> str: ...
 
+@final
 class Via:
     transport: str
     host: str
     port: int | None
     params: dict[str, str | None]
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         transport: str,
         host: str,
         port: int | None = None,
         params: dict[str, str | None] | None = None,
-    ) -> None: ...
+    ) -> Via: ...
     @staticmethod
     def parse(value: str) -> Via: ...
     def branch(self) -> str | None: ...
@@ -161,14 +215,15 @@ def digest_response(
     method: str,
     uri: str,
     nonce: str,
-    qop: str | None,
-    cnonce: str | None,
-    nc: int | None,
+    qop: str | None = None,
+    cnonce: str | None = None,
+    nc: int | None = None,
 ) -> str:
     """Hex response value alone (RFC 2617 / RFC 7616)."""
 
 # ----------------------------------------------------------------------- SDP
 
+@final
 class Codec:
     payload_type: int
     name: str
@@ -177,21 +232,25 @@ class Codec:
     fmtp: str | None
     rtcp_fb: list[str]
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         payload_type: int,
         name: str,
         clock_rate: int,
         channels: int | None = None,
         fmtp: str | None = None,
         rtcp_fb: list[str] | None = None,
-    ) -> None: ...
+    ) -> Codec: ...
 
+@final
 class MediaDescription:
     kind: str  # "audio" | "video" | other
     port: int
     proto: str  # "RTP/AVP", "RTP/AVPF", ...
-    formats: list[int]  # informational; the m-line is written from ``codecs``
+    # informational; the m-line is written from ``codecs``. The payload
+    # types as bytes (PyO3 turns Rust's Vec<u8> into bytes): ``list(formats)``
+    # gives the ints; a list of ints is accepted on assignment.
+    formats: bytes
     extra_formats: list[str]  # non-numeric formats (e.g. webrtc-datachannel) (added)
     connection: str | None  # c= address of this m-section, if any
     direction: str  # sendrecv | sendonly | recvonly | inactive
@@ -200,19 +259,20 @@ class MediaDescription:
     codecs: list[Codec]  # one per format, in m-line order (static PTs filled in)
     attributes: list[tuple[str, str | None]]  # every other a= line, in order
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         kind: str,
         port: int,
         proto: str,
         codecs: list[Codec],
-        direction: str = "sendrecv",
+        direction: str = ...,  # "sendrecv"
         connection: str | None = None,
         rtcp_port: int | None = None,
         rtcp_mux: bool = False,
         attributes: list[tuple[str, str | None]] | None = None,
-    ) -> None: ...
+    ) -> MediaDescription: ...
 
+@final
 class SessionDescription:
     origin_username: str
     session_id: int
@@ -223,17 +283,17 @@ class SessionDescription:
     attributes: list[tuple[str, str | None]]  # session-level a= lines (added)
     media: list[MediaDescription]
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         origin_address: str,
         media: list[MediaDescription],
         session_id: int = 0,
         session_version: int = 0,
-        origin_username: str = "-",
-        session_name: str = "-",
+        origin_username: str = ...,  # "-"
+        session_name: str = ...,  # "-"
         connection: str | None = None,
         attributes: list[tuple[str, str | None]] | None = None,
-    ) -> None: ...
+    ) -> SessionDescription: ...
     @staticmethod
     def parse(text: str) -> SessionDescription: ...
     def to_string(self) -> str:
@@ -241,6 +301,7 @@ class SessionDescription:
 
 # ---------------------------------------------------------------- RTP / RTCP
 
+@final
 class RtpPacket:
     marker: bool
     payload_type: int
@@ -277,11 +338,19 @@ def parse_rtcp(data: bytes) -> list[tuple[int, int, int]]:
 
 # ------------------------------------------------------------------- H.264
 
+@final
 class AccessUnit:
-    data: bytes  # Annex-B (00 00 00 01 start codes)
-    timestamp: int  # RTP timestamp
-    keyframe: bool  # contains an IDR slice
+    @property
+    def data(self) -> bytes:
+        """Annex-B (00 00 00 01 start codes)."""
+    @property
+    def timestamp(self) -> int:
+        """RTP timestamp."""
+    @property
+    def keyframe(self) -> bool:
+        """Contains an IDR slice."""
 
+@final
 class H264Depacketizer:
     """RFC 6184 single NAL, STAP-A and FU-A → whole Annex-B access units.
 
@@ -290,11 +359,17 @@ class H264Depacketizer:
     and sets ``needs_keyframe`` until the next IDR arrives."""
 
     needs_keyframe: bool
-    dropped: int  # access units dropped because of loss
-    ignored: int  # STAP-B/MTAP/FU-B/reserved packets (read-only, added)
-    malformed: int  # truncated packets / bad STAP-A sizes (read-only, added)
 
-    def __init__(self) -> None: ...
+    def __new__(cls) -> H264Depacketizer: ...
+    @property
+    def dropped(self) -> int:
+        """Access units dropped because of loss."""
+    @property
+    def ignored(self) -> int:
+        """STAP-B/MTAP/FU-B/reserved packets."""
+    @property
+    def malformed(self) -> int:
+        """Truncated packets / bad STAP-A sizes."""
     def push(
         self, payload: bytes, sequence: int, timestamp: int, marker: bool
     ) -> list[AccessUnit]: ...
@@ -307,18 +382,37 @@ def h264_sps_resolution(sps: bytes) -> tuple[int, int] | None:
 
 # ------------------------------------------------------------- media receive
 
+@final
 class Frame:
-    kind: str  # "audio" | "video"
-    codec: str  # "H264", "PCMU", "PCMA", "opus", "telephone-event"
-    payload_type: int
-    clock_rate: int
-    data: bytes  # Annex-B access unit for H264, the RTP payload for audio
-    timestamp: int  # RTP timestamp
-    keyframe: bool  # True for every audio frame; IDR for video
-    ssrc: int
-    pts_us: int  # presentation time, µs on the session's common clock (monotonic per track) (added)
-    generated: bool  # placeholder from the generator (silence / black keyframe) (added)
+    @property
+    def kind(self) -> str:
+        """"audio" | "video"."""
+    @property
+    def codec(self) -> str:
+        """"H264", "PCMU", "PCMA", "opus", "telephone-event", ..."""
+    @property
+    def payload_type(self) -> int: ...
+    @property
+    def clock_rate(self) -> int: ...
+    @property
+    def data(self) -> bytes:
+        """Annex-B access unit for H264, the RTP payload for audio."""
+    @property
+    def timestamp(self) -> int:
+        """RTP timestamp."""
+    @property
+    def keyframe(self) -> bool:
+        """True for every audio frame; IDR for video."""
+    @property
+    def ssrc(self) -> int: ...
+    @property
+    def pts_us(self) -> int:
+        """Presentation time, µs on the session's common clock (monotonic per track)."""
+    @property
+    def generated(self) -> bool:
+        """Placeholder from the generator (silence / black keyframe)."""
 
+@final
 class MediaReceiver:
     """Sans-IO receive path for one call: RTP in, whole frames out.
 
@@ -330,17 +424,27 @@ class MediaReceiver:
     through (Frame.codec uses that canonical spelling); any other name (VP8...)
     counts as unknown_payload_type. A new video SSRC resets the depacketizer."""
 
-    packets: int
-    bytes: int
-    malformed: int
-    unknown_payload_type: int
-    lost: int
-    video_ssrc: int | None
-    audio_ssrc: int | None
-    rtcp: int  # RTCP packets pushed here (ignored, not malformed) (added)
-    dropped_frames: int  # video access units dropped because of loss (added)
-
-    def __init__(self, payload_types: dict[int, tuple[str, int]]) -> None: ...
+    def __new__(cls, payload_types: dict[int, tuple[str, int]]) -> MediaReceiver: ...
+    @property
+    def packets(self) -> int: ...
+    @property
+    def bytes(self) -> int: ...
+    @property
+    def malformed(self) -> int: ...
+    @property
+    def unknown_payload_type(self) -> int: ...
+    @property
+    def lost(self) -> int: ...
+    @property
+    def video_ssrc(self) -> int | None: ...
+    @property
+    def audio_ssrc(self) -> int | None: ...
+    @property
+    def rtcp(self) -> int:
+        """RTCP packets pushed here (ignored, not malformed)."""
+    @property
+    def dropped_frames(self) -> int:
+        """Video access units dropped because of loss."""
     def push(self, packet: builtins.bytes) -> list[Frame]: ...
     def needs_keyframe(self) -> bool:
         """True after video loss until the next keyframe (drives PLI/FIR); also
@@ -349,6 +453,7 @@ class MediaReceiver:
 
 # ------------------------------------------------- media core (Rust session)
 
+@final
 class MediaConfig:
     """Negotiated media of one call, for MediaSession / MediaIo.
 
@@ -363,47 +468,65 @@ class MediaConfig:
     flow at once (never broken). ``generate_av_start_delay_ms=None`` disables
     placeholder media."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         payload_types: dict[int, tuple[str, int]],
         *,
         audio_rtp: tuple[str, int] | None = None,
         audio_rtcp: tuple[str, int] | None = None,
         audio_rtcp_mux: bool = False,
-        audio_rtcp_fb: list[str] = ...,
+        audio_rtcp_fb: list[str] = ...,  # []
         video_rtp: tuple[str, int] | None = None,
         video_rtcp: tuple[str, int] | None = None,
         video_rtcp_mux: bool = False,
-        video_rtcp_fb: list[str] = ...,
+        video_rtcp_fb: list[str] = ...,  # []
         jitter_buffer: bool = True,
         jitter_target_ms: int = 80,
         jitter_max_ms: int = 500,
         generate_av_start_delay_ms: int | None = None,
         generate_video_interval_ms: int = 1000,
         ssrc: int = 0x51957EA3,
-        cname: str = "sipstream",
+        cname: str = ...,  # "sipstream"
         rtcp_interval_ms: int = 5000,
         keyframe_interval_ms: int = 1000,
-    ) -> None: ...
+    ) -> MediaConfig: ...
 
+@final
 class Transmit:
-    socket: int  # local socket index: 0 audio RTP, 1 audio RTCP, 2 video RTP, 3 video RTCP
-    to: tuple[str, int]
-    data: bytes  # a compound RTCP packet (RR + SDES [+ NACK | PLI | FIR])
+    @property
+    def socket(self) -> int:
+        """Local socket index: 0 audio RTP, 1 audio RTCP, 2 video RTP, 3 video RTCP."""
+    @property
+    def to(self) -> tuple[str, int]: ...
+    @property
+    def data(self) -> bytes:
+        """A compound RTCP packet (RR + SDES [+ NACK | PLI | FIR])."""
 
+@final
 class MediaEvent:
-    type: str  # "keyframe_needed" (send SIP INFO) | "ssrc_changed" | "bye" | "stream_changed" (StreamFeed.stats)
-    kind: str | None  # "audio" | "video"
-    ssrc: int
-    old_ssrc: int | None  # ssrc_changed only
-    reason: str | None  # bye only
+    @property
+    def type(self) -> str:
+        """"keyframe_needed" (send SIP INFO) | "ssrc_changed" | "bye" |
+        "stream_changed" (StreamFeed.stats)."""
+    @property
+    def kind(self) -> str | None:
+        """"audio" | "video"."""
+    @property
+    def ssrc(self) -> int: ...
+    @property
+    def old_ssrc(self) -> int | None:
+        """ssrc_changed only."""
+    @property
+    def reason(self) -> str | None:
+        """bye only."""
 
+@final
 class MediaSession:
     """Sans-IO receive path of one call. ``now`` is float seconds on any
     monotonic clock; ``pts_us`` counts from the constructor's ``now``.
     ``socket`` is the local socket index (see Transmit)."""
 
-    def __init__(self, config: MediaConfig, now: float) -> None: ...
+    def __new__(cls, config: MediaConfig, now: float) -> MediaSession: ...
     def handle_receive(self, now: float, data: bytes, source: tuple[str, int], socket: int = 0) -> None: ...
     def receive_batch(
         self, now: float, datagrams: list[bytes], source: tuple[str, int], socket: int = 0
@@ -427,6 +550,7 @@ class MediaSession:
     def remote_rtp(self, kind: str) -> tuple[str, int] | None: ...
     def remote_rtcp(self, kind: str) -> tuple[str, int] | None: ...
 
+@final
 class MediaIo:
     """The call's receive path on a shared Rust reactor thread (epoll + recvmmsg, off the GIL).
 
@@ -436,16 +560,16 @@ class MediaIo:
     ``drain()`` / ``drain_events()`` when readable. RTCP (RR every ~5 s,
     NACK, PLI/FIR) is sent by the thread."""
 
-    closed: bool
-
-    def __init__(
-        self,
+    def __new__(
+        cls,
         sockets: list[int | None],
         config: MediaConfig,
         rtp_receive_buffer_size: int | None = None,
         rtp_send_buffer_size: int | None = None,
         ready: MediaReadyQueue | None = None,
-    ) -> None: ...
+    ) -> MediaIo: ...
+    @property
+    def closed(self) -> bool: ...
     @property
     def token(self) -> int:
         """This call's token in ``MediaReadyQueue.drain()``."""
@@ -467,19 +591,22 @@ class MediaIo:
     def close(self) -> None:
         """Take the call off its reactor thread, close its sockets. Idempotent."""
 
+@final
 class MediaReadyQueue:
     """One notification for many calls (``MediaIo(..., ready=queue)``): watch
     ``fileno()``, then ``drain()`` gives ``(token, frames, has_events)`` for each
     call with something waiting, in one crossing."""
 
+    def __new__(cls) -> MediaReadyQueue: ...
     def fileno(self) -> int: ...
     def drain(self) -> list[tuple[int, list[Frame], bool]]: ...
 
+@final
 class StreamFeed:
     """A stream's hub in Rust: counts its frames, keeps its latest GOP, and
     packetizes them once for the WebRTC engine's viewers."""
 
-    def __init__(self) -> None: ...
+    def __new__(cls) -> StreamFeed: ...
     @property
     def id(self) -> int: ...
     @property
@@ -493,11 +620,12 @@ class StreamFeed:
     def close(self) -> None:
         """The stream ended: its viewers are closed."""
 
+@final
 class WebrtcEngine:
     """Every WebRTC viewer on one UDP port, served by a Rust thread (str0m)."""
 
-    def __init__(self, bind_ip: str, port: int, advertised_ip: str, connect_timeout_s: float = 30.0,
-                 consent_timeout_s: float = 20.0, tcp_port: int | None = None) -> None: ...
+    def __new__(cls, bind_ip: str, port: int, advertised_ip: str, connect_timeout_s: float = 30.0,
+                consent_timeout_s: float = 20.0, tcp_port: int | None = None) -> WebrtcEngine: ...
     @property
     def port(self) -> int: ...
     @property
