@@ -20,9 +20,9 @@
 //!   again after `reconfigure` changed the address.
 //! - RTCP is accepted from the SDP's RTCP or RTP address, from the latched
 //!   RTP source (rtcp-mux), from the latched RTCP source, and, while no
-//!   RTCP source is latched, from the latched RTP source's IP (its NAT's
-//!   other port) or, when the track knows no far-end address at all, from
-//!   anyone; an accepted one latches.
+//!   RTCP source is latched, from the IP of a latched RTP source that is
+//!   not the SDP's (a NAT: its other port), or from anyone while the track
+//!   knows no far-end address at all; an accepted one latches.
 //!
 //! Everything else is dropped before it touches the track (no SSRC change,
 //! no send-address latch, no SR, BYE or feedback) and counted in
@@ -535,9 +535,11 @@ impl Track {
         if self.rtp_source == Some(from) {
             return true;
         }
+        // a far end that sends RTP from its SDP's address sends RTCP from
+        // its SDP's RTCP address: another port of that IP is not its own
         let learn = self.rtcp_source.is_none()
             && match self.rtp_source {
-                Some(rtp) => rtp.ip() == from.ip(),
+                Some(rtp) => rtp.ip() == from.ip() && self.config.remote_rtp != Some(rtp),
                 None => self.config.remote_rtp.is_none() && default_rtcp(&self.config).is_none(),
             };
         if learn {
@@ -1668,10 +1670,13 @@ mod source_latching_tests {
             stranger(),
             &bye(0x3333),
         );
+        // another program on the far end's host
+        let same_host: SocketAddr = "10.0.0.2:5555".parse().unwrap();
+        s.handle_receive(t0 + ms(35), audio_rtcp(), same_host, &bye(0x3333));
         assert_eq!(events(&drain(&mut s)), vec![]);
         assert_eq!(s.remote_rtcp(MediaKind::Audio), Some(sdp_rtcp));
         let st = s.stats();
-        assert_eq!(st.foreign_source, 3);
+        assert_eq!(st.foreign_source, 4);
         assert_eq!(st.audio.unwrap().sender_reports, 0);
         // the far end's own BYE still counts
         s.handle_receive(t0 + ms(40), audio_rtcp(), sdp_rtcp, &bye(0x3333));
