@@ -163,7 +163,12 @@ class RtpSession:
 
     @property
     def packets_received(self) -> int:
-        return int(self._io.stats()["packets"]) if self._io is not None else 0
+        """Datagrams from the far end (a stranger's, dropped by strict RTP,
+        do not count: they must not keep a dead call alive)."""
+        if self._io is None:
+            return 0
+        stats = self._io.stats()
+        return int(stats["packets"]) - int(stats.get("foreign_source", 0))
 
     def _send_audio(self, payload_type: int, marker: bool, timestamp: int, payload: bytes) -> None:
         audio = self.negotiated.audio if self.negotiated else None
