@@ -181,7 +181,7 @@ async def test_two_hundred_load_viewers_and_chromium_receive_everything_for_20_s
     server_with: Any, callee: LoopbackCallee, tmp_path: Path
 ) -> None:
     require_chromium()
-    server, rest = await server_with(max_viewers=300)
+    server, rest = await server_with(max_viewers=300, max_viewers_per_client=0)  # one load client for 200 viewers
     await rest.start_call(loopback_call(callee, "we6", "wes6"))
     url = server.base_url + "/whep/wes6"
     load = asyncio.create_task(run_load(url, 200, 20, tmp_path))
