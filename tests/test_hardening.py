@@ -485,3 +485,14 @@ async def test_a_request_without_host_header_is_served(server: Server) -> None:
     status_line = await asyncio.wait_for(reader.readline(), 5)
     writer.close()
     assert status_line.startswith(b"HTTP/1.") and b" 200 " in status_line, status_line
+
+
+async def test_recorders_are_capped(server_with: Any, callee: LoopbackCallee, tmp_path: Any) -> None:
+    _, rest = await server_with(max_recorders=1, record_dir=str(tmp_path))
+    await rest.start_call(loopback_call(callee, "rc1", "rcs1"))
+    await rest.start_call(loopback_call(callee, "rc2", "rcs2"))
+    assert (await rest.post("/rest-api/recorder/startup", {"streamName": "rcs1"}))[0] == 200
+    code, answer = await rest.post("/rest-api/recorder/startup", {"streamName": "rcs2"})
+    assert code == 503 and "max_recorders" in answer["error"], answer
+    assert (await rest.post("/rest-api/recorder/terminate", {"streamName": "rcs1"}))[0] == 200
+    assert (await rest.post("/rest-api/recorder/startup", {"streamName": "rcs2"}))[0] == 200
