@@ -1,9 +1,12 @@
 """The HTTP API on one aiohttp app: WCS-compatible ``/rest-api/*``, WHEP
-playback, the bundled player page, health.
+playback, the bundled player page, health, readiness, metrics, OpenAPI.
 
-Conventions (SPEC.md §2): POST with JSON; ``find_all`` also by GET; string
-booleans and numbers accepted; CORS on every answer; 400/404/409 with
-``{"error": ...}``; never 500 for bad input."""
+Conventions (SPEC.md §2): POST with ``application/json`` bodies parsed by
+the models of ``api/models.py``; ``find_all`` also by GET; string booleans
+and numbers accepted; CORS headers on every answer, Allow-Origin for the
+allowed origins; 400/404/409/415/429/503 with ``{"error": ...}``; never 500
+for bad input. The middleware also checks Host, Origin, the bearer token
+and the rate limit."""
 
 from __future__ import annotations
 
