@@ -491,7 +491,13 @@ impl Viewer {
         if lsr == 0 {
             return;
         }
-        if let Some((_, sent)) = self.reports.iter().find(|(ntp, _)| *ntp == lsr) {
+        // A receiver that converts the SR's NTP time and back (str0m does)
+        // may echo it off by a unit of 1/65536 s: match within two.
+        if let Some((_, sent)) = self
+            .reports
+            .iter()
+            .find(|(ntp, _)| ntp.wrapping_sub(lsr).wrapping_add(2) <= 4)
+        {
             let held = Duration::from_secs_f64(f64::from(dlsr) / 65536.0);
             let rtt = now.saturating_duration_since(*sent).saturating_sub(held);
             self.counters.rtt_ms = Some(rtt.as_secs_f64() * 1000.0);
