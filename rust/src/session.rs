@@ -1467,6 +1467,24 @@ mod source_latching_tests {
     }
 
     impl AudioSender {
+        /// The far end's audio.
+        fn real() -> Self {
+            AudioSender {
+                ssrc: 0x5555,
+                seq: 1,
+                ts: 0,
+            }
+        }
+
+        /// A stranger's audio, with its own SSRC.
+        fn evil() -> Self {
+            AudioSender {
+                ssrc: 0x6666,
+                seq: 7,
+                ts: 555,
+            }
+        }
+
         fn next(&mut self) -> Vec<u8> {
             let p = build_rtp(0, self.seq, self.ts, self.ssrc, false, &[0x55; 160]);
             self.seq = self.seq.wrapping_add(1);
@@ -1571,11 +1589,7 @@ mod source_latching_tests {
             seq: 100,
             ts: 0,
         };
-        let mut evil = AudioSender {
-            ssrc: 0x6666,
-            seq: 7,
-            ts: 555,
-        };
+        let mut evil = AudioSender::evil();
         let mut now = t0;
         let mut out = Vec::new();
         for _ in 0..5 {
@@ -1617,11 +1631,7 @@ mod source_latching_tests {
             seq: 1,
             ts: 0,
         };
-        let mut evil = AudioSender {
-            ssrc: 0x6666,
-            seq: 7,
-            ts: 555,
-        };
+        let mut evil = AudioSender::evil();
         let mut now = t0;
         let mut out = Vec::new();
         for _ in 0..3 {
@@ -1727,21 +1737,13 @@ mod source_latching_tests {
     fn rtcp_learned_from_an_early_stranger_is_dropped_once_the_sdp_address_sends() {
         let t0 = Instant::now();
         let mut s = MediaSession::new(t0, config());
-        let mut evil = AudioSender {
-            ssrc: 0x6666,
-            seq: 7,
-            ts: 555,
-        };
+        let mut evil = AudioSender::evil();
         // first on the port, so latched, with RTCP from its IP
         s.handle_receive(t0, LocalSocket::AUDIO_RTP, stranger(), &evil.next());
         let evil_rtcp: SocketAddr = "203.0.113.7:4001".parse().unwrap();
         s.handle_receive(t0, audio_rtcp(), evil_rtcp, &bye(0x6666));
         assert_eq!(events(&drain(&mut s)).len(), 1);
-        let mut real = AudioSender {
-            ssrc: 0x5555,
-            seq: 1,
-            ts: 0,
-        };
+        let mut real = AudioSender::real();
         s.handle_receive(t0 + ms(20), LocalSocket::AUDIO_RTP, far(), &real.next());
         s.handle_receive(t0 + ms(30), audio_rtcp(), evil_rtcp, &bye(0x5555));
         assert_eq!(events(&drain(&mut s)), vec![]);
@@ -1752,16 +1754,8 @@ mod source_latching_tests {
     fn before_the_answer_the_first_source_is_latched_and_the_answer_keeps_it() {
         let t0 = Instant::now();
         let mut s = MediaSession::new(t0, offer());
-        let mut real = AudioSender {
-            ssrc: 0x5555,
-            seq: 1,
-            ts: 0,
-        };
-        let mut evil = AudioSender {
-            ssrc: 0x6666,
-            seq: 7,
-            ts: 555,
-        };
+        let mut real = AudioSender::real();
+        let mut evil = AudioSender::evil();
         let mut now = t0;
         // early media, before the answer says where the far end is
         let mut out = interleave(
@@ -1792,16 +1786,8 @@ mod source_latching_tests {
     fn the_answers_address_takes_the_track_back_from_an_early_stranger() {
         let t0 = Instant::now();
         let mut s = MediaSession::new(t0, offer());
-        let mut real = AudioSender {
-            ssrc: 0x5555,
-            seq: 1,
-            ts: 0,
-        };
-        let mut evil = AudioSender {
-            ssrc: 0x6666,
-            seq: 7,
-            ts: 555,
-        };
+        let mut real = AudioSender::real();
+        let mut evil = AudioSender::evil();
         let mut now = t0;
         // the stranger is first on the port: nothing tells it apart yet
         s.handle_receive(now, LocalSocket::AUDIO_RTP, stranger(), &evil.next());
