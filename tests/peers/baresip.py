@@ -55,15 +55,19 @@ def baresip_available() -> str | None:
 MODULE_PATH = "/usr/lib/baresip/modules"
 
 
-def make_video(path: os.PathLike | str, seconds: float = 20, width: int = WIDTH, height: int = HEIGHT,
+def make_video(path: os.PathLike | str, seconds: float = 180, width: int = WIDTH, height: int = HEIGHT,
                fps: int = FPS) -> Path:
     """An H.264 MP4 of ffmpeg's moving ``testsrc2`` pattern (baresip's avformat
-    source decodes it and its avcodec module encodes it again; it rewinds at the end)."""
+    source decodes it and its avcodec module encodes it again). It must outlast
+    every call: at the end of the file baresip 1.0 logs "avformat: rewind
+    stream" and then sends no more video (seen with a 20 s file: a test whose
+    call outlived it got only the generator's placeholder frames)."""
     path = Path(path)
     subprocess.run(
         ["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi",
          "-i", f"testsrc2=size={width}x{height}:rate={fps}", "-t", str(seconds),
-         "-c:v", "libx264", "-profile:v", "baseline", "-pix_fmt", "yuv420p", "-g", str(fps), str(path)],
+         "-c:v", "libx264", "-preset", "veryfast", "-profile:v", "baseline", "-pix_fmt", "yuv420p",
+         "-g", str(fps), str(path)],
         check=True, timeout=120,
     )
     return path

@@ -159,7 +159,7 @@ async def chromium():
 # ---------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def baresip_video(tmp_path_factory):
-    """baresip's video source: 20 s of a moving 352x288 H.264 pattern (it rewinds)."""
+    """baresip's video source: 180 s of a moving 352x288 H.264 pattern (see make_video)."""
     from .baresip import baresip_available, make_video
 
     if baresip_available() is not None:
