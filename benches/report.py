@@ -152,7 +152,8 @@ def _viewers_figures() -> list[Figure]:
                            _ratio(_extra(f"test_viewers[aiortc-{m}]", "us_per_viewer_packet", sustained), us[n])))
     for q in ("p50", "p99"):
         for n in sizes:
-            figs.append(Figure(f"{n} viewers: latency {q}", "engine: hub → socket, every packet of the window "
+            figs.append(Figure(f"{n} viewers: latency {q}",
+                               "engine: the call's RTP socket → the viewer's socket, every packet of the window "
                                "(100 µs buckets; 200.1 = over 200 ms)", "ms", "{:.1f}",
                                ms(engine[n], f"latency_{q}_us")))
     for n in joins:

@@ -27,8 +27,9 @@ The floor sends the same number of datagrams a second, 1100-1200 B, to N
 sockets, in sendmmsg batches of 64 once per 10 ms tick, its receiver
 draining them like whep_load on the load core; the aiortc path is the same
 server with aiortc's WHEP endpoint. CASES runs each ratio's two sides next
-to each other. Also recorded: the engine's added latency (hub → socket,
-p50/p99 of the window), joins (1,000 viewers at once: time until all
+to each other. Also recorded: the engine's added latency (from the call's
+RTP socket to the viewer's socket, p50/p99 of the window; hub → socket
+before issue 12's load test), joins (1,000 viewers at once: time until all
 connected, joins/s, p50/p99 join time, the server's CPU meanwhile) and
 memory (server RSS after the joins minus before, per WHEP session).
 

@@ -4,6 +4,7 @@ use crate::h264::H264Depacketizer;
 use crate::rtp::{is_rtcp, RtpPacket};
 use crate::sync::TimestampUnwrapper;
 use std::collections::HashMap;
+use std::time::Instant;
 
 /// One decodable unit: an H.264 access unit or one audio packet's payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +27,10 @@ pub struct Frame {
     pub pts_us: i64,
     /// A placeholder (silence, black keyframe) from the generator.
     pub generated: bool,
+    /// When the packet that completed the frame was read from its socket
+    /// (`None` for generated frames and frames not read from a socket): the
+    /// WebRTC engine's latency is measured from here.
+    pub received: Option<Instant>,
 }
 
 /// Audio codecs passed through one frame per packet (canonical spelling).
@@ -181,6 +186,7 @@ impl MediaReceiver {
                     ssrc: p.ssrc,
                     pts_us,
                     generated: false,
+                    received: None,
                 }]
             }
             Route::H264 => {
@@ -208,6 +214,7 @@ impl MediaReceiver {
                             ssrc: p.ssrc,
                             pts_us,
                             generated: false,
+                            received: None,
                         }
                     })
                     .collect()

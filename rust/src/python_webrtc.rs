@@ -219,8 +219,8 @@ impl PyWebrtcEngine {
         Ok(Some(d))
     }
 
-    /// Engine-wide counters and the hub → socket latency quantiles (µs),
-    /// a snapshot at most a second old.
+    /// Engine-wide counters and the latency quantiles (µs) from the call's
+    /// RTP socket to the viewer's socket, a snapshot at most a second old.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = self.engine()?.stats();
         let d = PyDict::new(py);

@@ -1194,6 +1194,7 @@ impl Ctx<'_> {
                         ssrc,
                         pts_us,
                         generated: false,
+                        received: Some(arrival),
                     }));
                     track.stats.frames += 1;
                     track.rate.frames += 1;
@@ -1248,6 +1249,7 @@ impl Ctx<'_> {
                             ssrc,
                             pts_us,
                             generated: false,
+                            received: Some(arrival),
                         }));
                         track.stats.frames += 1;
                         track.rate.frames += 1;
@@ -1413,6 +1415,7 @@ impl Ctx<'_> {
                 ssrc: 0,
                 pts_us: pts,
                 generated: true,
+                received: None,
             }));
             track.stats.generated_frames += 1;
             at += period;
@@ -1578,6 +1581,24 @@ mod source_latching_tests {
             out.extend(run_until(s, now, next));
         }
         out
+    }
+
+    #[test]
+    fn a_frame_carries_when_its_packet_was_read() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::new(t0, config());
+        let mut far_end = AudioSender::real();
+        let mut now = t0;
+        let mut out = Vec::new();
+        let mut sent = Vec::new();
+        for _ in 0..10 {
+            s.handle_receive(now, LocalSocket::AUDIO_RTP, far(), &far_end.next());
+            sent.push(now);
+            let next = now + ms(20);
+            out.extend(run_until(&mut s, &mut now, next));
+        }
+        let received: Vec<_> = frames(&out).iter().map(|f| f.received).collect();
+        assert_eq!(received, sent.into_iter().map(Some).collect::<Vec<_>>());
     }
 
     #[test]

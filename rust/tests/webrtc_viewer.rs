@@ -275,6 +275,7 @@ fn h264(ts: u32, keyframe: bool) -> Frame {
         ssrc: 2,
         pts_us: 0,
         generated: false,
+        received: None,
     }
 }
 

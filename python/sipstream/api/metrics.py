@@ -143,7 +143,8 @@ class _StateCollector(Collector):
             yield CounterMetricFamily(f"sipstream_webrtc_{key}", help_text, value=float(engine.get(key, 0)))
         if engine.get("latency_samples"):
             latency = GaugeMetricFamily("sipstream_webrtc_send_latency_seconds",
-                                        "Hub to socket latency of WebRTC packets", labels=["quantile"])
+                                        "Latency of WebRTC packets from the call's RTP socket to the viewer's socket",
+                                        labels=["quantile"])
             latency.add_metric(["0.5"], engine["latency_p50_us"] / 1e6)
             latency.add_metric(["0.99"], engine["latency_p99_us"] / 1e6)
             yield latency

@@ -528,7 +528,7 @@ async def health(request: web.Request, body: models.Empty) -> web.Response:
         "calls": sum(1 for c in gateway.calls.values() if not c.status.is_final),
         "streams": sum(1 for s in gateway.streams.values() if not s.ended),
         "viewers": len(request.app[WHEP].sessions),
-        # the WebRTC engine's counters and hub → socket latency (µs)
+        # the WebRTC engine's counters and RTP socket → viewer socket latency (µs)
         "webrtc": request.app[WHEP].stats(),
     })
 

@@ -126,7 +126,8 @@ pub struct EngineStats {
     pub ticks: u64,
     /// str0m timer runs (ICE, DTLS, its stats): work besides the media.
     pub rtc_timeouts: u64,
-    /// Hub → socket latency of every packet sent (µs), as a histogram.
+    /// Latency of every packet sent (µs), from the call's RTP socket (the
+    /// hub for generated frames) to the viewer's socket, as a histogram.
     pub latency: LatencyHistogram,
 }
 

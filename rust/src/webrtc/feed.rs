@@ -110,7 +110,9 @@ pub struct FeedPacket {
     /// starts here.
     pub keyframe_start: bool,
     pub payload: Arc<[u8]>,
-    /// When the frame entered the feed (latency from the hub to the socket).
+    /// When the frame's last packet was read from the call's socket, or when
+    /// the frame entered the feed (generated frames): the engine's latency
+    /// is measured from here to the viewer's socket.
     pub arrival: Instant,
     /// A placeholder from the generator (black picture, silence).
     pub generated: bool,
@@ -189,7 +191,7 @@ impl StreamFeed {
         let now = Instant::now();
         let mut out = Vec::new();
         for frame in frames {
-            packetize(frame, now, &mut out);
+            packetize(frame, frame.received.unwrap_or(now), &mut out);
         }
         if out.is_empty() {
             return changed;
@@ -328,6 +330,7 @@ mod tests {
             ssrc: 1,
             pts_us: 0,
             generated: false,
+            received: None,
         }
     }
 

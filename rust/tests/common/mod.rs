@@ -220,5 +220,6 @@ pub fn pcmu_frame(timestamp: u32) -> sipstream_core::Frame {
         ssrc: 1,
         pts_us: 0,
         generated: false,
+        received: None,
     }
 }
