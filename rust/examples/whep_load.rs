@@ -1,4 +1,6 @@
-//! WHEP load client: N simulated WebRTC viewers of one stream.
+//! WHEP load client: N simulated WebRTC viewers of one stream, or of one
+//! stream each when the URL holds `{i}` (viewer i watches the URL with `{i}`
+//! replaced by i: `--url http://HOST:PORT/whep/load{i}`).
 //!
 //! Each viewer does real WHEP (POST offer, 201 + answer + Location), full
 //! ICE (controlling) and DTLS through its own str0m `Rtc` and its own UDP
@@ -232,9 +234,10 @@ impl Joiner {
         };
 
         let started = Instant::now();
+        let url = viewer_url(&self.opts.url, index);
         let mut request = self
             .agent
-            .post(&self.opts.url)
+            .post(&url)
             .header("Content-Type", "application/sdp");
         if let Some(token) = &self.opts.token {
             request = request.header("Authorization", format!("Bearer {token}"));
@@ -248,7 +251,7 @@ impl Joiner {
             .headers()
             .get("location")
             .and_then(|v| v.to_str().ok())
-            .map(|l| absolute_url(&self.opts.url, l));
+            .map(|l| absolute_url(&url, l));
         let body = response.body_mut().read_to_string().unwrap_or_default();
         if self.opts.print_sdp && index == 0 {
             eprintln!("--- offer (viewer 0)\n{offer}--- answer: HTTP {status}\n{body}---");
@@ -315,6 +318,11 @@ impl Joiner {
         }
         matches!(request.call(), Ok(r) if r.status().is_success())
     }
+}
+
+/// The WHEP URL of viewer `index`: `{i}` in the URL becomes the index.
+fn viewer_url(template: &str, index: usize) -> String {
+    template.replace("{i}", &index.to_string())
 }
 
 /// Resolve a Location header (usually a path) against the POST URL.
