@@ -2,7 +2,7 @@
 its memory, file descriptors, threads and asyncio tasks flat over many calls
 and hours, and does SIGTERM end every call and finish every recording?
 
-    .venv/bin/python benches/endurance.py cycles [--calls 10000] [--concurrency 20]
+    .venv/bin/python benches/endurance.py cycles [--calls 10000] [--concurrency 20] [--via kamailio]
     .venv/bin/python benches/endurance.py sigterm [--calls 100] [--record 20]
     .venv/bin/python benches/endurance.py soak [--minutes 60] [--calls 50] [--viewers 200]
 
@@ -14,7 +14,8 @@ classes and the lengths of their dict/set/list attributes to a file. Nothing
 of the server is changed; its RSS (VmRSS), open fds and threads are read from
 /proc, so they are its own and not this script's. The far end is the
 built-in ``LoopbackCallee`` in this process, which keeps every SIP request
-it received (the BYEs are counted from there).
+it received (the BYEs are counted from there); ``cycles --via kamailio``
+calls sipp registered behind Kamailio instead (benches/farend.py).
 
 - ``cycles``: CALLS start/terminate cycles through the REST API (startup,
   find until ESTABLISHED, terminate, find until FINISH or forgotten),
@@ -51,6 +52,8 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from farend import KamailioSippFarEnd, LoopbackFarEnd
 
 ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
@@ -265,12 +268,6 @@ class ServerProcess:
 
 
 # ------------------------------------------------------------- REST calls
-def _startup_body(call_id: str, stream: str, callee_port: int) -> dict[str, str]:
-    return {"callId": call_id, "callee": "endurance", "toStream": stream, "hasAudio": "true", "hasVideo": "true",
-            "sipLogin": "endurance", "sipDomain": "127.0.0.1", "sipPort": str(callee_port),
-            "sipRegisterRequired": "false", "appKey": "defaultApp"}
-
-
 async def _post(http: Any, url: str, body: dict[str, Any]) -> tuple[int, Any]:
     # aiohttp's json= sends Content-Type: application/json, which the API requires
     async with http.post(url, json=body) as res:
@@ -303,10 +300,9 @@ async def _wait_status(http: Any, base: str, call_id: str, want: tuple[str | Non
     return status
 
 
-async def _start_call(http: Any, base: str, call_id: str, stream: str, callee_port: int,
-                      poll_s: float = 0.02) -> str:
-    """Start a call and wait for ESTABLISHED; returns "ok" or what went wrong."""
-    code, body = await _post(http, f"{base}/rest-api/call/startup", _startup_body(call_id, stream, callee_port))
+async def _start_call(http: Any, base: str, call_id: str, stream: str, far: Any, poll_s: float = 0.02) -> str:
+    """Start a call to the far end and wait for ESTABLISHED; returns "ok" or what went wrong."""
+    code, body = await _post(http, f"{base}/rest-api/call/startup", far.body(call_id, stream))
     if code != 200:
         return f"startup {code}: {str(body)[:120]}"
     status = await _wait_status(http, base, call_id, ("ESTABLISHED",), 15.0, poll_s)
@@ -386,25 +382,16 @@ def _workdir(mode: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"sipstream-endurance-{mode}-"))
 
 
-async def _callee(width: int, height: int, loop_seconds: float) -> Any:
-    from sipstream.testing import LoopbackCallee
-
-    callee = LoopbackCallee(width=width, height=height, loop_seconds=loop_seconds)
-    await callee.start()
-    return callee
-
-
-def _sip_ids(callee: Any, method: str) -> set[str]:
-    return {m.call_id for m in callee.requests if m.method == method}
-
-
 # ----------------------------------------------------------------- cycles
 async def cycles(args: argparse.Namespace) -> dict[str, Any]:
     import aiohttp
 
     machine = _machine()
     work = _workdir("cycles")
-    callee = await _callee(160, 120, 1.0)
+    if args.via == "kamailio":
+        far: Any = await KamailioSippFarEnd.start(work, args.calls, media_seconds=30)
+    else:
+        far = await LoopbackFarEnd.start(160, 120, 1.0)
     server = ServerProcess(work, (args.media_port_from, args.media_port_from + 999),
                            tracemalloc_frames=args.tracemalloc)
     keep = float(server.settings["call_keep_finished_s"])
@@ -425,7 +412,7 @@ async def cycles(args: argparse.Namespace) -> dict[str, Any]:
                 async with gate:
                     call_id = f"cycle-{i}"
                     try:
-                        outcome = await _start_call(http, server.base_url, call_id, f"cycle{i}", callee.port)
+                        outcome = await _start_call(http, server.base_url, call_id, f"cycle{i}", far)
                         end = await _end_call(http, server.base_url, call_id)
                         if outcome == "ok":
                             outcome = end
@@ -454,8 +441,8 @@ async def cycles(args: argparse.Namespace) -> dict[str, Any]:
             alive = server.proc.poll() is None
     finally:
         server.stop()
-        await callee.stop()
-    invites, byes = _sip_ids(callee, "INVITE"), _sip_ids(callee, "BYE")
+        await far.stop()
+    invites, byes = far.sip_ids("INVITE"), far.sip_ids("BYE")
     growth = _growth(samples, "calls", 1000, args.warmup)
     where: dict[str, list[int]] = {}
     for sample in samples:
@@ -465,7 +452,8 @@ async def cycles(args: argparse.Namespace) -> dict[str, Any]:
                 total[0] += d["bytes"]
                 total[1] += d["blocks"]
     result = {
-        "mode": "cycles", "machine": machine, "calls": args.calls, "concurrency": args.concurrency,
+        "mode": "cycles", "far_end": far.name, "machine": machine, "calls": args.calls,
+        "concurrency": args.concurrency,
         "seconds": round(time.monotonic() - started, 1), "failures": dict(failures.most_common(20)),
         "failed": sum(failures.values()), "server_alive_at_end": alive,
         "callee_invites": len(invites), "callee_byes": len(byes), "invites_without_bye": len(invites - byes),
@@ -509,7 +497,7 @@ async def sigterm(args: argparse.Namespace) -> dict[str, Any]:
     machine = _machine()
     work = _workdir("sigterm")
     records = work / "records"
-    callee = await _callee(160, 120, 1.0)
+    far = await LoopbackFarEnd.start(160, 120, 1.0)
     server = ServerProcess(work, (args.media_port_from, args.media_port_from + 999), record_dir=records)
     timeout = float(server.settings.get("shutdown_timeout_s", 8.0))
     failures: Counter[str] = Counter()
@@ -520,7 +508,7 @@ async def sigterm(args: argparse.Namespace) -> dict[str, Any]:
 
             async def start(i: int) -> None:
                 async with gate:
-                    outcome = await _start_call(http, server.base_url, f"live-{i}", f"live{i}", callee.port, 0.1)
+                    outcome = await _start_call(http, server.base_url, f"live-{i}", f"live{i}", far, 0.1)
                     if outcome != "ok":
                         failures[outcome] += 1
 
@@ -545,8 +533,8 @@ async def sigterm(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.sleep(0.5)  # BYEs still in flight on loopback
     finally:
         server.stop()
-        await callee.stop()
-    invites, byes = _sip_ids(callee, "INVITE"), _sip_ids(callee, "BYE")
+        await far.stop()
+    invites, byes = far.sip_ids("INVITE"), far.sip_ids("BYE")
     files = sorted(p for p in records.rglob("*") if p.is_file())
     durations = {p.name: _ffprobe_duration(p) for p in files}
     unplayable = [name for name, d in durations.items() if d is None or d <= 0]
@@ -581,7 +569,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit("cargo could not build rust/examples/whep_load")
     machine = _machine()
     work = _workdir("soak")
-    callee = await _callee(320, 240, 2.0)
+    far = await LoopbackFarEnd.start(320, 240, 2.0)
     server = ServerProcess(work, (args.media_port_from, args.media_port_from + 999), max_viewers_per_client=0,
                            max_viewers=max(1000, args.viewers))
     failures: Counter[str] = Counter()
@@ -597,7 +585,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
 
             async def start(i: int) -> None:
                 async with gate:
-                    outcome = await _start_call(http, server.base_url, f"soak-{i}", f"soak{i}", callee.port, 0.1)
+                    outcome = await _start_call(http, server.base_url, f"soak-{i}", f"soak{i}", far, 0.1)
                     if outcome != "ok":
                         failures[outcome] += 1
 
@@ -645,7 +633,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                 proc.kill()
                 proc.wait()
         server.stop()
-        await callee.stop()
+        await far.stop()
     warm = min(args.warmup_minutes, args.minutes / 2)
     growth = _growth(samples, "minute", 60, warm)
     viewers = {
@@ -687,6 +675,8 @@ def main() -> int:
     p = sub.add_parser("cycles", help="call start/terminate cycles; RSS, fds, threads, tasks per 1,000 calls")
     p.add_argument("--calls", type=int, default=10_000)
     p.add_argument("--concurrency", type=int, default=20)
+    p.add_argument("--via", choices=("loopback", "kamailio"), default="loopback",
+                   help="the far end: the loopback callee, or sipp registered behind Kamailio (benches/farend.py)")
     p.add_argument("--sample-every", type=int, default=1000)
     p.add_argument("--warmup", type=int, default=1000, help="calls before the samples that the slope uses")
     p.add_argument("--media-port-from", type=int, default=21000)
