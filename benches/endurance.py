@@ -667,6 +667,19 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------- main
+def write_result(result: dict[str, Any], name: str, path: Path | None) -> int:
+    """Print the result and write it to ``path`` (default
+    benches/results/NAME-<UTC time>.json); the exit code: 0 when its goal was met."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path = path or RESULTS / f"{name}-{stamp}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(result, indent=1)
+    path.write_text(text)
+    print(text)
+    print(f"\n{name}: {'goal met' if result['ok'] else 'GOAL NOT MET'}; result in {path}")
+    return 0 if result["ok"] else 1
+
+
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "_serve":
         return _serve(sys.argv[2:])
@@ -699,15 +712,7 @@ def main() -> int:
         p.add_argument("--json", type=Path, help="where to write the result (default benches/results/...)")
     args = parser.parse_args()
     runner = {"cycles": cycles, "sigterm": sigterm, "soak": soak}[args.mode]
-    result = asyncio.run(runner(args))
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    path = args.json or RESULTS / f"endurance-{args.mode}-{stamp}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(result, indent=1)
-    path.write_text(text)
-    print(text)
-    print(f"\n{args.mode}: {'goal met' if result['ok'] else 'GOAL NOT MET'}; result in {path}")
-    return 0 if result["ok"] else 1
+    return write_result(asyncio.run(runner(args)), f"endurance-{args.mode}", args.json)
 
 
 if __name__ == "__main__":

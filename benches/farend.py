@@ -91,9 +91,10 @@ class KamailioSippFarEnd:
         """The Call-IDs of the ``method`` requests sipp received (its message trace)."""
         return {m.group(1) for text in self.uas.received_messages(method) if (m := _CALL_ID.search(text))}
 
-    def pids(self) -> list[int]:
-        """The processes of the far end (sipp, and Kamailio's main process)."""
-        return [p.pid for p in (self.uas.uas.proc if self.uas.uas else None, self.kamailio.proc) if p is not None]
+    @property
+    def sipp_pid(self) -> int | None:
+        """The UAS sipp's process (it streams every call's media)."""
+        return self.uas.uas.proc.pid if self.uas.uas and self.uas.uas.proc else None
 
     async def stop(self) -> None:
         self.uas.stop()

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import json
 import os
 import subprocess
@@ -46,20 +45,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from endurance import ROOT, WHEP_LOAD, ServerProcess, _loadavg, _machine, _post, _start_call, _status
+from benchutil import cpu_times, proc_cpu_s
+from endurance import ROOT, WHEP_LOAD, ServerProcess, _loadavg, _machine, _post, _start_call, _status, write_result
 from farend import KamailioSippFarEnd
-
-RESULTS = Path(__file__).resolve().parent / "results"
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 def _cpu_s(pid: int) -> float:
     """utime + stime of a process (all its threads), in seconds; 0 once it is gone."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return proc_cpu_s(f"/proc/{pid}/stat")
     except (FileNotFoundError, ProcessLookupError):
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def _with_children(pid: int) -> list[int]:
@@ -74,13 +70,6 @@ def _with_children(pid: int) -> list[int]:
             if ppid == pid:
                 pids.append(int(entry))
     return pids
-
-
-def _machine_busy() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine since boot (/proc/stat)."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    return (sum(values) - idle) / TICK, sum(values) / TICK
 
 
 async def _metrics(http: Any, base: str) -> dict[str, float]:
@@ -107,12 +96,12 @@ class Window:
         return {name: sum(_cpu_s(p) for p in pids) for name, pids in self.processes.items()}
 
     async def start(self, http: Any, base: str) -> None:
-        self.t0, self.cpu0, self.busy0 = time.monotonic(), self._cpu(), _machine_busy()
+        self.t0, self.cpu0, self.busy0 = time.monotonic(), self._cpu(), cpu_times()
         self.metrics0 = await _metrics(http, base)
 
     async def stop(self, http: Any, base: str, calls: int) -> dict[str, Any]:
         seconds = time.monotonic() - self.t0
-        cpu1, busy1, metrics1 = self._cpu(), _machine_busy(), await _metrics(http, base)
+        cpu1, busy1, metrics1 = self._cpu(), cpu_times(), await _metrics(http, base)
         cores = {name: round((cpu1[name] - self.cpu0[name]) / seconds, 3) for name in cpu1}
         machine = (busy1[0] - self.busy0[0]) / seconds
 
@@ -162,7 +151,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     far = await KamailioSippFarEnd.start(work, n, media_seconds=media_s)
     server = ServerProcess(work, (args.media_port_from, args.media_port_from + 4 * n + 999),
                            max_calls=n, max_viewers=2 * n, max_viewers_per_client=0)
-    processes = {"server": [server.pid], "sipp": far.pids()[:1],
+    processes = {"server": [server.pid], "sipp": [far.sipp_pid] if far.sipp_pid else [],
                  "kamailio": _with_children(far.kamailio.proc.pid) if far.kamailio.proc else []}
     failures: dict[str, int] = {}
     result: dict[str, Any] = {"mode": "sip-load", "machine": machine, "calls": n, "rate": args.rate,
@@ -255,15 +244,7 @@ def main() -> int:
     parser.add_argument("--media-port-from", type=int, default=30000)
     parser.add_argument("--json", type=Path, help="where to write the result (default benches/results/...)")
     args = parser.parse_args()
-    result = asyncio.run(run(args))
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    path = args.json or RESULTS / f"sip-load-{stamp}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(result, indent=1)
-    path.write_text(text)
-    print(text)
-    print(f"\nsip-load: {'goal met' if result['ok'] else 'GOAL NOT MET'}; result in {path}")
-    return 0 if result["ok"] else 1
+    return write_result(asyncio.run(run(args)), "sip-load", args.json)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import select
 import subprocess
 import sys
@@ -54,7 +53,7 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 import pytest
-from benchutil import LOAD_CPU, MEASURED_CPU, on_load_cpu
+from benchutil import LOAD_CPU, MEASURED_CPU, cpu_times, on_load_cpu, proc_cpu_s
 
 ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
@@ -83,36 +82,18 @@ FLOOR_RATE = 91.0  # datagrams/s to each destination when no engine run measured
 FLOOR_WARMUP_S = 2.0
 DELIVERY_GOAL = 0.999
 MEDIA_PORTS = itertools.cycle(range(27000, 30000, 200))  # each server's 200 RTP ports, below the ephemeral range
-TICKS = os.sysconf("SC_CLK_TCK")
 
 # the stream's RTP packets/s per viewer as each engine run measured it, for the floor
 _stream_rate: dict[int, float] = {}
 
 
 # ----------------------------------------------------------------- /proc
-def _cpu_s(stat_path: str) -> float:
-    """utime + stime of a process or thread, seconds (dead threads included for a process)."""
-    with open(stat_path) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
 def _rss_kb(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
-
-
-def _core_times(cpu: int) -> tuple[float, float]:
-    """(busy, total) seconds of one CPU since boot (/proc/stat: everything but idle and iowait)."""
-    with open("/proc/stat") as f:
-        for line in f:
-            if line.startswith(f"cpu{cpu} "):
-                v = [int(x) for x in line.split()[1:]]
-                return (sum(v) - v[3] - v[4]) / TICKS, sum(v) / TICKS
-    raise RuntimeError(f"cpu{cpu} not in /proc/stat")
 
 
 def _engine_tid(pid: int) -> int | None:
@@ -131,12 +112,12 @@ class Sample:
 
     def __init__(self, pid: int, tid: int | None, callee: int, client: int) -> None:
         self.t = time.monotonic()
-        self.cpu = _cpu_s(f"/proc/{pid}/stat")
-        self.engine = _cpu_s(f"/proc/{pid}/task/{tid}/stat") if tid else 0.0
-        self.callee = _cpu_s(f"/proc/{callee}/stat")
-        self.client = _cpu_s(f"/proc/{client}/stat")
-        self.measured_core = _core_times(MEASURED_CPU)
-        self.load_core = _core_times(LOAD_CPU)
+        self.cpu = proc_cpu_s(f"/proc/{pid}/stat")
+        self.engine = proc_cpu_s(f"/proc/{pid}/task/{tid}/stat") if tid else 0.0
+        self.callee = proc_cpu_s(f"/proc/{callee}/stat")
+        self.client = proc_cpu_s(f"/proc/{client}/stat")
+        self.measured_core = cpu_times(MEASURED_CPU)
+        self.load_core = cpu_times(LOAD_CPU)
 
 
 def _pct(a: tuple[float, float], b: tuple[float, float]) -> float:
@@ -280,9 +261,9 @@ def _measure_viewers(mode: str, viewers: int, callee: Callee, tmp: Path) -> dict
         url = server.start()
         rss0 = _rss_kb(server.pid)
         # the server with its call and no viewer
-        base0 = _cpu_s(f"/proc/{server.pid}/stat"), time.monotonic()
+        base0 = proc_cpu_s(f"/proc/{server.pid}/stat"), time.monotonic()
         time.sleep(BASELINE_S)
-        cpu_start, t_base = _cpu_s(f"/proc/{server.pid}/stat"), time.monotonic()
+        cpu_start, t_base = proc_cpu_s(f"/proc/{server.pid}/stat"), time.monotonic()
         baseline = (cpu_start - base0[0]) / (t_base - base0[1])
         with on_load_cpu():  # the client, and this process while it waits
             client = subprocess.Popen([str(WHEP_LOAD), "--url", url, "--viewers", str(viewers), "--duration",
@@ -290,7 +271,7 @@ def _measure_viewers(mode: str, viewers: int, callee: Callee, tmp: Path) -> dict
                                       stdout=client_log, stderr=subprocess.STDOUT)
             t_posted = time.monotonic()
             _join_phase(server, client, log, viewers)
-            cpu_joined = _cpu_s(f"/proc/{server.pid}/stat")
+            cpu_joined = proc_cpu_s(f"/proc/{server.pid}/stat")
             time.sleep(WARMUP_S)
             s0, aligned0 = server.fresh_stats()
             a = Sample(server.pid, server.engine_tid, callee.pid, client.pid)
