@@ -9,6 +9,8 @@ requests the far end received.
   tests use). sipstream registers as ``alice`` and calls bob through the
   proxy; sipp answers every call and streams PCMU (its rtp_stream engine) and
   H.264 (``play_pcap_video``, a raw socket: root) to the caller's SDP offer.
+  With ``media="sink"`` sipp only signals (its SDP answer names the test's
+  RTCP sinks) and the benchmark sends the media itself to ``media_ports()``.
 """
 
 from __future__ import annotations
@@ -51,28 +53,32 @@ class LoopbackFarEnd:
 
 
 _CALL_ID = re.compile(r"^(?:Call-ID|i)\s*:\s*(\S+)", re.M | re.I)
+_M_AUDIO = re.compile(r"^m=audio (\d+) ", re.M)
+_M_VIDEO = re.compile(r"^m=video (\d+) ", re.M)
 
 
 class KamailioSippFarEnd:
     name = "kamailio+sipp"
 
-    def __init__(self, workdir: Path, calls: int, media_seconds: float, bye_timeout_s: float) -> None:
+    def __init__(self, workdir: Path, calls: int, media_seconds: float, bye_timeout_s: float,
+                 media: str) -> None:
         from tests.peers.kamailio import Kamailio
         from tests.peers.sipp import SippUas
         from tests.peers.util import free_port
 
         self.kamailio = Kamailio(port=free_port(udp=True, tcp=True), workdir=workdir / "kamailio", debug=1)
         # -m: the UAS takes this many calls before it exits (the peer class's default is one)
-        self.uas = SippUas(self.kamailio, "uas_answer", media_seconds=media_seconds, answer_delay_ms=0,
+        self.uas = SippUas(self.kamailio, "uas_answer", media=media, media_seconds=media_seconds, answer_delay_ms=0,
                            bye_timeout_s=bye_timeout_s, extra_args=["-m", str(calls)],
                            workdir=workdir / "sipp")
 
     @classmethod
     async def start(cls, workdir: Path, calls: int, media_seconds: float,
-                    bye_timeout_s: float = 3600) -> KamailioSippFarEnd:
+                    bye_timeout_s: float = 3600, media: str = "sipp") -> KamailioSippFarEnd:
+        """``media``: "sipp" (sipp streams every call) or "sink" (sipp sends nothing)."""
         (workdir / "kamailio").mkdir(parents=True, exist_ok=True)
         (workdir / "sipp").mkdir(parents=True, exist_ok=True)
-        far = cls(workdir, calls, media_seconds, bye_timeout_s)
+        far = cls(workdir, calls, media_seconds, bye_timeout_s, media)
         far.kamailio.start()
         try:
             far.uas.start()
@@ -90,6 +96,16 @@ class KamailioSippFarEnd:
     def sip_ids(self, method: str) -> set[str]:
         """The Call-IDs of the ``method`` requests sipp received (its message trace)."""
         return {m.group(1) for text in self.uas.received_messages(method) if (m := _CALL_ID.search(text))}
+
+    def media_ports(self) -> dict[str, tuple[int, int]]:
+        """{Call-ID: (audio RTP port, video RTP port)} from each INVITE's SDP offer
+        (the caller's ports, on 127.0.0.1)."""
+        out: dict[str, tuple[int, int]] = {}
+        for text in self.uas.received_messages("INVITE"):
+            call_id, audio, video = _CALL_ID.search(text), _M_AUDIO.search(text), _M_VIDEO.search(text)
+            if call_id and audio and video:
+                out[call_id.group(1)] = (int(audio.group(1)), int(video.group(1)))
+        return out
 
     @property
     def sipp_pid(self) -> int | None:

@@ -1,12 +1,24 @@
 """The whole-process load test of SPEC.md §8: CALLS concurrent audio+video
 calls through Kamailio, each streamed by sipp and watched by one WHEP viewer.
 
-    .venv/bin/python benches/sip_load.py [--calls 500] [--seconds 60] [--rate 25]
+    .venv/bin/python benches/sip_load.py [--calls 500] [--seconds 60] [--rate 25] [--media sipp]
 
 Peers (benches/farend.py, the tests' own peer classes): Debian's Kamailio as
 registrar and proxy; one sipp UAS registered behind it as ``bob`` that
-answers every call and streams PCMU (rtp_stream) and 352x288 25 fps H.264
-(``play_pcap_video``) to sipstream; ``whep_load`` (rust/examples) as the
+answers every call; the media, by ``--media``:
+
+- ``blaster`` (default): ``rtp_blaster`` (rust/examples) sends each call
+  PCMU every 20 ms and 25 fps H.264 of ``--slice-bytes`` per picture (2,500:
+  3 packets per frame, ~0.5 Mbit/s, like sipp's pcap) with ``sendmmsg``
+  from one socket, to the ports of the call's INVITE as sipp logged it. The
+  call latches on that source (sipp's answer names only RTCP sinks).
+- ``sipp``: sipp itself streams PCMU (rtp_stream) and 352x288 25 fps H.264
+  (``play_pcap_video``). sipp 3.6.1 runs one pcap thread per call: at 500
+  calls that took 1.2-1.3 of this machine's 2 cores, leaving too little for
+  the viewers' client, so it measures sipstream's CPU per call but cannot
+  pass on 2 cores.
+
+``whep_load`` (rust/examples) as the
 viewers, viewer i on stream ``load<i>``: real ICE, DTLS and SRTP, one UDP
 socket each. The server is ``sipstream serve`` in its own process
 (benches/endurance.py's launcher), called through its REST API as ``alice``.
@@ -132,13 +144,35 @@ class Window:
         }
 
 
+BLASTER = ROOT / "target" / "release" / "examples" / "rtp_blaster"
+
+
+async def _feed_blaster(blaster: subprocess.Popen[bytes], far: KamailioSippFarEnd, calls_done: asyncio.Event) -> int:
+    """Hands rtp_blaster each call's ports as sipp logs its INVITE, until the
+    calls are all started and fed. Returns how many were fed."""
+    fed: set[str] = set()
+    assert blaster.stdin is not None
+    while True:
+        finished = calls_done.is_set()
+        ports = await asyncio.to_thread(far.media_ports)
+        lines = [f"{a} {v}\n" for call_id, (a, v) in ports.items() if call_id not in fed]
+        fed.update(ports)
+        if lines:
+            blaster.stdin.write("".join(lines).encode())
+            blaster.stdin.flush()
+        if finished:
+            return len(fed)
+        await asyncio.sleep(0.5)
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     import aiohttp
 
-    if not WHEP_LOAD.exists():
-        built = subprocess.run(["cargo", "build", "--release", "-q", "--example", "whep_load"], cwd=ROOT)
-        if built.returncode != 0:
-            raise SystemExit("cargo could not build rust/examples/whep_load")
+    for example, path in (("whep_load", WHEP_LOAD), ("rtp_blaster", BLASTER)):
+        if not path.exists():
+            built = subprocess.run(["cargo", "build", "--release", "-q", "--example", example], cwd=ROOT)
+            if built.returncode != 0:
+                raise SystemExit(f"cargo could not build rust/examples/{example}")
     machine = _machine()
     work = Path(tempfile.mkdtemp(prefix="sipstream-sip-load-"))
     n = args.calls
@@ -147,19 +181,31 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     viewer_s = joins_s + args.warmup + args.seconds + 10
     # sipp cannot loop a pcap: the video must outlast the whole run
     media_s = ramp_s + args.ingest_seconds + viewer_s + 60
-    print(f"making {media_s:.0f} s of sipp media, starting Kamailio and sipp ...", flush=True)
-    far = await KamailioSippFarEnd.start(work, n, media_seconds=media_s)
+    print(f"starting Kamailio and sipp (media: {args.media}) ...", flush=True)
+    far = await KamailioSippFarEnd.start(work, n, media_seconds=media_s,
+                                         media="sipp" if args.media == "sipp" else "sink")
     server = ServerProcess(work, (args.media_port_from, args.media_port_from + 4 * n + 999),
                            max_calls=n, max_viewers=2 * n, max_viewers_per_client=0)
     processes = {"server": [server.pid], "sipp": [far.sipp_pid] if far.sipp_pid else [],
                  "kamailio": _with_children(far.kamailio.proc.pid) if far.kamailio.proc else []}
     failures: dict[str, int] = {}
     result: dict[str, Any] = {"mode": "sip-load", "machine": machine, "calls": n, "rate": args.rate,
-                              "settings": server.settings, "work": str(work)}
+                              "media": args.media, "settings": server.settings, "work": str(work)}
+    if args.media == "blaster":
+        result["slice_bytes"] = args.slice_bytes
     viewers: subprocess.Popen[bytes] | None = None
+    blaster: subprocess.Popen[bytes] | None = None
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as http:
             await server.ready(http)
+            calls_done = asyncio.Event()
+            feeder = None
+            if args.media == "blaster":
+                blaster = subprocess.Popen(
+                    [str(BLASTER), "-", f"{media_s:.0f}", "127.0.0.1", str(args.slice_bytes)],
+                    stdin=subprocess.PIPE, stdout=open(work / "rtp_blaster.json", "w"))
+                processes["rtp_blaster"] = [blaster.pid]
+                feeder = asyncio.create_task(_feed_blaster(blaster, far, calls_done))
             t0 = time.monotonic()
 
             async def start(i: int) -> None:
@@ -171,6 +217,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.gather(*(start(i) for i in range(n)))
             up = n - sum(failures.values())
             result["setup_s"] = round(time.monotonic() - t0, 1)
+            calls_done.set()
+            if feeder is not None:
+                result["blaster_calls"] = await feeder
             print(f"{up}/{n} calls up in {result['setup_s']} s; failures: {failures}", flush=True)
             await asyncio.sleep(3)  # first keyframes in, jitter buffers settled
 
@@ -219,9 +268,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(3)
             result["server_alive_at_end"] = server.proc.poll() is None
     finally:
-        if viewers is not None and viewers.poll() is None:
-            viewers.kill()
-            viewers.wait()
+        for proc in (viewers, blaster):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
         server.stop()
         await far.stop()
     result["calls_failed_to_start"] = failures
@@ -241,6 +291,9 @@ def main() -> int:
     parser.add_argument("--ingest-seconds", type=float, default=30, help="window with the calls alone")
     parser.add_argument("--seconds", type=float, default=60, help="window with the calls and their viewers")
     parser.add_argument("--warmup", type=float, default=5, help="after the joins, before the window")
+    parser.add_argument("--media", choices=("blaster", "sipp"), default="blaster",
+                        help="who sends the calls' RTP (see above)")
+    parser.add_argument("--slice-bytes", type=int, default=2500, help="H.264 picture size with --media blaster")
     parser.add_argument("--media-port-from", type=int, default=30000)
     parser.add_argument("--json", type=Path, help="where to write the result (default benches/results/...)")
     args = parser.parse_args()

@@ -5,15 +5,22 @@
 //! IDR (with SPS/PPS) every 2 s. Calls are spread evenly over the 40 ms
 //! frame period and sent with `sendmmsg` from one socket.
 //!
-//! cargo run --release --example rtp_blaster -- PORTS_FILE SECONDS [HOST]
+//! cargo run --release --example rtp_blaster -- PORTS_FILE SECONDS [HOST] [SLICE_BYTES]
 //!
-//! PORTS_FILE: one call per line, its base port (audio RTP; video RTP is
-//! base + 2). Prints a JSON line with what was sent and the sender's CPU.
+//! PORTS_FILE: one call per line, `AUDIO_PORT [VIDEO_PORT]` (video RTP is
+//! AUDIO_PORT + 2 when the line has one port). `-` reads the lines from
+//! stdin as they come (benches/sip_load.py adds each call once it is up);
+//! a call starts on its first frame period after its line is read.
+//! SLICE_BYTES: the size of each H.264 picture (default 9,950: 10 packets
+//! per frame, ~2 Mbit/s; 2,500 gives 3 packets per frame, ~0.5 Mbit/s).
+//! Prints a JSON line with what was sent and the sender's CPU.
 
 use sipstream_core::h264::h264_packetize;
 use sipstream_core::rtp::build_rtp;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::os::fd::AsRawFd;
+use std::io::{self, BufRead};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use std::{env, fs, mem, process};
 
@@ -27,7 +34,7 @@ const SLICE_BYTES: usize = 9_950;
 const MTU: usize = 1_000;
 const SENDMMSG_BATCH: usize = 256;
 
-fn access_unit(key: bool) -> Vec<Vec<u8>> {
+fn access_unit(key: bool, slice_bytes: usize) -> Vec<Vec<u8>> {
     let mut au = Vec::new();
     if key {
         for nal in [SPS, PPS] {
@@ -37,18 +44,30 @@ fn access_unit(key: bool) -> Vec<Vec<u8>> {
     }
     au.extend_from_slice(&[0, 0, 0, 1, if key { 0x65 } else { 0x41 }]);
     // no 0x00 bytes, so no start code can appear inside the slice
-    au.extend((0..SLICE_BYTES).map(|i| (i % 251) as u8 + 1));
+    au.extend((0..slice_bytes).map(|i| (i % 251) as u8 + 1));
     h264_packetize(&au, MTU)
 }
 
 struct Call {
     audio: libc::sockaddr_in,
     video: libc::sockaddr_in,
-    offset: Duration,
+    /// when its first packets are due
+    t0: Instant,
     aseq: u16,
     vseq: u16,
     next_audio: u64,
     next_frame: u32,
+}
+
+/// `AUDIO_PORT [VIDEO_PORT]`; None for a blank or unreadable line.
+fn parse_ports(line: &str) -> Option<(u16, u16)> {
+    let mut words = line.split_whitespace();
+    let audio: u16 = words.next()?.parse().ok()?;
+    let video = match words.next() {
+        Some(w) => w.parse().ok()?,
+        None => audio.checked_add(2)?,
+    };
+    Some((audio, video))
 }
 
 fn sockaddr(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
@@ -128,19 +147,18 @@ impl Sender {
 fn main() {
     let args: Vec<String> = env::args().collect();
     if args.len() < 3 {
-        eprintln!("usage: rtp_blaster PORTS_FILE SECONDS [HOST]");
+        eprintln!("usage: rtp_blaster PORTS_FILE|- SECONDS [HOST] [SLICE_BYTES]");
         process::exit(2);
     }
-    let ports: Vec<u16> = fs::read_to_string(&args[1])
-        .expect("ports file is readable")
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect();
     let seconds: f64 = args[2].parse().expect("SECONDS is a number");
     let host: Ipv4Addr = args
         .get(3)
         .map(|h| h.parse().expect("HOST is an IPv4 address"))
         .unwrap_or(Ipv4Addr::LOCALHOST);
+    let slice_bytes: usize = args
+        .get(4)
+        .map(|b| b.parse().expect("SLICE_BYTES is a number"))
+        .unwrap_or(SLICE_BYTES);
     let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).expect("bind the sending socket");
     let fd = socket.as_raw_fd();
     let buf: libc::c_int = 4 << 20;
@@ -154,22 +172,47 @@ fn main() {
             mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    let key = access_unit(true);
-    let delta = access_unit(false);
-    let n = ports.len().max(1) as u64;
-    let mut calls: Vec<Call> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, &p)| Call {
-            audio: sockaddr(host, p),
-            video: sockaddr(host, p + 2),
-            offset: Duration::from_micros(i as u64 * FRAME_MS * 1000 / n),
-            aseq: 0,
-            vseq: 0,
-            next_audio: 0,
-            next_frame: 0,
-        })
-        .collect();
+    let key = access_unit(true, slice_bytes);
+    let delta = access_unit(false, slice_bytes);
+    let start = Instant::now();
+    let new_call = |(audio, video): (u16, u16), t0: Instant| Call {
+        audio: sockaddr(host, audio),
+        video: sockaddr(host, video),
+        t0,
+        aseq: 0,
+        vseq: 0,
+        next_audio: 0,
+        next_frame: 0,
+    };
+    let mut calls: Vec<Call> = Vec::new();
+    let mut added: Option<mpsc::Receiver<(u16, u16)>> = None;
+    if args[1] == "-" {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in io::stdin().lock().lines() {
+                let Ok(line) = line else { return };
+                if let Some(ports) = parse_ports(&line) {
+                    if tx.send(ports).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        added = Some(rx);
+    } else {
+        let ports: Vec<(u16, u16)> = fs::read_to_string(&args[1])
+            .expect("ports file is readable")
+            .lines()
+            .filter_map(parse_ports)
+            .collect();
+        // spread evenly over the frame period
+        let n = ports.len().max(1) as u64;
+        calls = ports
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| new_call(p, start + Duration::from_micros(i as u64 * FRAME_MS * 1000 / n)))
+            .collect();
+    }
     let mut sender = Sender {
         fd,
         packets: Vec::with_capacity(SENDMMSG_BATCH),
@@ -179,16 +222,22 @@ fn main() {
     let (mut audio_frames, mut video_frames) = (0u64, 0u64);
     let mut max_lag = Duration::ZERO;
     let cpu0 = cpu_seconds();
-    let start = Instant::now();
     let end = start + Duration::from_secs_f64(seconds);
     loop {
         let now = Instant::now();
         if now >= end {
             break;
         }
+        if let Some(rx) = &added {
+            for ports in rx.try_iter() {
+                // calls added one by one land on a spread of phases (a prime step in µs)
+                let phase = (calls.len() as u64 * 7_919) % (FRAME_MS * 1000);
+                calls.push(new_call(ports, now + Duration::from_micros(phase)));
+            }
+        }
         for (i, c) in calls.iter_mut().enumerate() {
             let ssrc = 0x1000_0000 + i as u32 * 2;
-            while start + c.offset + Duration::from_millis(c.next_audio * AUDIO_MS) <= now {
+            while c.t0 + Duration::from_millis(c.next_audio * AUDIO_MS) <= now {
                 let ts = (c.next_audio as u32).wrapping_mul(160);
                 sender.push(build_rtp(0, c.aseq, ts, ssrc, false, &[0xff; 160]), c.audio);
                 c.aseq = c.aseq.wrapping_add(1);
@@ -196,8 +245,7 @@ fn main() {
                 audio_frames += 1;
             }
             loop {
-                let due =
-                    start + c.offset + Duration::from_millis(u64::from(c.next_frame) * FRAME_MS);
+                let due = c.t0 + Duration::from_millis(u64::from(c.next_frame) * FRAME_MS);
                 if due > now {
                     break;
                 }
