@@ -6,17 +6,27 @@ import asyncio
 import logging
 import signal
 import ssl
+from typing import Protocol
 
 from aiohttp import web
 
 from .api.hooks import RestHooks
 from .api.limits import LimitedRunner
 from .api.rest import create_app
+from .egress.wcs import WcsServer
 from .egress.whep import WhepEndpoint
 from .gateway import Gateway
 from .settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
+
+
+class Listener(Protocol):
+    """A playback port the server opens after HTTP and closes before it."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 class Server:
@@ -29,6 +39,12 @@ class Server:
                                  settings.max_viewers_per_client)
         self._runner: LimitedRunner | None = None
         self.hooks: RestHooks | None = None
+        # the playback ports besides HTTP: each has start() and stop()
+        self.listeners: list[Listener] = []
+        self.wcs: WcsServer | None = None
+        if settings.ws_port or (settings.wss_port and settings.wss_cert):
+            self.wcs = WcsServer(self.gateway, self.whep, settings)
+            self.listeners.append(self.wcs)
 
     @property
     def base_url(self) -> str:
@@ -64,12 +80,16 @@ class Server:
         site = web.TCPSite(self._runner, self.settings.bind_ip, self.settings.http_port, ssl_context=tls)
         await site.start()
         log.info("HTTP on %s (player: %s/player)", self.base_url, self.base_url)
+        for listener in self.listeners:
+            await listener.start()
 
     async def stop(self) -> None:
         """HTTP and viewers first, then calls, recordings and SIP, then the
         hooks of what ended: within ``shutdown_timeout_s`` in all."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.shutdown_timeout_s
+        for listener in reversed(self.listeners):
+            await listener.stop()
         if self._runner is not None:
             await self._runner.cleanup()  # ends WHEP sessions; bounded by the runner's shutdown_timeout
             self._runner = None

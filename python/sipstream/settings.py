@@ -141,6 +141,21 @@ class Settings:
     # and the burst allowed above it. /health, /ready and /player are not counted.
     rest_rate_limit: float = 50.0
     rest_rate_burst: int = 200
+    # The WCS Web SDK's WebSocket (egress/wcs.py): ws on ws_port, and wss on
+    # wss_port when wss_cert and wss_key (PEM files) are given. 0: off. The
+    # properties file may spell them as WCS does: ws.port, wss.port.
+    ws_port: int = 8080
+    wss_port: int = 8443
+    wss_cert: str = ""
+    wss_key: str = ""
+    ws_max_sessions: int = 1000  # WebSocket sessions at once, ws and wss together
+    ws_max_message_bytes: int = 65536  # a bigger client frame closes its session (1009)
+    ws_ping_interval_s: float = 5.0  # server pings; a session that misses
+    ws_max_missed_pings: int = 10  # this many pongs in a row is dropped, as WCS does
+    # --- HLS (egress/hls.py): hls_port 0 is off ---
+    hls_port: int = 8082
+    hls_dir: str = ""  # segments and playlists also written here; "": memory only
+    # --- end of HLS settings ---
     # REST hooks (api/hooks.py): WCS names for the first two.
     disable_rest_requests: bool = False
     rest_max_connections: int = 20  # concurrent hook POSTs
@@ -210,6 +225,22 @@ class Settings:
                     "sip_tcp_idle_timeout_s"):
             if getattr(self, key) <= 0:
                 raise SettingsError(f"{key}: must be > 0, got {getattr(self, key)}")
+        ports = {"http_port": self.http_port}
+        for key in ("ws_port", "wss_port", "hls_port"):
+            port = getattr(self, key)
+            if not 0 <= port < 65536:
+                raise SettingsError(f"{key}: {port} is out of range [0, 65535] (0: off)")
+            if key == "wss_port" and not self.wss_cert:
+                continue
+            for other, taken in ports.items():
+                if port and port == taken:
+                    raise SettingsError(f"{key}: {port} is also {other}")
+            ports[key] = port
+        if bool(self.wss_cert) != bool(self.wss_key):
+            raise SettingsError("wss_cert/wss_key: give both PEM files, or neither")
+        for key in ("ws_max_sessions", "ws_max_message_bytes", "ws_ping_interval_s", "ws_max_missed_pings"):
+            if getattr(self, key) <= 0:
+                raise SettingsError(f"{key}: must be > 0, got {getattr(self, key)}")
         if self.media_port_to - self.media_port_from < 3:
             raise SettingsError("media_port_from/media_port_to: the range holds no call (4 ports)")
 
@@ -221,6 +252,7 @@ class Settings:
             if key.startswith("app."):
                 self.apps[key[4:]] = str(value).strip()
                 continue
+            key = _WCS_SPELLINGS.get(key, key)
             field = fields.get(key)
             if field is None or key == "apps":
                 log.warning("%s: unknown setting %r ignored", source, key)
@@ -255,6 +287,10 @@ class Settings:
             settings.update({k: v for k, v in overrides.items() if v is not None}, "command line")
         settings.validate()
         return settings
+
+
+# WCS's flashphoner.properties names of settings we also have.
+_WCS_SPELLINGS = {"ws.port": "ws_port", "wss.port": "wss_port"}
 
 
 def _comma_list(value: str) -> frozenset[str]:

@@ -102,6 +102,45 @@ async def new_page(context) -> Any:
     return page
 
 
+# Chromium's view of a receiving RTCPeerConnection, shared by the players below.
+STATS_JS = r"""
+async function readStats(pc, out) {  // inbound-rtp, codecs, transport: into out
+  const stats = await pc.getStats();
+  const codecs = {};
+  stats.forEach(s => { if (s.type === 'codec') codecs[s.id] = s.mimeType; });
+  stats.forEach(s => {  // the SRTP cipher and the server's address that ICE chose
+    if (s.type !== 'transport' || !s.selectedCandidatePairId) return;
+    out.srtpCipher = s.srtpCipher || null;
+    const pair = stats.get(s.selectedCandidatePairId);
+    const remote = pair && stats.get(pair.remoteCandidateId);
+    if (remote) out.remoteAddress = remote.address + ':' + remote.port;
+  });
+  stats.forEach(s => {
+    if (s.type !== 'inbound-rtp') return;
+    if (s.kind === 'video') {
+      out.framesDecoded = s.framesDecoded || 0;
+      out.framesReceived = s.framesReceived || 0;
+      out.frameWidth = s.frameWidth || 0;
+      out.frameHeight = s.frameHeight || 0;
+      out.videoPacketsReceived = s.packetsReceived || 0;
+      out.videoCodec = codecs[s.codecId] || null;
+      out.keyFramesDecoded = s.keyFramesDecoded || 0;
+      out.framesDropped = s.framesDropped || 0;
+      out.freezeCount = s.freezeCount || 0;
+      out.totalFreezesDuration = s.totalFreezesDuration || 0;
+      out.pliCount = s.pliCount || 0;
+      out.firCount = s.firCount || 0;
+      out.nackCount = s.nackCount || 0;
+      out.videoPacketsLost = s.packetsLost || 0;
+    } else if (s.kind === 'audio') {
+      out.audioSamplesReceived = s.totalSamplesReceived || 0;
+      out.audioPacketsReceived = s.packetsReceived || 0;
+      out.audioCodec = codecs[s.codecId] || null;
+    }
+  });
+}
+"""
+
 # Web Audio on a received audio track: its level and its strongest frequency.
 # (Headless Chromium plays no audio out, so the stats' totalAudioEnergy stays 0.)
 TONE_JS = r"""
@@ -127,7 +166,7 @@ function readTone(analyser) {  // [RMS (full scale 1.0), peak frequency in Hz]
 
 WHEP_JS = r"""
 async ({whepUrl, seconds, waitForMedia, measureS, iceWaitMs, teardown}) => {
-""" + TONE_JS + r"""
+""" + TONE_JS + STATS_JS + r"""
   const out = {framesDecoded: 0, framesReceived: 0, frameWidth: 0, frameHeight: 0,
                audioSamplesReceived: 0, audioPacketsReceived: 0, videoPacketsReceived: 0,
                connectionState: 'new', iceConnectionState: 'new',
@@ -173,39 +212,7 @@ async ({whepUrl, seconds, waitForMedia, measureS, iceWaitMs, teardown}) => {
     const deadline = performance.now() + seconds * 1000;
     while (performance.now() < deadline) {
       await new Promise(r => setTimeout(r, 250));
-      const stats = await pc.getStats();
-      const codecs = {};
-      stats.forEach(s => { if (s.type === 'codec') codecs[s.id] = s.mimeType; });
-      stats.forEach(s => {  // the SRTP cipher and the server's address that ICE chose
-        if (s.type !== 'transport' || !s.selectedCandidatePairId) return;
-        out.srtpCipher = s.srtpCipher || null;
-        const pair = stats.get(s.selectedCandidatePairId);
-        const remote = pair && stats.get(pair.remoteCandidateId);
-        if (remote) out.remoteAddress = remote.address + ':' + remote.port;
-      });
-      stats.forEach(s => {
-        if (s.type !== 'inbound-rtp') return;
-        if (s.kind === 'video') {
-          out.framesDecoded = s.framesDecoded || 0;
-          out.framesReceived = s.framesReceived || 0;
-          out.frameWidth = s.frameWidth || 0;
-          out.frameHeight = s.frameHeight || 0;
-          out.videoPacketsReceived = s.packetsReceived || 0;
-          out.videoCodec = codecs[s.codecId] || null;
-          out.keyFramesDecoded = s.keyFramesDecoded || 0;
-          out.framesDropped = s.framesDropped || 0;
-          out.freezeCount = s.freezeCount || 0;
-          out.totalFreezesDuration = s.totalFreezesDuration || 0;
-          out.pliCount = s.pliCount || 0;
-          out.firCount = s.firCount || 0;
-          out.nackCount = s.nackCount || 0;
-          out.videoPacketsLost = s.packetsLost || 0;
-        } else if (s.kind === 'audio') {
-          out.audioSamplesReceived = s.totalSamplesReceived || 0;
-          out.audioPacketsReceived = s.packetsReceived || 0;
-          out.audioCodec = codecs[s.codecId] || null;
-        }
-      });
+      await readStats(pc, out);
       out.connectionState = pc.connectionState;
       out.iceConnectionState = pc.iceConnectionState;
       if (analyser !== null) [out.audioRms, out.audioPeakHz] = readTone(analyser);
@@ -259,6 +266,144 @@ async def whep_play(page_url_base: str, whep_url: str, seconds: float, *, contex
                 "whepUrl": whep_url, "seconds": float(seconds), "waitForMedia": wait_for_media,
                 "measureS": float(measure_s),
                 "iceWaitMs": int(ice_wait_ms), "teardown": teardown,
+            })
+            res["console"] = list(page.console_log)
+            return res
+        finally:
+            await page.close()
+
+
+# What the WCS Web SDK does to play a stream (shared/reference/wcs-websdk-protocol.md
+# §2): the Player's `connection`, then an offer taken right after
+# setLocalDescription (no candidates: the SDK never trickles) in `playStream`;
+# the answer from `setRemoteSDP`; PLAYING from `notifyStreamStatusEvent`;
+# `pong` to every server `ping`; `stopStream` at the end.
+WCS_JS = r"""
+async ({wsUrl, stream, seconds, measureS, connection, transport, stop}) => {
+""" + TONE_JS + STATS_JS + r"""
+  const out = {framesDecoded: 0, framesReceived: 0, frameWidth: 0, frameHeight: 0,
+               audioSamplesReceived: 0, audioPacketsReceived: 0, videoPacketsReceived: 0,
+               connectionState: 'new', error: null, videoCodec: null, audioCodec: null,
+               keyFramesDecoded: 0, framesDropped: 0, freezeCount: 0, totalFreezesDuration: 0,
+               pliCount: 0, firCount: 0, nackCount: 0, videoPacketsLost: 0,
+               fps: 0, measuredS: 0, audioRms: 0, audioPeakHz: 0, srtpCipher: null, remoteAddress: null,
+               messages: [], statuses: [], userData: null, answer: null, offerHasCandidates: null,
+               pings: 0, wsClose: null, playingAfterMs: null};
+  const inbox = [];
+  let wake = null;
+  let pc = null;
+  const ws = new WebSocket(wsUrl);
+  const send = (message, data) => ws.send(JSON.stringify({message: message, data: [data]}));
+  ws.onmessage = (e) => {
+    const m = JSON.parse(e.data);
+    out.messages.push(m.message);
+    if (m.message === 'ping') { out.pings++; send('pong', null); return; }
+    if (m.message === 'notifyStreamStatusEvent') {
+      out.statuses.push({status: m.data[0].status, info: m.data[0].info || null});
+    }
+    inbox.push(m);
+    if (wake) wake();
+  };
+  ws.onclose = (e) => { out.wsClose = {code: e.code, reason: e.reason}; if (wake) wake(); };
+  const next = async (accept, ms) => {  // the first queued message accept() takes, or null
+    const deadline = performance.now() + ms;
+    while (performance.now() < deadline) {
+      const i = inbox.findIndex(accept);
+      if (i >= 0) return inbox.splice(i, 1)[0];
+      if (out.wsClose) return null;
+      await new Promise(r => { wake = r; setTimeout(r, 100); });
+      wake = null;
+    }
+    return null;
+  };
+  try {
+    await new Promise((resolve, reject) => {
+      ws.onopen = resolve;
+      ws.onerror = () => reject(new Error('WebSocket error'));
+    });
+    send('connection', Object.assign({appKey: 'defaultApp', mediaProviders: ['WebRTC', 'WSPlayer'],
+          clientVersion: '2.0', clientOSVersion: navigator.appVersion, clientBrowserVersion: navigator.userAgent,
+          msePacketizationVersion: 2}, connection));
+    const userData = await next(m => m.message === 'getUserData', 5000);
+    if (!userData) { out.error = 'no getUserData'; return out; }
+    out.userData = userData.data[0];
+    pc = new RTCPeerConnection({iceServers: [], bundlePolicy: 'max-compat'});
+    const video = document.createElement('video');
+    video.muted = true; video.autoplay = true; video.playsInline = true;
+    document.body.appendChild(video);
+    let analyser = null;
+    pc.ontrack = (e) => {
+      video.srcObject = e.streams[0] || new MediaStream([e.track]); video.play().catch(() => {});
+      if (e.track.kind === 'audio') analyser = toneAnalyser(e.track);
+    };
+    const offer = await pc.createOffer({offerToReceiveAudio: 1, offerToReceiveVideo: 1});
+    await pc.setLocalDescription(offer);
+    out.offerHasCandidates = offer.sdp.includes('a=candidate');
+    const id = Array.from(crypto.getRandomValues(new Uint8Array(16)), b => b.toString(16).padStart(2, '0')).join('');
+    const request = {mediaSessionId: id, name: stream, published: false, hasVideo: true, hasAudio: true,
+                     status: 'PENDING', record: false, width: 0, height: 0, mediaProvider: 'WebRTC',
+                     sdp: offer.sdp, bitrate: 0, minBitrate: 0, maxBitrate: 0, quality: 0};
+    if (transport) request.transport = transport;
+    const t0 = performance.now();
+    send('playStream', request);
+    const reply = await next(m => (m.message === 'setRemoteSDP' && m.data[0] === id)
+                             || (m.message === 'notifyStreamStatusEvent' && m.data[0].status === 'FAILED'), 10000);
+    if (!reply || reply.message !== 'setRemoteSDP') { out.error = 'no setRemoteSDP'; return out; }
+    out.answer = reply.data[1];
+    await pc.setRemoteDescription({type: 'answer', sdp: reply.data[1]});
+    let mark = null;
+    const deadline = performance.now() + seconds * 1000;
+    while (performance.now() < deadline) {
+      await new Promise(r => setTimeout(r, 250));
+      if (out.playingAfterMs === null && out.statuses.some(x => x.status === 'PLAYING')) {
+        out.playingAfterMs = performance.now() - t0;
+      }
+      await readStats(pc, out);
+      out.connectionState = pc.connectionState;
+      if (analyser !== null) [out.audioRms, out.audioPeakHz] = readTone(analyser);
+      if (out.playingAfterMs !== null && out.framesDecoded > 0 && out.audioSamplesReceived > 0) {
+        const now = performance.now();
+        if (mark === null) mark = {t: now, frames: out.framesDecoded};
+        out.measuredS = (now - mark.t) / 1000;
+        if (out.measuredS > 0) out.fps = (out.framesDecoded - mark.frames) / out.measuredS;
+        if (out.measuredS >= measureS) break;
+      }
+      if (pc.connectionState === 'failed' || out.wsClose) break;
+    }
+    if (stop) {
+      send('stopStream', {mediaSessionId: id, name: stream, published: false, hasVideo: true, hasAudio: true,
+                          status: 'PLAYING', record: false});
+      await next(m => m.message === 'notifyStreamStatusEvent' && m.data[0].status === 'STOPPED', 5000);
+    }
+  } catch (e) {
+    out.error = String(e && e.stack || e);
+  } finally {
+    if (pc) { out.connectionState = pc.connectionState; pc.close(); }
+    ws.close();
+  }
+  return out;
+}
+"""
+
+
+async def wcs_play(page_url: str, ws_url: str, stream: str, seconds: float, *, context=None,
+                   measure_s: float = 0.0, connection: dict | None = None, transport: str | None = None,
+                   stop: bool = True) -> dict:
+    """Play ``stream`` in Chromium over the WCS WebSocket at ``ws_url`` as the
+    Web SDK's Player does (``WCS_JS``), from a page at ``page_url``. Returns
+    WHEP_JS's stats plus the protocol's view: ``messages`` (server message
+    names in order), ``statuses`` (each notifyStreamStatusEvent's status and
+    info), ``userData``, ``answer``, ``offerHasCandidates``, ``pings``,
+    ``playingAfterMs`` (playStream → PLAYING seen) and ``wsClose``.
+    ``connection``: fields added to the ``connection`` message (appKey,
+    authToken, custom)."""
+    async with _context(context) as ctx:
+        page = await new_page(ctx)
+        try:
+            await page.goto(page_url, wait_until="domcontentloaded")
+            res = await page.evaluate(WCS_JS, {
+                "wsUrl": ws_url, "stream": stream, "seconds": float(seconds), "measureS": float(measure_s),
+                "connection": connection or {}, "transport": transport, "stop": stop,
             })
             res["console"] = list(page.console_log)
             return res

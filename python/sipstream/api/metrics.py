@@ -130,9 +130,11 @@ class _StateCollector(Collector):
         viewers = GaugeMetricFamily("sipstream_viewers", "Viewers by protocol and state",
                                     labels=["protocol", "state"])
         sessions = list(self.whep.sessions.values())
-        connected = sum(1 for s in sessions if s.connected)
-        viewers.add_metric(["whep", "connected"], connected)
-        viewers.add_metric(["whep", "connecting"], len(sessions) - connected)
+        for protocol in ("whep", "wcs"):  # WHEP, and the WCS WebSocket: one engine
+            mine = [s for s in sessions if s.protocol == protocol]
+            connected = sum(1 for s in mine if s.connected)
+            viewers.add_metric([protocol, "connected"], connected)
+            viewers.add_metric([protocol, "connecting"], len(mine) - connected)
         yield viewers
         engine = self.whep.stats()
         for key, help_text in (("datagrams_out", "Datagrams sent to WebRTC viewers"),

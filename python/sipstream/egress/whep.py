@@ -15,6 +15,7 @@ import logging
 import secrets
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,9 @@ class WhepSession:
     client: str = ""  # the client's IP address
     created: float = field(default_factory=time.monotonic)
     connected: bool = False
+    protocol: str = "whep"  # or "wcs": the WCS WebSocket's viewers are the same engine's
+    # told "connected" or "closed" (with the engine's reason) from the event loop
+    on_event: Callable[[str, str], None] | None = None
 
 
 class WhepEndpoint:
@@ -100,20 +104,28 @@ class WhepEndpoint:
                 continue
             if kind == "connected":
                 session.connected = True
-                log.info("WHEP session %s connected (%s)", session.id, session.stream.name)
+                log.info("WebRTC viewer %s connected (%s, %s)", session.id, session.stream.name, session.protocol)
             elif kind == "closed":
                 self._forget(session)
-                log.info("WHEP session %s ended: %s", session.id, reason)
+                log.info("WebRTC viewer %s ended: %s", session.id, reason)
+            if session.on_event is not None:
+                try:
+                    session.on_event(kind, reason)
+                except Exception:  # one viewer's listener must not stop the others' events
+                    log.exception("WebRTC viewer %s: event listener failed", session.id)
 
     def _forget(self, session: WhepSession) -> None:
         self.sessions.pop(session.id, None)
         self._by_viewer.pop(session.viewer, None)
 
     # ------------------------------------------------------------ sessions
-    async def play(self, stream: Stream, offer_sdp: str, client: str = "") -> tuple[str, str]:
+    async def play(self, stream: Stream, offer_sdp: str, client: str = "", protocol: str = "whep",
+                   on_event: Callable[[str, str], None] | None = None) -> tuple[str, str]:
         """Answer ``offer_sdp`` from ``client`` (its address); returns (session
         id, answer SDP). ValueError when the offer cannot be answered,
-        OverflowError at ``max_viewers`` or at the client's share of them."""
+        OverflowError at ``max_viewers`` or at the client's share of them.
+        ``on_event(kind, reason)`` hears the viewer's "connected" and
+        "closed" (not the close that ``stop`` asks for)."""
         if len(self.sessions) >= self.max_viewers:
             raise OverflowError(f"max_viewers ({self.max_viewers}) reached")
         if self.max_per_client and client and sum(
@@ -124,14 +136,14 @@ class WhepEndpoint:
         video = stream.has_video and (stream.video_codec or "H264") == "H264"
         # the answer takes a millisecond or two of crypto set-up: off the loop
         viewer, answer = await asyncio.to_thread(engine.add_viewer, stream.feed, offer_sdp, audio, video)
-        session = WhepSession(secrets.token_hex(12), stream, viewer, client)
+        session = WhepSession(secrets.token_hex(12), stream, viewer, client, protocol=protocol, on_event=on_event)
         self.sessions[session.id] = session
         self._streams[stream.feed.id] = stream
         self._by_viewer[viewer] = session
         if stream.ended:  # ended while we answered
             await self.stop(session.id)
             raise ValueError("the stream has ended")
-        log.info("WHEP session %s plays %s", session.id, stream.name)
+        log.info("WebRTC viewer %s plays %s (%s)", session.id, stream.name, protocol)
         return session.id, answer
 
     async def stop(self, session_id: str) -> bool:
@@ -141,7 +153,7 @@ class WhepEndpoint:
         self._forget(session)
         if self._engine is not None:
             self._engine.remove_viewer(session.viewer)
-        log.info("WHEP session %s ended", session_id)
+        log.info("WebRTC viewer %s ended", session_id)
         return True
 
     async def close(self) -> None:

@@ -248,7 +248,7 @@ impl Viewer {
             .sdp_api()
             .accept_offer(offer)
             .map_err(|e| format!("cannot answer the offer: {e}"))?;
-        let sdp = answer.to_sdp_string();
+        let sdp = one_media_stream(&answer.to_sdp_string());
 
         let mut audio = None;
         let mut video = None;
@@ -666,4 +666,64 @@ fn rand_u16() -> u16 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(Instant::now().elapsed().as_nanos());
     h.finish() as u16
+}
+
+/// The answer with every track in one media stream (the first `a=msid`'s):
+/// str0m gives each answered track a stream of its own, and players that
+/// show `ontrack`'s `event.streams[0]` (the WCS Web SDK, many WHEP pages)
+/// would then keep only the last track, video or audio.
+fn one_media_stream(sdp: &str) -> String {
+    let Some(stream) = sdp.lines().find_map(|l| {
+        l.strip_prefix("a=msid:")
+            .and_then(|rest| rest.split(' ').next())
+            .map(str::to_owned)
+    }) else {
+        return sdp.to_owned();
+    };
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.split_inclusive("\r\n") {
+        let body = line.trim_end_matches("\r\n");
+        let fixed = if body.starts_with("a=msid-semantic:") {
+            Some(format!("a=msid-semantic: WMS {stream}"))
+        } else if let Some(rest) = body.strip_prefix("a=msid:") {
+            rest.split_once(' ')
+                .map(|(_, track)| format!("a=msid:{stream} {track}"))
+        } else if let (Some(rest), true) = (body.strip_prefix("a=ssrc:"), body.contains(" msid:")) {
+            rest.split_once(" msid:").and_then(|(ssrc, msid)| {
+                msid.split_once(' ')
+                    .map(|(_, track)| format!("a=ssrc:{ssrc} msid:{stream} {track}"))
+            })
+        } else {
+            None
+        };
+        match fixed {
+            Some(f) => {
+                out.push_str(&f);
+                out.push_str(&line[body.len()..]);
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_media_stream;
+
+    #[test]
+    fn every_answered_track_is_in_the_first_tracks_stream() {
+        let sdp = "v=0\r\na=msid-semantic: WMS A B\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\n\
+                   a=msid:A ta\r\na=ssrc:1 cname:x\r\na=ssrc:1 msid:A ta\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=msid:B tv\r\na=ssrc:2 msid:B tv\r\n";
+        let one = one_media_stream(sdp);
+        assert_eq!(
+            one,
+            "v=0\r\na=msid-semantic: WMS A\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\n\
+             a=msid:A ta\r\na=ssrc:1 cname:x\r\na=ssrc:1 msid:A ta\r\n\
+             m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=msid:A tv\r\na=ssrc:2 msid:A tv\r\n"
+        );
+        // nothing to do without msid
+        assert_eq!(one_media_stream("v=0\r\n"), "v=0\r\n");
+    }
 }
