@@ -51,7 +51,7 @@ CORS = {
 }
 # Methods that change something: refused from an origin that is not allowed.
 _UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_PUBLIC_PATHS = ("/player", "/health", "/ready", "/rest-api/openapi.json")
+_PUBLIC_PATHS = ("/player", "/console", "/health", "/ready", "/rest-api/openapi.json")
 
 GATEWAY = web.AppKey("gateway", Gateway)
 WHEP = web.AppKey("whep", WhepEndpoint)
@@ -515,9 +515,20 @@ async def whep_patch(request: web.Request) -> web.Response:
 
 
 # ------------------------------------------------------------------ pages
+def _page(request: web.Request, name: str) -> web.Response:
+    """A bundled page, told the server's playback ports (0: off)."""
+    s = request.app[GATEWAY].settings
+    config = {"wsPort": s.ws_port, "wssPort": s.wss_port if s.wss_cert else 0, "hlsPort": s.hls_port}
+    page = resources.files("sipstream.api").joinpath(name).read_text(encoding="utf-8")
+    return web.Response(text=page.replace("__SIPSTREAM_CONFIG__", json.dumps(config)), content_type="text/html")
+
+
 async def player(request: web.Request) -> web.Response:
-    page = resources.files("sipstream.api").joinpath("player.html").read_text(encoding="utf-8")
-    return web.Response(text=page, content_type="text/html")
+    return _page(request, "player.html")
+
+
+async def console(request: web.Request) -> web.Response:
+    return _page(request, "console.html")
 
 
 @endpoint("Liveness and counts", None, models.Health, ())
@@ -590,6 +601,7 @@ def create_app(gateway: Gateway, whep: WhepEndpoint | None = None,
     app.router.add_get("/whep/{stream}/{session}", whep_stats)
     app.router.add_patch("/whep/{stream}/{session}", whep_patch)
     app.router.add_get("/player", player)
+    app.router.add_get("/console", console)
     app.router.add_get(f"{api}/openapi.json", openapi_json)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
