@@ -17,9 +17,9 @@
 
 use sipstream_core::h264::h264_packetize;
 use sipstream_core::rtp::build_rtp;
+use std::io::{self, BufRead};
 use std::net::{Ipv4Addr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::io::{self, BufRead};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use std::{env, fs, mem, process};
@@ -210,7 +210,12 @@ fn main() {
         calls = ports
             .iter()
             .enumerate()
-            .map(|(i, &p)| new_call(p, start + Duration::from_micros(i as u64 * FRAME_MS * 1000 / n)))
+            .map(|(i, &p)| {
+                new_call(
+                    p,
+                    start + Duration::from_micros(i as u64 * FRAME_MS * 1000 / n),
+                )
+            })
             .collect();
     }
     let mut sender = Sender {
