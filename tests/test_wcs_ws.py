@@ -374,3 +374,35 @@ async def test_tokens_and_the_apps_connect_hook(server_with: Any, callee: Loopba
         assert len(posted) == 2 and all("sipPassword" not in body and body["sessionId"] for body in posted), posted
     finally:
         await runner.cleanup()
+
+
+# ------------------------------------------------------ wss and ICE-TCP
+async def test_wss_and_transport_tcp(server_with: Any, callee: LoopbackCallee, tmp_path: Any) -> None:
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    server, rest = await server_with(ws_port=0, wss_port=free_tcp_port(), wss_cert=str(cert), wss_key=str(key),
+                                     ice_tcp_transport=True, webrtc_tcp_port=0)
+    assert set(server.wcs.ports) == {"wss"}  # ws off, wss on
+    await rest.start_call(loopback_call(callee, "wcs6", "wcss6"))
+    trust = ssl.create_default_context(cafile=str(cert))
+    offer = await recvonly_offer("audio", "video")
+    async with aiohttp.ClientSession() as http:
+        client = Client(await http.ws_connect(f"wss://127.0.0.1:{server.settings.wss_port}/", ssl=trust))
+        await client.send("connection", {"appKey": "defaultApp"})
+        await client.next("getUserData")
+        # "transport": "TCP": only the passive ICE-TCP candidate is offered
+        await client.send("playStream", play_request("p1", "wcss6", offer, transport="TCP"))
+        answer = (await client.next("setRemoteSDP"))["data"][1].splitlines()
+        candidates = [line for line in answer if line.startswith("a=candidate:")]
+        assert candidates and all(" tcp " in c and "tcptype passive" in c for c in candidates), candidates
+        assert "a=end-of-candidates" in answer
+        # by default both
+        await client.send("playStream", play_request("p2", "wcss6", offer))
+        answer = (await client.next("setRemoteSDP"))["data"][1].splitlines()
+        kinds = {line.split()[2].lower() for line in answer if line.startswith("a=candidate:")}
+        assert kinds == {"udp", "tcp"}, answer
