@@ -41,6 +41,13 @@ OptText = Annotated[Text | None, BeforeValidator(_empty_is_missing)]
 OptBool = Annotated[bool | None, BeforeValidator(_empty_is_missing)]
 
 
+# The SIP grammar the server enforces (sip/grammar.py), written into the schema.
+_USER_RULE = (f"A user part (RFC 3261): 1-{grammar.MAX_USER} of A-Z a-z 0-9 - _ . ! ~ * ' ( ) & = + $ , / "
+              "and %XX escapes; no ';', '?', '@' or spaces.")
+_HOST_RULE = (f"A host: an IPv4 or [IPv6] address, or a DNS name of at most {grammar.MAX_HOST} characters "
+              "whose labels are 1-63 letters, digits and inner hyphens.")
+
+
 class Request(BaseModel):
     model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True, str_strip_whitespace=True)
 
@@ -48,14 +55,16 @@ class Request(BaseModel):
 class CallStartup(Request):
     """``/call/startup``: place a SIP call whose media becomes a stream."""
 
-    callee: Text = Field(description="user or number at sipDomain, user@host, or a sip: URI")
+    callee: Text = Field(description="user or number at sipDomain, user@host[:port], a tel: number, or a sip: "
+                         "URI (no URI headers; transport udp or tcp). " + _USER_RULE)
     toStream: Text = Field(description="the name of the stream the call publishes")
-    sipLogin: Text
-    sipDomain: Text = Field(description="the SIP domain, host[:port]")
+    sipLogin: Text = Field(description=_USER_RULE)
+    sipDomain: Text = Field(description="the SIP domain, host[:port]. " + _HOST_RULE)
     sipPassword: OptText = Field(None, json_schema_extra={"writeOnly": True})
     callId: OptText = Field(None, description="made up when absent")
-    sipAuthenticationName: OptText = None
-    sipOutboundProxy: OptText = Field(None, description="host[:port] or a sip: URI with ;transport=udp|tcp")
+    sipAuthenticationName: OptText = Field(None, description=_USER_RULE)
+    sipOutboundProxy: OptText = Field(None, description="host[:port] or a sip: URI with ;transport=udp|tcp "
+                                      "(sips: and tls are refused: no SIP over TLS yet). " + _HOST_RULE)
     sipPort: Annotated[Annotated[int, Field(ge=1, le=65535)] | None, BeforeValidator(_empty_is_missing)] = None
     hasAudio: OptBool = None
     hasVideo: OptBool = None
