@@ -487,6 +487,21 @@ async def test_a_request_without_host_header_is_served(server: Server) -> None:
     assert status_line.startswith(b"HTTP/1.") and b" 200 " in status_line, status_line
 
 
+async def test_a_malformed_request_is_a_400_and_one_info_line(server: Server,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """A NUL in a header: aiohttp answers 400 and would log an ERROR with a
+    traceback and the header's bytes; it is the client's mistake."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.settings.http_port)
+    writer.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer sec\x00ret\r\n\r\n")
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 5)
+    writer.close()
+    assert b" 400 " in status_line, status_line
+    records = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert records and all(r.levelname == "INFO" and r.exc_info is None for r in records), records
+    assert "answered 400" in records[0].getMessage() and "zq7xv" not in caplog.text, caplog.text
+
+
 async def test_recorders_are_capped(server_with: Any, callee: LoopbackCallee, tmp_path: Any) -> None:
     _, rest = await server_with(max_recorders=1, record_dir=str(tmp_path))
     await rest.start_call(loopback_call(callee, "rc1", "rcs1"))

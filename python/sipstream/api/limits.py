@@ -12,9 +12,29 @@ import time
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
 log = logging.getLogger(__name__)
+
+
+class _MalformedRequestFilter(logging.Filter):
+    """aiohttp logs a request it cannot parse (a NUL in a header, a bad
+    request line) at ERROR with a traceback, and answers it 400. That is a
+    client's mistake, not the server's: one INFO line, without the bytes
+    (which may hold a header's secret)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            why = (exc.message or type(exc).__name__).splitlines()[0].rstrip(": ")
+            record.msg, record.args = "%s (answered %d: %s)", (record.getMessage(), exc.code or 400, why)
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info = record.exc_text = None
+        return True
+
+
+logging.getLogger("aiohttp.server").addFilter(_MalformedRequestFilter())
 
 
 class LimitedServer(web.Server):
