@@ -13,6 +13,7 @@ from aiohttp import web
 from .api.hooks import RestHooks
 from .api.limits import LimitedRunner
 from .api.rest import create_app
+from .egress.hls import HlsServer
 from .egress.wcs import WcsServer
 from .egress.whep import WhepEndpoint
 from .gateway import Gateway
@@ -45,6 +46,10 @@ class Server:
         if settings.ws_port or (settings.wss_port and settings.wss_cert):
             self.wcs = WcsServer(self.gateway, self.whep, settings)
             self.listeners.append(self.wcs)
+        self.hls: HlsServer | None = None
+        if settings.hls_port:
+            self.hls = HlsServer(self.gateway, settings)
+            self.listeners.append(self.hls)
 
     @property
     def base_url(self) -> str:

@@ -155,6 +155,15 @@ class Settings:
     # --- HLS (egress/hls.py): hls_port 0 is off ---
     hls_port: int = 8082
     hls_dir: str = ""  # segments and playlists also written here; "": memory only
+    # Segments of about hls_segment_s (each starts with a keyframe, asked for
+    # as it is due; EXT-X-TARGETDURATION is 1.5x it, rounded up, for late
+    # ones), LL-HLS parts of at most hls_part_s, the last hls_segments
+    # segments in the playlist (and in memory).
+    hls_segment_s: float = 2.0
+    hls_part_s: float = 0.5
+    hls_segments: int = 6
+    hls_max_streams: int = 100  # streams muxed at once (a thread and an AAC encoder each); 503 beyond
+    hls_idle_timeout_s: float = 30.0  # a stream's muxer stops after this long without a request
     # --- end of HLS settings ---
     # REST hooks (api/hooks.py): WCS names for the first two.
     disable_rest_requests: bool = False
@@ -243,6 +252,16 @@ class Settings:
                 raise SettingsError(f"{key}: must be > 0, got {getattr(self, key)}")
         if self.media_port_to - self.media_port_from < 3:
             raise SettingsError("media_port_from/media_port_to: the range holds no call (4 ports)")
+        # HLS (egress/hls.py)
+        if not 0.1 <= self.hls_part_s <= self.hls_segment_s / 2:
+            raise SettingsError(f"hls_part_s: need 0.1 <= hls_part_s <= hls_segment_s / 2, got {self.hls_part_s}")
+        if not 1.0 <= self.hls_segment_s <= 20.0:
+            raise SettingsError(f"hls_segment_s: need 1 to 20 s, got {self.hls_segment_s}")
+        if not 3 <= self.hls_segments <= 100:
+            raise SettingsError(f"hls_segments: need 3 to 100, got {self.hls_segments}")
+        for key in ("hls_max_streams", "hls_idle_timeout_s"):
+            if getattr(self, key) <= 0:
+                raise SettingsError(f"{key}: must be > 0, got {getattr(self, key)}")
 
     def update(self, values: Mapping[str, Any], source: str) -> None:
         """Apply ``key -> value`` strings from ``source`` (for messages)."""
