@@ -6,7 +6,7 @@ sequence continuity, program date times, segments that start with an IDR,
 blocking reloads that return with the part asked for, EXT-X-ENDLIST when
 the call ends. Then what must be refused: unknown streams, bad delivery
 directives, paths out of the stream, missing or wrong tokens, more streams
-than ``hls_max_streams``; and what an idle player leaves behind."""
+than ``hls_max_streams``; and what an idle player or a stop leaves behind."""
 
 from __future__ import annotations
 
@@ -246,7 +246,7 @@ def test_segmenter_cuts_parts_within_the_target_and_segments_at_keyframes() -> N
     for part in parts:
         segments.setdefault(part.msn, []).append(part)
     assert len(segments) >= 4
-    for msn, items in segments.items():
+    for items in segments.values():
         assert [p.index for p in items] == list(range(len(items)))
         assert items[0].independent and items[-1].last and not any(p.last for p in items[:-1])
         assert all(p.duration_us <= 500_000 for p in items), items
@@ -491,7 +491,7 @@ async def test_tokens_open_one_stream_and_the_playlist_carries_them(
         assert (await hls.get(hls.url("hls6") + f"?token={api_token}"))[0] == 200
 
 
-async def test_an_idle_stream_stops_muxing_and_its_files_stay_in_hls_dir(
+async def test_an_idle_stream_stops_muxing_and_its_hls_dir_files_go_and_stop_ends_the_rest(
         server_with: Any, callee: LoopbackCallee, tmp_path: Path) -> None:
     hls_dir = tmp_path / "hls"
     # a name that could not be a directory as it is
@@ -513,4 +513,14 @@ async def test_an_idle_stream_stops_muxing_and_its_files_stay_in_hls_dir(
                      what="its files to be removed")
     assert server.hls is not None and not server.hls.muxers
     # and the next player starts it again
-    assert (await hls.playlist(name)).segments
+    again = await hls.playlist(name)
+    assert stream.has_subscribers
+    # Stopping the port ends its muxers at once, and answers a request held for a part.
+    held = asyncio.create_task(hls.get(hls.url(name) + f"?_HLS_msn={again.segments[-1].msn + 2}"))
+    await asyncio.sleep(0.3)
+    assert not held.done()
+    started = time.monotonic()
+    await server.hls.stop()
+    status, _, _ = await asyncio.wait_for(held, 5)
+    assert status in (200, 503) and time.monotonic() - started < 2.5
+    assert not stream.has_subscribers

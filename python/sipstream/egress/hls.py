@@ -68,7 +68,7 @@ PART_SEGMENTS = 2
 START_SEGMENTS = 3
 # A viewer: an address that asked for a stream within this long (metrics).
 VIEWER_WINDOW_S = 10.0
-_NUMBER = re.compile(r"\d{1,9}")
+_NUMBER = re.compile(r"[0-9]{1,9}")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -523,8 +523,8 @@ _CORS = {
     "Access-Control-Max-Age": "600",
 }
 _FILE = re.compile(r"(?:init-(?P<init>[0-9a-f]{8})\.mp4"
-                   r"|seg-(?P<seg>[0-9a-f]{8})-(?P<seg_msn>\d{1,9})\.m4s"
-                   r"|part-(?P<part>[0-9a-f]{8})-(?P<part_msn>\d{1,9})\.(?P<part_index>\d{1,4})\.m4s)")
+                   r"|seg-(?P<seg>[0-9a-f]{8})-(?P<seg_msn>[0-9]{1,9})\.m4s"
+                   r"|part-(?P<part>[0-9a-f]{8})-(?P<part_msn>[0-9]{1,9})\.(?P<part_index>[0-9]{1,4})\.m4s)")
 
 
 class HlsServer:
@@ -580,16 +580,18 @@ class HlsServer:
         log.info("HLS on %s://%s:%d/<stream>/<stream>.m3u8", scheme, s.ip, self.port)
 
     async def stop(self) -> None:
-        """Every muxer ended and the port closed, within a few seconds."""
+        """Every muxer ended, then the port closed: a quarter of
+        ``shutdown_timeout_s`` for each at most. Requests held for a part are
+        answered as their muxer ends."""
         self._closing = True
+        grace = min(2.0, self.settings.shutdown_timeout_s / 4)
         if self._watchdog is not None:
             self._watchdog.cancel()
             await asyncio.gather(self._watchdog, return_exceptions=True)
         muxers, self.muxers = list(self.muxers.values()), {}
-        if self._retiring:
-            await asyncio.wait(set(self._retiring), timeout=2.0)
-        if muxers:
-            await asyncio.wait([asyncio.ensure_future(m.stop()) for m in muxers], timeout=2.0)
+        ending = set(self._retiring) | {asyncio.ensure_future(m.stop()) for m in muxers}
+        if ending:
+            await asyncio.wait(ending, timeout=grace)
         for muxer in muxers:
             muxer.forget()
         if self._runner is not None:
