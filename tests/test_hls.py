@@ -420,6 +420,13 @@ async def test_playlists_keep_rfc8216bis_rules_and_blocking_reloads_wait_for_the
     else:
         assert status == 404 and (await hls.playlist("hls4")).media_sequence + 10 > msn
 
+    # /metrics counts the muxed stream, its viewer (this client) and the requests
+    async with rest.http.get(f"{server.base_url}/metrics") as res:
+        metrics = await res.text()
+    assert "sipstream_hls_streams 1.0" in metrics, metrics
+    assert 'sipstream_viewers{protocol="hls",state="connected"} 1.0' in metrics, metrics
+    assert re.search(r'sipstream_hls_requests_total\{code="200",kind="playlist"\} (\d+)', metrics), metrics
+
     # The call ends: the playlist says so (and a blocking reload does not wait).
     assert (await rest.post("/rest-api/call/terminate", {"callId": "call-hls4"}))[0] == 200
     ended: Playlist | None = None

@@ -81,6 +81,8 @@ class Server:
                                      max_connections=s.http_max_connections,
                                      header_timeout_s=s.http_header_timeout_s,
                                      keepalive_timeout=s.http_keepalive_timeout_s)
+        if self.hls is not None:
+            self.gateway.metrics.attach_hls(self.hls)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.bind_ip, self.settings.http_port, ssl_context=tls)
         await site.start()

@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from ..egress.hls import HlsServer
     from ..egress.rtmp import RtmpRelays
     from ..egress.whep import WhepEndpoint
     from ..gateway import Gateway
@@ -54,7 +55,12 @@ class Metrics:
         self.ended_rtp: defaultdict[tuple[str, str], float] = defaultdict(float)
 
     def attach(self, gateway: Gateway, whep: WhepEndpoint, relays: RtmpRelays, hooks: RestHooks | None) -> None:
-        self.registry.register(_StateCollector(self, gateway, whep, relays, hooks))
+        self.collector = _StateCollector(self, gateway, whep, relays, hooks)
+        self.registry.register(self.collector)
+
+    def attach_hls(self, hls: HlsServer) -> None:
+        """HLS viewers and requests (the server's HLS port, when it runs one)."""
+        self.collector.hls = hls
 
     def call_ended(self, status: str, info: str, media_stats: dict[str, Any]) -> None:
         self.calls_ended.labels(status).inc()
@@ -85,6 +91,7 @@ class _StateCollector(Collector):
         self.whep = whep
         self.relays = relays
         self.hooks = hooks
+        self.hls: HlsServer | None = None
 
     def collect(self) -> Iterator[Metric]:
         gateway = self.gateway
@@ -135,7 +142,17 @@ class _StateCollector(Collector):
             connected = sum(1 for s in mine if s.connected)
             viewers.add_metric([protocol, "connected"], connected)
             viewers.add_metric([protocol, "connecting"], len(mine) - connected)
+        if self.hls is not None:  # an HLS viewer: an address that asked for the stream lately
+            viewers.add_metric(["hls", "connected"], sum(self.hls.viewers().values()))
         yield viewers
+        if self.hls is not None:
+            yield GaugeMetricFamily("sipstream_hls_streams", "Streams muxed to HLS now",
+                                    value=self.hls.streams_muxed)
+            requests = CounterMetricFamily("sipstream_hls_requests", "HLS requests by kind and status code",
+                                           labels=["kind", "code"])
+            for (kind, code), count in sorted(self.hls.requests.items()):
+                requests.add_metric([kind, str(code)], count)
+            yield requests
         engine = self.whep.stats()
         for key, help_text in (("datagrams_out", "Datagrams sent to WebRTC viewers"),
                                ("bytes_out", "Bytes sent to WebRTC viewers"),
