@@ -71,9 +71,17 @@ async def _demo(settings: Settings) -> None:
         async with http.post(f"{server.base_url}/rest-api/call/startup", json=body) as res:
             if res.status != 200:
                 log.error("call/startup answered %d: %s", res.status, await res.text())
+    more = ""
+    if settings.ws_port:
+        more += f"  Web SDK: ws://{settings.ip}:{settings.ws_port} (stream \"demo\")\n"
+    if settings.hls_port:
+        scheme = "https" if settings.https_cert else "http"
+        more += f"  HLS:     {scheme}://{settings.ip}:{settings.hls_port}/demo/demo.m3u8\n"
     print(
         f"\nsipstream demo is running.\n"
         f"  player:  {server.base_url}/player?stream=demo\n"
+        f"  console: {server.base_url}/console\n"
+        f"{more}"
         f"  call:    curl -s -X POST {server.base_url}/rest-api/call/find -H 'Content-Type: application/json' "
         f"-d '{json.dumps({'callId': 'demo-call'})}'\n"
         f"Press Ctrl+C to stop.\n",
