@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import ssl
 from typing import Protocol
 
 from aiohttp import web
@@ -17,7 +16,8 @@ from .egress.hls import HlsServer
 from .egress.wcs import WcsServer
 from .egress.whep import WhepEndpoint
 from .gateway import Gateway
-from .settings import Settings, SettingsError
+from .settings import Settings
+from .tls import server_context
 
 log = logging.getLogger(__name__)
 
@@ -56,26 +56,14 @@ class Server:
         scheme = "https" if self.settings.https_cert else "http"
         return f"{scheme}://{self.settings.ip}:{self.settings.http_port}"
 
-    def _tls(self) -> ssl.SSLContext | None:
-        s = self.settings
-        if not s.https_cert:
-            return None
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        try:
-            context.load_cert_chain(s.https_cert, s.https_key)
-        except (OSError, ssl.SSLError) as exc:
-            raise SettingsError(f"https_cert/https_key: cannot load {s.https_cert} / {s.https_key}: {exc}") from None
-        return context
-
     async def start(self) -> None:
         hooks = RestHooks(self.gateway)  # checks the hook settings before anything opens
-        tls = self._tls()
+        s = self.settings
+        tls = server_context(s.https_cert, s.https_key, "https_cert/https_key") if s.https_cert else None
         self.whep.start()
         await self.gateway.start()
         self.hooks = hooks
         await hooks.start()
-        s = self.settings
         self._runner = LimitedRunner(create_app(self.gateway, self.whep, hooks=hooks), access_log=None,
                                      shutdown_timeout=min(2.0, s.shutdown_timeout_s / 4),
                                      max_connections=s.http_max_connections,

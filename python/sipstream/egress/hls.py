@@ -27,7 +27,6 @@ import math
 import os
 import re
 import secrets
-import ssl
 import time
 import urllib.parse
 from collections import Counter, deque
@@ -42,6 +41,7 @@ from ..api import auth
 from ..api.limits import LimitedRunner
 from ..media.stream import MediaFrame, Stream
 from ..settings import Settings
+from ..tls import server_context
 from .cmaf import AudioTrack, Part, Segmenter, Track, VideoTrack, avcc_sample, init_segment, parameter_sets
 from .mux import (
     AUDIO_DECODERS,
@@ -505,16 +505,6 @@ class HlsMuxer:
         return "\n".join(lines) + "\n"
 
 
-def _tls(settings: Settings) -> ssl.SSLContext | None:
-    """The HTTP port's certificate, when it has one: HLS is served over HTTPS too."""
-    if not settings.https_cert:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(settings.https_cert, settings.https_key)
-    return context
-
-
 _CORS = {
     # Public media with no cookies: any page may play it (as CDNs serve HLS).
     "Access-Control-Allow-Origin": "*",
@@ -573,7 +563,9 @@ class HlsServer:
                                      header_timeout_s=s.http_header_timeout_s,
                                      keepalive_timeout=s.http_keepalive_timeout_s)
         await self._runner.setup()
-        self._site = web.TCPSite(self._runner, s.bind_ip, s.hls_port, ssl_context=_tls(s))
+        # HLS is served over HTTPS too when the HTTP port has a certificate
+        tls = server_context(s.https_cert, s.https_key, "https_cert/https_key") if s.https_cert else None
+        self._site = web.TCPSite(self._runner, s.bind_ip, s.hls_port, ssl_context=tls)
         await self._site.start()
         self._watchdog = asyncio.create_task(self._watch())
         scheme = "https" if s.https_cert else "http"

@@ -45,6 +45,7 @@ from ..api import auth
 from ..api.hooks import hook_url
 from ..api.limits import LimitedRunner
 from ..gateway import NotFound
+from ..tls import server_context
 from .whep import WhepEndpoint, WhepSession
 
 if TYPE_CHECKING:
@@ -255,7 +256,7 @@ class WcsServer:
         if s.ws_port:
             sites.append(("ws", s.ws_port, None))
         if s.wss_port and s.wss_cert:
-            sites.append(("wss", s.wss_port, self._tls()))
+            sites.append(("wss", s.wss_port, server_context(s.wss_cert, s.wss_key, "wss_cert/wss_key")))
         for scheme, port, tls in sites:
             site = web.TCPSite(self._runner, s.bind_ip, port, ssl_context=tls)
             await site.start()
@@ -263,18 +264,6 @@ class WcsServer:
             sockets = getattr(server, "sockets", None) or []
             self.ports[scheme] = sockets[0].getsockname()[1] if sockets else port
             log.info("WCS WebSocket on %s://%s:%d", scheme, s.bind_ip, self.ports[scheme])
-
-    def _tls(self) -> ssl.SSLContext:
-        from ..settings import SettingsError
-
-        s = self.settings
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        try:
-            context.load_cert_chain(s.wss_cert, s.wss_key)
-        except (OSError, ssl.SSLError) as exc:
-            raise SettingsError(f"wss_cert/wss_key: cannot load {s.wss_cert} / {s.wss_key}: {exc}") from None
-        return context
 
     async def stop(self) -> None:
         for session in list(self.sessions.values()):
