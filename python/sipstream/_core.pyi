@@ -625,7 +625,8 @@ class WebrtcEngine:
     """Every WebRTC viewer on one UDP port, served by a Rust thread (str0m)."""
 
     def __new__(cls, bind_ip: str, port: int, advertised_ip: str, connect_timeout_s: float = 30.0,
-                consent_timeout_s: float = 20.0, tcp_port: int | None = None) -> WebrtcEngine: ...
+                consent_timeout_s: float = 20.0, tcp_port: int | None = None,
+                plain_udp: bool = False) -> WebrtcEngine: ...
     @property
     def port(self) -> int: ...
     @property
@@ -636,6 +637,17 @@ class WebrtcEngine:
     def add_viewer(self, feed: StreamFeed, offer: str, audio: str | None = None, video: bool = False,
                    video_profile: int | None = None) -> tuple[int, str]:
         """(viewer id, answer SDP); ValueError when the offer cannot be answered."""
+    @property
+    def plain_ports(self) -> tuple[int, int] | None:
+        """The (RTP, RTCP) ports plain viewers over UDP are sent from."""
+    def add_plain_viewer(self, feed: StreamFeed, audio: tuple[int, int, int, int, int, int] | None = None,
+                         video: tuple[int, int, int, int, int, int] | None = None,
+                         client_ip: str | None = None, tcp_fd: int | None = None,
+                         max_backlog: int = 2097152) -> int:
+        """A plain-RTP (RTSP) viewer: tracks (pt, clock, ssrc, seq, rtp, rtcp),
+        UDP to ``client_ip``'s ports or interleaved on ``tcp_fd`` (owned by the
+        engine from the call on)."""
+    def send_text(self, viewer: int, data: bytes) -> None: ...
     def remove_viewer(self, viewer: int) -> None: ...
     def drain_events(self) -> list[tuple[str, int, str]]:
         """("connected", viewer, ""), ("closed", viewer, reason), ("keyframe", feed id, "")."""

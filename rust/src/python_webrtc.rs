@@ -11,7 +11,13 @@ use pyo3::types::{PyBytes, PyDict};
 
 use std::time::Duration;
 
+use crate::webrtc::engine::PLAIN_TCP_BACKLOG;
+use crate::webrtc::plain::{PlainTrackConfig, TrackDest};
 use crate::webrtc::{Engine, EngineEvent, StreamCodecs, StreamFeed, Timeouts};
+
+/// A plain track from Python: (payload type, clock rate, SSRC, first
+/// sequence number, RTP port or channel, RTCP port or channel).
+type PyTrack = (u8, u32, u32, u16, u16, u16);
 
 /// One stream's packetized media for its WebRTC viewers. Attach it to the
 /// call's receive path with `MediaIo.set_feed(feed)`.
@@ -101,9 +107,10 @@ impl PyWebrtcEngine {
     /// `advertised_ip` and the bound port as our ICE candidate. A viewer
     /// not connected within `connect_timeout_s`, or silent (no ICE consent)
     /// for `consent_timeout_s`, is closed. With `tcp_port` (0: ephemeral),
-    /// a passive ICE-TCP candidate on that TCP port is offered too.
+    /// a passive ICE-TCP candidate on that TCP port is offered too. With
+    /// `plain_udp`, an RTP/RTCP port pair for plain-RTP (RTSP) viewers over UDP.
     #[new]
-    #[pyo3(signature = (bind_ip, port, advertised_ip, connect_timeout_s = 30.0, consent_timeout_s = 20.0, tcp_port = None))]
+    #[pyo3(signature = (bind_ip, port, advertised_ip, connect_timeout_s = 30.0, consent_timeout_s = 20.0, tcp_port = None, plain_udp = false))]
     fn new(
         bind_ip: &str,
         port: u16,
@@ -111,6 +118,7 @@ impl PyWebrtcEngine {
         connect_timeout_s: f64,
         consent_timeout_s: f64,
         tcp_port: Option<u16>,
+        plain_udp: bool,
     ) -> PyResult<Self> {
         let bind = SocketAddr::new(ip(bind_ip, "bind address")?, port);
         let seconds = |s: f64, what: &str| {
@@ -121,11 +129,12 @@ impl PyWebrtcEngine {
             connect: seconds(connect_timeout_s, "connect_timeout_s")?,
             consent: seconds(consent_timeout_s, "consent_timeout_s")?,
         };
-        let engine = Engine::start(
+        let engine = Engine::start_with_plain(
             bind,
             ip(advertised_ip, "advertised address")?,
             timeouts,
             tcp_port,
+            plain_udp,
         )
         .map_err(|e| PyOSError::new_err(format!("cannot open the WebRTC port {bind}: {e}")))?;
         Ok(PyWebrtcEngine {
@@ -171,6 +180,84 @@ impl PyWebrtcEngine {
         let feed = feed.inner.clone();
         py.detach(|| engine.add_viewer(offer, &codecs, feed))
             .map_err(PyValueError::new_err)
+    }
+
+    /// The (RTP, RTCP) ports plain viewers over UDP are sent from, or None.
+    #[getter]
+    fn plain_ports(&self) -> PyResult<Option<(u16, u16)>> {
+        Ok(self.engine()?.plain_ports())
+    }
+
+    /// Add a plain-RTP (RTSP) viewer of `feed`. Each track is (pt, clock,
+    /// ssrc, first seq, rtp, rtcp): over UDP (`client_ip` given) `rtp` and
+    /// `rtcp` are the client's ports; interleaved (`tcp_fd` given: a dup of
+    /// the RTSP connection, which the engine then owns and writes) they are
+    /// channels (at most `max_backlog` bytes unsent, else the client is cut
+    /// off). Returns the viewer id. ValueError on a bad set-up. The
+    /// engine owns `tcp_fd` from the call on, even when it fails.
+    #[pyo3(signature = (feed, audio = None, video = None, client_ip = None, tcp_fd = None, max_backlog = PLAIN_TCP_BACKLOG))]
+    fn add_plain_viewer(
+        &self,
+        feed: &PyStreamFeed,
+        audio: Option<PyTrack>,
+        video: Option<PyTrack>,
+        client_ip: Option<&str>,
+        tcp_fd: Option<i32>,
+        max_backlog: usize,
+    ) -> PyResult<u64> {
+        // owned from here on, whatever follows (closed on an error)
+        let fd = match tcp_fd {
+            Some(fd) if fd >= 0 => {
+                use std::os::fd::FromRawFd;
+                // SAFETY: the caller hands over a dup it no longer uses.
+                Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+            }
+            Some(_) => return Err(PyValueError::new_err("bad file descriptor")),
+            None => None,
+        };
+        let engine = self.engine()?;
+        let client = client_ip.map(|s| ip(s, "client address")).transpose()?;
+        if client.is_some() == tcp_fd.is_some() {
+            return Err(PyValueError::new_err(
+                "give client_ip (UDP) or tcp_fd (TCP)",
+            ));
+        }
+        let track = |t: PyTrack| -> PyResult<PlainTrackConfig> {
+            let (pt, clock, ssrc, seq, rtp, rtcp) = t;
+            let dest = match client {
+                Some(ip) => TrackDest::Udp {
+                    rtp: SocketAddr::new(ip, rtp),
+                    rtcp: SocketAddr::new(ip, rtcp),
+                },
+                None => TrackDest::Interleaved {
+                    rtp: u8::try_from(rtp)
+                        .map_err(|_| PyValueError::new_err("channel out of range"))?,
+                    rtcp: u8::try_from(rtcp)
+                        .map_err(|_| PyValueError::new_err("channel out of range"))?,
+                },
+            };
+            if pt > 127 || clock == 0 {
+                return Err(PyValueError::new_err("bad payload type or clock"));
+            }
+            Ok(PlainTrackConfig {
+                pt,
+                clock,
+                ssrc,
+                seq,
+                dest,
+            })
+        };
+        let audio = audio.map(track).transpose()?;
+        let video = video.map(track).transpose()?;
+        engine
+            .add_plain_viewer(feed.inner.clone(), audio, video, fd, max_backlog)
+            .map_err(PyValueError::new_err)
+    }
+
+    /// Write `data` (an RTSP response) on a TCP plain viewer's connection.
+    fn send_text(&self, viewer: u64, data: &[u8]) -> PyResult<()> {
+        self.engine()?.send_text(viewer, data.to_vec());
+        Ok(())
     }
 
     /// End a viewer; a ("closed", id, reason) event follows.

@@ -32,6 +32,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::Input;
 
 use super::feed::{FeedPacket, StreamFeed};
+use super::plain::{PlainDatagram, PlainTrackConfig, PlainViewer, TcpOut};
 use super::tcp::{SendResult, TcpLimits, TcpMux};
 use super::viewer::{Datagram, StreamCodecs, Viewer, ViewerCounters};
 use crate::io::{
@@ -177,6 +178,9 @@ impl LatencyHistogram {
 
 enum Command {
     Add(Box<Viewer>),
+    AddPlain(Box<PlainViewer>),
+    /// Bytes for a plain viewer's RTSP connection (a response after PLAY).
+    Text(u64, Vec<u8>),
     Remove(u64),
     ResetLatency,
 }
@@ -215,6 +219,34 @@ pub struct Engine {
     local: SocketAddr,
     candidate: SocketAddr,
     tcp_candidate: Option<SocketAddr>,
+    /// The RTP and RTCP ports plain-RTP (RTSP) viewers are sent from over UDP.
+    plain_ports: Option<(u16, u16)>,
+}
+
+/// Bytes a plain viewer's TCP connection may hold unsent before the client
+/// is cut off (about 8 s of a 2 Mbit/s stream).
+pub const PLAIN_TCP_BACKLOG: usize = 2 << 20;
+
+/// Bind an even RTP port and the next one for RTCP on `ip` (RFC 3550
+/// §11's convention, which some players assume).
+fn bind_rtp_pair(ip: std::net::IpAddr) -> io::Result<(std::net::UdpSocket, std::net::UdpSocket)> {
+    let mut last = io::Error::new(io::ErrorKind::AddrInUse, "no free RTP port pair");
+    for _ in 0..64 {
+        let rtp = std::net::UdpSocket::bind(SocketAddr::new(ip, 0))?;
+        let port = rtp.local_addr()?.port();
+        if port % 2 == 1 || port == u16::MAX {
+            continue;
+        }
+        match std::net::UdpSocket::bind(SocketAddr::new(ip, port + 1)) {
+            Ok(rtcp) => {
+                rtp.set_nonblocking(true)?;
+                rtcp.set_nonblocking(true)?;
+                return Ok((rtp, rtcp));
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 impl Engine {
@@ -228,6 +260,27 @@ impl Engine {
         timeouts: Timeouts,
         tcp_port: Option<u16>,
     ) -> io::Result<Engine> {
+        Engine::start_with_plain(bind, advertised, timeouts, tcp_port, false)
+    }
+
+    /// [`Engine::start`], and with `plain_udp` an RTP/RTCP socket pair on
+    /// the bind address for plain-RTP (RTSP) viewers over UDP.
+    pub fn start_with_plain(
+        bind: SocketAddr,
+        advertised: std::net::IpAddr,
+        timeouts: Timeouts,
+        tcp_port: Option<u16>,
+        plain_udp: bool,
+    ) -> io::Result<Engine> {
+        let plain = if plain_udp {
+            Some(bind_rtp_pair(bind.ip())?)
+        } else {
+            None
+        };
+        let plain_ports = match &plain {
+            Some((a, b)) => Some((a.local_addr()?.port(), b.local_addr()?.port())),
+            None => None,
+        };
         let socket = std::net::UdpSocket::bind(bind)?;
         socket.set_nonblocking(true)?;
         // a tick sends about one datagram per viewer in a burst
@@ -271,6 +324,7 @@ impl Engine {
             .name("sipstream-webrtc".into())
             .spawn(move || {
                 let mut run = Run::new(thread_shared, socket, local, epoll, timeouts, tcp);
+                run.plain_sockets = plain;
                 run.run();
             })?;
         Ok(Engine {
@@ -279,7 +333,66 @@ impl Engine {
             local,
             candidate,
             tcp_candidate,
+            plain_ports,
         })
+    }
+
+    /// The (RTP, RTCP) ports plain viewers over UDP are sent from.
+    pub fn plain_ports(&self) -> Option<(u16, u16)> {
+        self.plain_ports
+    }
+
+    /// Add a plain-RTP (RTSP) viewer of `feed`: its tracks as its RTSP
+    /// session set them up, and for TCP-interleaved transport its
+    /// connection (a dup the engine owns and writes; the control plane
+    /// keeps reading it), written while at most `max_backlog` bytes wait
+    /// unsent. Returns the viewer id; a ("closed") event
+    /// follows when it ends (a write failure, a slow client cut off, the
+    /// stream's end).
+    pub fn add_plain_viewer(
+        &self,
+        feed: Arc<StreamFeed>,
+        audio: Option<PlainTrackConfig>,
+        video: Option<PlainTrackConfig>,
+        tcp: Option<OwnedFd>,
+        max_backlog: usize,
+    ) -> Result<u64, String> {
+        if feed.is_closed() {
+            return Err("the stream has ended".into());
+        }
+        if audio.is_none() && video.is_none() {
+            return Err("no track set up".into());
+        }
+        let udp = [audio, video]
+            .iter()
+            .flatten()
+            .any(|t| matches!(t.dest, super::plain::TrackDest::Udp { .. }));
+        if udp && self.plain_ports.is_none() {
+            return Err("RTP over UDP is not enabled".into());
+        }
+        if !udp && tcp.is_none() {
+            return Err("interleaved tracks need the connection".into());
+        }
+        let id = NEXT_VIEWER.fetch_add(1, Ordering::Relaxed);
+        let tcp = tcp.map(|fd| TcpOut::new(fd, max_backlog));
+        let viewer = PlainViewer::new(id, feed, audio, video, tcp, Instant::now());
+        lock(&self.shared.viewers).insert(
+            id,
+            ViewerInfo {
+                feed: viewer.feed.id(),
+                connected: true,
+                waiting_keyframe: viewer.waiting_keyframe(),
+                ..ViewerInfo::default()
+            },
+        );
+        self.command(Command::AddPlain(Box::new(viewer)));
+        Ok(id)
+    }
+
+    /// Write `text` (an RTSP response) on a TCP plain viewer's connection,
+    /// between two interleaved frames.
+    pub fn send_text(&self, id: u64, text: Vec<u8>) {
+        self.command(Command::Text(id, text));
     }
 
     /// The bound address.
@@ -414,6 +527,10 @@ struct Run {
     /// ICE-TCP connections, when offered.
     tcp: Option<TcpMux>,
     viewers: HashMap<u64, Viewer>,
+    /// Plain-RTP (RTSP) viewers, and the UDP pair they are sent from.
+    plain: HashMap<u64, PlainViewer>,
+    plain_sockets: Option<(std::net::UdpSocket, std::net::UdpSocket)>,
+    plain_out: Vec<PlainDatagram>,
     by_addr: HashMap<Route, u64>,
     by_ufrag: HashMap<String, u64>,
     feeds: HashMap<u64, FeedViewers>,
@@ -442,6 +559,9 @@ impl Run {
             epoll,
             tcp,
             viewers: HashMap::new(),
+            plain: HashMap::new(),
+            plain_sockets: None,
+            plain_out: Vec::new(),
             by_addr: HashMap::new(),
             by_ufrag: HashMap::new(),
             feeds: HashMap::new(),
@@ -499,7 +619,13 @@ impl Run {
             self.shared.emit(&mut events);
             self.events = events;
         }
-        for id in self.viewers.keys().copied().collect::<Vec<_>>() {
+        let ids: Vec<u64> = self
+            .viewers
+            .keys()
+            .chain(self.plain.keys())
+            .copied()
+            .collect();
+        for id in ids {
             self.close_viewer(id, "the server stopped");
         }
         let mut events = mem::take(&mut self.events);
@@ -526,6 +652,29 @@ impl Run {
                         .viewers
                         .push(id);
                     self.viewers.insert(id, viewer);
+                }
+                Command::AddPlain(viewer) => {
+                    let viewer = *viewer;
+                    let id = viewer.id;
+                    let feed = viewer.feed.clone();
+                    let fv = self.feeds.entry(feed.id()).or_insert_with(|| FeedViewers {
+                        feed,
+                        viewers: Vec::new(),
+                        keyframe_wanted: false,
+                        history: VecDeque::new(),
+                    });
+                    fv.viewers.push(id);
+                    // a new viewer needs a picture
+                    fv.keyframe_wanted |= viewer.waiting_keyframe();
+                    self.plain.insert(id, viewer);
+                }
+                Command::Text(id, text) => {
+                    if let Some(v) = self.plain.get_mut(&id) {
+                        v.push_text(&text);
+                        if let Err(reason) = v.flush_tcp() {
+                            self.close_viewer(id, &reason);
+                        }
+                    }
                 }
                 Command::Remove(id) => self.close_viewer(id, "ended by request"),
                 Command::ResetLatency => self.stats.latency = Default::default(),
@@ -680,6 +829,10 @@ impl Run {
                         v.forward(&taken.packets, taken.overflowed, &mut self.out);
                         sent_to += 1;
                     }
+                } else if let Some(v) = self.plain.get_mut(id) {
+                    let feedback = v.forward(&taken.packets, taken.overflowed, &mut self.plain_out);
+                    fv.keyframe_wanted |= feedback.keyframe;
+                    sent_to += 1;
                 }
             }
             if taken.overflowed {
@@ -704,6 +857,18 @@ impl Run {
                 self.close_viewer(id, "the stream ended");
             }
             self.feeds.remove(&feed_id);
+        }
+        // sender reports of plain viewers, and their TCP connections flushed
+        let wall = std::time::SystemTime::now();
+        let mut cut: Vec<(u64, String)> = Vec::new();
+        for (id, v) in self.plain.iter_mut() {
+            v.sender_reports(now, wall, &mut self.plain_out);
+            if let Err(reason) = v.flush_tcp() {
+                cut.push((*id, reason));
+            }
+        }
+        for (id, reason) in cut {
+            self.close_viewer(id, &reason);
         }
         // the media first: its latency ends when it is on the socket
         self.send();
@@ -768,7 +933,12 @@ impl Run {
                 .viewers
                 .iter()
                 .filter_map(|id| self.viewers.get(id))
-                .any(|v| v.connected && v.waiting_keyframe());
+                .any(|v| v.connected && v.waiting_keyframe())
+                || fv
+                    .viewers
+                    .iter()
+                    .filter_map(|id| self.plain.get(id))
+                    .any(|v| v.waiting_keyframe());
             fv.keyframe_wanted |= waiting;
         }
         let mut infos = lock(&self.shared.viewers);
@@ -779,13 +949,41 @@ impl Run {
                 info.counters = v.counters;
             }
         }
+        for (id, v) in &self.plain {
+            if let Some(info) = infos.get_mut(id) {
+                info.waiting_keyframe = v.waiting_keyframe();
+                info.counters.packets = v.packets;
+                info.counters.bytes = v.bytes;
+                info.counters.skipped = v.skipped;
+            }
+        }
         drop(infos);
-        self.stats.viewers = self.viewers.len() as u64;
-        self.stats.connected = self.viewers.values().filter(|v| v.connected).count() as u64;
+        self.stats.viewers = (self.viewers.len() + self.plain.len()) as u64;
+        self.stats.connected =
+            self.viewers.values().filter(|v| v.connected).count() as u64 + self.plain.len() as u64;
         *lock(&self.shared.stats) = self.stats.clone();
     }
 
     fn close_viewer(&mut self, id: u64, reason: &str) {
+        if let Some(viewer) = self.plain.remove(&id) {
+            let feed = viewer.feed.id();
+            // its last bytes (a response queued before) go out if they can
+            let mut viewer = viewer;
+            let _ = viewer.flush_tcp();
+            drop(viewer);
+            if let Some(fv) = self.feeds.get_mut(&feed) {
+                fv.viewers.retain(|v| *v != id);
+                if fv.viewers.is_empty() {
+                    self.feeds.remove(&feed);
+                }
+            }
+            lock(&self.shared.viewers).remove(&id);
+            self.events.push(EngineEvent::Closed {
+                viewer: id,
+                reason: reason.to_string(),
+            });
+            return;
+        }
         let Some(mut viewer) = self.viewers.remove(&id) else {
             return;
         };
@@ -817,6 +1015,9 @@ impl Run {
     /// Send what the viewers produced: UDP `SEND_BATCH` datagrams a
     /// syscall, ICE-TCP framed on its connection.
     fn send(&mut self) {
+        if !self.plain_out.is_empty() {
+            self.send_plain();
+        }
         if self.out.is_empty() {
             return;
         }
@@ -844,6 +1045,35 @@ impl Run {
             self.stats.bytes_out += bytes;
         }
         self.out.clear();
+    }
+}
+
+impl Run {
+    /// Plain viewers' UDP datagrams, RTP and RTCP each from its socket.
+    fn send_plain(&mut self) {
+        let out = mem::take(&mut self.plain_out);
+        let Some((rtp, rtcp)) = self.plain_sockets.as_ref() else {
+            self.stats.send_errors += out.len() as u64;
+            return;
+        };
+        let (reports, media): (Vec<PlainDatagram>, Vec<PlainDatagram>) =
+            out.into_iter().partition(|d| d.rtcp);
+        for (datagrams, fd) in [(media, rtp.as_raw_fd()), (reports, rtcp.as_raw_fd())] {
+            let datagrams: Vec<Datagram> = datagrams
+                .into_iter()
+                .map(|d| Datagram {
+                    proto: Protocol::Udp,
+                    to: d.to,
+                    data: d.data,
+                })
+                .collect();
+            for chunk in datagrams.chunks(SEND_BATCH) {
+                let (sent, errors, bytes, _) = sendmmsg(fd, chunk, false);
+                self.stats.datagrams_out += sent;
+                self.stats.send_errors += errors;
+                self.stats.bytes_out += bytes;
+            }
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod engine;
 pub mod feed;
+pub mod plain;
 pub mod srtp;
 pub mod tcp;
 pub mod viewer;

@@ -1,0 +1,550 @@
+//! Plain-RTP viewers (RTSP playback): the stream's shared packets with the
+//! viewer's own SSRC, sequence numbers and payload types, no encryption,
+//! over UDP (to the client's RTP/RTCP ports) or interleaved in its RTSP TCP
+//! connection (`$ channel length packet`, RFC 2326 §10.12).
+//!
+//! Sans-IO: [`PlainViewer::forward`] and [`PlainViewer::sender_reports`]
+//! produce datagrams and interleaved bytes; the engine sends them. The TCP
+//! output goes through a bounded [`Backlog`]: a client that stops reading is
+//! cut off, never buffered without bound.
+
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::feed::{FeedPacket, StreamFeed};
+use crate::session::MediaKind;
+
+/// How often each track's sender report goes out (the first one follows the
+/// track's first packet, so players can line audio up with video at once).
+const SR_INTERVAL: Duration = Duration::from_secs(2);
+/// Seconds between 1900 (NTP) and 1970 (Unix).
+const NTP_EPOCH: u64 = 2_208_988_800;
+/// An emptied backlog bigger than this is freed.
+const KEEP_CAPACITY: usize = 64 * 1024;
+
+/// Where one track's packets go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrackDest {
+    /// UDP: the client's RTP and RTCP addresses.
+    Udp { rtp: SocketAddr, rtcp: SocketAddr },
+    /// Interleaved in the RTSP connection, on these channels.
+    Interleaved { rtp: u8, rtcp: u8 },
+}
+
+/// One track as the RTSP session set it up.
+#[derive(Clone, Copy, Debug)]
+pub struct PlainTrackConfig {
+    pub pt: u8,
+    pub clock: u32,
+    pub ssrc: u32,
+    /// Sequence number of the first packet (announced in RTP-Info).
+    pub seq: u16,
+    pub dest: TrackDest,
+}
+
+#[derive(Debug)]
+struct Track {
+    config: PlainTrackConfig,
+    seq: u16,
+    /// The last packet sent: its RTP timestamp and when it entered the hub.
+    last: Option<(u32, Instant)>,
+    packets: u32,
+    octets: u32,
+}
+
+/// A UDP datagram for the engine's RTSP socket pair.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PlainDatagram {
+    /// From the RTCP socket (else the RTP one).
+    pub rtcp: bool,
+    pub to: SocketAddr,
+    pub data: Vec<u8>,
+}
+
+/// Bytes waiting for a TCP client, bounded.
+#[derive(Debug, Default)]
+pub struct Backlog {
+    buf: Vec<u8>,
+    /// Bytes of `buf` already written.
+    start: usize,
+}
+
+impl Backlog {
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes not written yet.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    pub fn len(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `n` more bytes were written.
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.buf.len());
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+            if self.buf.capacity() > KEEP_CAPACITY {
+                self.buf = Vec::new();
+            }
+        } else if self.start > self.buf.len() / 2 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+    }
+}
+
+/// The RTSP client's TCP connection (a dup of Python's socket), written
+/// without blocking from a bounded backlog.
+pub struct TcpOut {
+    fd: OwnedFd,
+    backlog: Backlog,
+    max_backlog: usize,
+}
+
+impl TcpOut {
+    pub fn new(fd: OwnedFd, max_backlog: usize) -> TcpOut {
+        TcpOut {
+            fd,
+            backlog: Backlog::default(),
+            max_backlog,
+        }
+    }
+
+    /// Write what the socket takes. Err: the connection failed, or more
+    /// than the bound waits (the client is not reading): cut it off.
+    pub fn flush(&mut self) -> Result<(), String> {
+        while !self.backlog.is_empty() {
+            let pending = self.backlog.pending();
+            // SAFETY: `pending` is a valid buffer for its length; the fd is ours.
+            let n = unsafe {
+                libc::send(
+                    self.fd.as_raw_fd(),
+                    pending.as_ptr() as *const libc::c_void,
+                    pending.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if n < 0 {
+                let err = std::io::Error::last_os_error();
+                match err.kind() {
+                    std::io::ErrorKind::WouldBlock => break,
+                    std::io::ErrorKind::Interrupted => continue,
+                    _ => return Err(format!("TCP write failed: {err}")),
+                }
+            }
+            self.backlog.consume(n as usize);
+        }
+        if self.backlog.len() > self.max_backlog {
+            return Err(format!(
+                "slow client: over {} bytes unsent",
+                self.max_backlog
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What the engine must do after [`PlainViewer::forward`].
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PlainFeedback {
+    /// The viewer just started waiting for a picture.
+    pub keyframe: bool,
+}
+
+/// One RTSP client's plain-RTP output.
+pub struct PlainViewer {
+    pub id: u64,
+    pub feed: Arc<StreamFeed>,
+    audio: Option<Track>,
+    video: Option<Track>,
+    cname: String,
+    waiting_keyframe: bool,
+    /// Interleaved output, when the client asked for TCP.
+    pub tcp: Option<TcpOut>,
+    /// Interleaved bytes produced since the engine last flushed them (the
+    /// sans-IO side: tests read them here).
+    pub interleaved: Vec<u8>,
+    pub next_report: Instant,
+    pub packets: u64,
+    pub bytes: u64,
+    /// Video packets not sent while waiting for a keyframe.
+    pub skipped: u64,
+}
+
+impl PlainViewer {
+    /// A viewer of `feed` (counted in its viewers until dropped).
+    pub fn new(
+        id: u64,
+        feed: Arc<StreamFeed>,
+        audio: Option<PlainTrackConfig>,
+        video: Option<PlainTrackConfig>,
+        tcp: Option<TcpOut>,
+        now: Instant,
+    ) -> PlainViewer {
+        let track = |config: PlainTrackConfig| Track {
+            config,
+            seq: config.seq,
+            last: None,
+            packets: 0,
+            octets: 0,
+        };
+        feed.add_viewer();
+        PlainViewer {
+            id,
+            feed,
+            waiting_keyframe: video.is_some(),
+            audio: audio.map(track),
+            video: video.map(track),
+            cname: format!("sipstream-rtsp-{id}"),
+            tcp,
+            interleaved: Vec::new(),
+            next_report: now,
+            packets: 0,
+            bytes: 0,
+            skipped: 0,
+        }
+    }
+
+    pub fn waiting_keyframe(&self) -> bool {
+        self.waiting_keyframe
+    }
+
+    /// The stream's packets of this tick, with this viewer's headers. Video
+    /// starts (and restarts after an overflow) at a keyframe; audio flows
+    /// from the start.
+    pub fn forward(
+        &mut self,
+        packets: &[FeedPacket],
+        overflowed: bool,
+        out: &mut Vec<PlainDatagram>,
+    ) -> PlainFeedback {
+        let mut feedback = PlainFeedback::default();
+        if overflowed && self.video.is_some() && !self.waiting_keyframe {
+            self.waiting_keyframe = true;
+            feedback.keyframe = true;
+        }
+        for p in packets {
+            if p.kind == MediaKind::Video && self.waiting_keyframe {
+                if !p.keyframe_start || self.video.is_none() {
+                    self.skipped += 1;
+                    continue;
+                }
+                self.waiting_keyframe = false;
+            }
+            let track = match p.kind {
+                MediaKind::Audio => self.audio.as_mut(),
+                MediaKind::Video => self.video.as_mut(),
+            };
+            let Some(track) = track else { continue };
+            let c = track.config;
+            let mut packet = Vec::with_capacity(16 + p.payload.len());
+            packet.push(0x80);
+            packet.push((u8::from(p.marker) << 7) | (c.pt & 0x7f));
+            packet.extend(track.seq.to_be_bytes());
+            packet.extend(p.timestamp.to_be_bytes());
+            packet.extend(c.ssrc.to_be_bytes());
+            packet.extend_from_slice(&p.payload);
+            track.seq = track.seq.wrapping_add(1);
+            track.last = Some((p.timestamp, p.arrival));
+            track.packets = track.packets.wrapping_add(1);
+            track.octets = track.octets.wrapping_add(p.payload.len() as u32);
+            self.packets += 1;
+            self.bytes += p.payload.len() as u64;
+            emit(c.dest, false, packet, &mut self.interleaved, out);
+        }
+        feedback
+    }
+
+    /// A sender report (and SDES CNAME) for each track that has sent
+    /// something, when due: players map each track's RTP time onto one
+    /// clock with them (A/V sync). The RTP time is the last packet's,
+    /// extrapolated by the time since it entered the hub, as the WebRTC
+    /// viewers' reports do: the call's receive path already put both
+    /// tracks on its common A/V clock.
+    pub fn sender_reports(&mut self, now: Instant, wall: SystemTime, out: &mut Vec<PlainDatagram>) {
+        if now < self.next_report {
+            return;
+        }
+        let mut sent = false;
+        let wall = wall.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let ntp_secs = (wall.as_secs() + NTP_EPOCH) as u32;
+        let ntp_frac = ((u64::from(wall.subsec_nanos()) << 32) / 1_000_000_000) as u32;
+        for track in [self.audio.as_ref(), self.video.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            let Some((timestamp, arrival)) = track.last else {
+                continue;
+            };
+            let since = now.saturating_duration_since(arrival).as_secs_f64();
+            let rtp_time = timestamp.wrapping_add((since * f64::from(track.config.clock)) as u32);
+            let report = sender_report(
+                track.config.ssrc,
+                (ntp_secs, ntp_frac),
+                rtp_time,
+                track.packets,
+                track.octets,
+                &self.cname,
+            );
+            emit(track.config.dest, true, report, &mut self.interleaved, out);
+            sent = true;
+        }
+        // until the first packet, check every tick
+        if sent {
+            self.next_report = now + SR_INTERVAL;
+        }
+    }
+
+    /// Move the interleaved bytes produced so far to the TCP backlog and
+    /// write what the socket takes; Err: cut the client off.
+    pub fn flush_tcp(&mut self) -> Result<(), String> {
+        let Some(tcp) = self.tcp.as_mut() else {
+            self.interleaved.clear();
+            return Ok(());
+        };
+        if !self.interleaved.is_empty() {
+            tcp.backlog.push(&self.interleaved);
+            self.interleaved.clear();
+        }
+        tcp.flush()
+    }
+
+    /// Bytes from the control plane (an RTSP response) for the TCP
+    /// connection, between two interleaved frames.
+    pub fn push_text(&mut self, text: &[u8]) {
+        self.interleaved.extend_from_slice(text);
+    }
+}
+
+impl Drop for PlainViewer {
+    fn drop(&mut self) {
+        self.feed.remove_viewer();
+    }
+}
+
+fn emit(
+    dest: TrackDest,
+    rtcp: bool,
+    packet: Vec<u8>,
+    interleaved: &mut Vec<u8>,
+    out: &mut Vec<PlainDatagram>,
+) {
+    match dest {
+        TrackDest::Udp { rtp, rtcp: rtcp_to } => out.push(PlainDatagram {
+            rtcp,
+            to: if rtcp { rtcp_to } else { rtp },
+            data: packet,
+        }),
+        TrackDest::Interleaved { rtp, rtcp: rtcp_ch } => {
+            // a feed payload is at most a SIP datagram: it fits 16 bits
+            let len = packet.len().min(usize::from(u16::MAX)) as u16;
+            interleaved.push(b'$');
+            interleaved.push(if rtcp { rtcp_ch } else { rtp });
+            interleaved.extend(len.to_be_bytes());
+            interleaved.extend_from_slice(&packet[..usize::from(len)]);
+        }
+    }
+}
+
+/// An RTCP compound packet: a sender report with no report block, and an
+/// SDES with the CNAME (RFC 3550 §6.4.1, §6.5).
+pub fn sender_report(
+    ssrc: u32,
+    (ntp_secs, ntp_frac): (u32, u32),
+    rtp_time: u32,
+    packets: u32,
+    octets: u32,
+    cname: &str,
+) -> Vec<u8> {
+    let mut rtcp = Vec::with_capacity(64);
+    // SR: V=2, RC=0, PT=200, length 6 words
+    rtcp.extend([0x80, 200, 0, 6]);
+    rtcp.extend(ssrc.to_be_bytes());
+    rtcp.extend(ntp_secs.to_be_bytes());
+    rtcp.extend(ntp_frac.to_be_bytes());
+    rtcp.extend(rtp_time.to_be_bytes());
+    rtcp.extend(packets.to_be_bytes());
+    rtcp.extend(octets.to_be_bytes());
+    // SDES: one chunk, CNAME, null-terminated, padded to 32 bits
+    let cname = &cname.as_bytes()[..cname.len().min(255)];
+    let chunk = 4 + 2 + cname.len() + 1;
+    let padded = chunk.div_ceil(4) * 4;
+    rtcp.extend([0x81, 202]);
+    rtcp.extend(((padded / 4) as u16).to_be_bytes());
+    rtcp.extend(ssrc.to_be_bytes());
+    rtcp.extend([1, cname.len() as u8]);
+    rtcp.extend(cname);
+    rtcp.extend(std::iter::repeat_n(0, padded - chunk + 1));
+    rtcp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(kind: MediaKind, keyframe_start: bool, ts: u32, now: Instant) -> FeedPacket {
+        FeedPacket {
+            kind,
+            seq: 0,
+            codec: if kind == MediaKind::Video {
+                "H264"
+            } else {
+                "PCMU"
+            },
+            timestamp: ts,
+            marker: true,
+            keyframe_start,
+            payload: Arc::from(&[1u8, 2, 3][..]),
+            arrival: now,
+            generated: false,
+        }
+    }
+
+    fn track(pt: u8, ssrc: u32, seq: u16, dest: TrackDest) -> PlainTrackConfig {
+        PlainTrackConfig {
+            pt,
+            clock: if pt == 0 { 8000 } else { 90_000 },
+            ssrc,
+            seq,
+            dest,
+        }
+    }
+
+    #[test]
+    fn udp_viewer_gets_its_own_headers_and_video_from_a_keyframe() {
+        let now = Instant::now();
+        let feed = StreamFeed::new();
+        let a: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:5001".parse().unwrap();
+        let v: SocketAddr = "127.0.0.1:5002".parse().unwrap();
+        let w: SocketAddr = "127.0.0.1:5003".parse().unwrap();
+        let mut viewer = PlainViewer::new(
+            7,
+            feed.clone(),
+            Some(track(0, 0x1111, 65535, TrackDest::Udp { rtp: a, rtcp: b })),
+            Some(track(96, 0x2222, 10, TrackDest::Udp { rtp: v, rtcp: w })),
+            None,
+            now,
+        );
+        assert_eq!(feed.viewers(), 1);
+        let mut out = Vec::new();
+        let packets = [
+            packet(MediaKind::Video, false, 900, now), // before a keyframe: skipped
+            packet(MediaKind::Audio, false, 160, now),
+            packet(MediaKind::Video, true, 1800, now),
+            packet(MediaKind::Audio, false, 320, now),
+        ];
+        viewer.forward(&packets, false, &mut out);
+        assert_eq!(viewer.skipped, 1);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[0].to, a);
+        assert_eq!(
+            &out[0].data[..12],
+            &[0x80, 0x80, 0xff, 0xff, 0, 0, 0, 160, 0, 0, 0x11, 0x11]
+        );
+        assert_eq!(&out[0].data[12..], &[1, 2, 3]);
+        assert_eq!(
+            (out[1].to, &out[1].data[1..4]),
+            (v, &[0x80 | 96, 0, 10][..])
+        );
+        // the audio sequence wrapped
+        assert_eq!(&out[2].data[2..4], &[0, 0]);
+        // sender reports to each track's RTCP port
+        out.clear();
+        viewer.sender_reports(now, SystemTime::now(), &mut out);
+        assert_eq!(out.len(), 2);
+        assert!(out.iter().all(|d| d.rtcp && d.data[1] == 200));
+        assert_eq!((out[0].to, out[1].to), (b, w));
+        // RTP time extrapolated from the last audio packet (8 kHz)
+        assert_eq!(&out[0].data[16..20], &320u32.to_be_bytes());
+        out.clear();
+        viewer.sender_reports(
+            now + Duration::from_millis(100),
+            SystemTime::now(),
+            &mut out,
+        );
+        assert!(out.is_empty(), "not due yet");
+        drop(viewer);
+        assert_eq!(feed.viewers(), 0);
+    }
+
+    #[test]
+    fn interleaved_frames_carry_channel_and_length_and_overflow_waits_for_a_keyframe() {
+        let now = Instant::now();
+        let feed = StreamFeed::new();
+        let mut viewer = PlainViewer::new(
+            1,
+            feed,
+            Some(track(0, 1, 0, TrackDest::Interleaved { rtp: 0, rtcp: 1 })),
+            Some(track(96, 2, 0, TrackDest::Interleaved { rtp: 2, rtcp: 3 })),
+            None,
+            now,
+        );
+        let mut out = Vec::new();
+        viewer.forward(&[packet(MediaKind::Audio, false, 0, now)], false, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(&viewer.interleaved[..4], &[b'$', 0, 0, 15]);
+        assert_eq!(viewer.interleaved.len(), 4 + 15);
+        viewer.interleaved.clear();
+        viewer.forward(&[packet(MediaKind::Video, true, 0, now)], false, &mut out);
+        assert_eq!(&viewer.interleaved[..2], &[b'$', 2]);
+        viewer.interleaved.clear();
+        let fb = viewer.forward(&[packet(MediaKind::Video, false, 0, now)], true, &mut out);
+        assert!(fb.keyframe && viewer.waiting_keyframe() && viewer.interleaved.is_empty());
+        viewer.sender_reports(now, SystemTime::now(), &mut out);
+        assert_eq!(&viewer.interleaved[..2], &[b'$', 1]);
+        // no TCP: flushing just drops the bytes
+        assert!(viewer.flush_tcp().is_ok() && viewer.interleaved.is_empty());
+    }
+
+    #[test]
+    fn a_backlog_compacts_and_frees() {
+        let mut b = Backlog::default();
+        b.push(&[1; 100]);
+        b.consume(30);
+        assert_eq!(b.len(), 70);
+        b.consume(30);
+        assert_eq!(b.pending(), &[1; 40][..]);
+        b.consume(1000);
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn a_client_that_stops_reading_is_cut_off() {
+        use std::os::fd::FromRawFd;
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let fd = unsafe { OwnedFd::from_raw_fd(libc::dup(a.as_raw_fd())) };
+        let mut tcp = TcpOut::new(fd, 64 * 1024);
+        let mut result = Ok(());
+        for _ in 0..1000 {
+            tcp.backlog.push(&[0u8; 4096]);
+            result = tcp.flush();
+            if result.is_err() {
+                break;
+            }
+        }
+        assert!(result.unwrap_err().contains("slow client"));
+    }
+
+    #[test]
+    fn a_sender_report_is_a_valid_compound_packet() {
+        let r = sender_report(5, (1, 2), 3, 4, 5, "abc");
+        // SDES: header, SSRC, CNAME item (2 + 3 bytes), a null, padded to 32 bits
+        assert_eq!(r.len(), 28 + 16);
+        assert_eq!(&r[28..30], &[0x81, 202]);
+        assert_eq!(u16::from_be_bytes([r[30], r[31]]), 3); // words - 1
+        assert_eq!(&r[36..44], &[1, 3, b'a', b'b', b'c', 0, 0, 0]);
+    }
+}
