@@ -190,7 +190,7 @@ class ServerProcess:
         self.log_path = workdir / "server.log"
         self.probe_path = workdir / "probe.json"
         env = {k: v for k, v in os.environ.items() if not k.startswith("SIPSTREAM_")}
-        values = {"rest_rate_limit": 0, "webrtc_port": 0, "sip_port": 0, "ws_port": 0, "hls_port": 0,
+        values = {"rest_rate_limit": 0, "webrtc_port": 0, "sip_port": 0, "ws_port": 0, "hls_port": 0, "rtsp_port": 0,
                   "media_port_from": media_ports[0],
                   "media_port_to": media_ports[1], "call_keep_finished_s": 0.5, **settings}
         env.update({f"SIPSTREAM_{k.upper()}": str(v) for k, v in values.items()})

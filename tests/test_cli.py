@@ -49,7 +49,7 @@ def _start(*args: str, tmp_path: Path) -> subprocess.Popen:
     return subprocess.Popen([SIPSTREAM, *args], stdout=log, stderr=subprocess.STDOUT,
                             env={**os.environ, "SIPSTREAM_MEDIA_PORT_FROM": "45000",
                                  "SIPSTREAM_MEDIA_PORT_TO": "45199", "SIPSTREAM_WEBRTC_PORT": "0",
-                                 "SIPSTREAM_WS_PORT": "0", "SIPSTREAM_HLS_PORT": "0"})
+                                 "SIPSTREAM_WS_PORT": "0", "SIPSTREAM_HLS_PORT": "0", "SIPSTREAM_RTSP_PORT": "0"})
 
 
 def _stop(proc: subprocess.Popen, sig: int) -> int:

@@ -445,7 +445,8 @@ async def test_running_out_of_fds_is_a_503_that_says_so_and_http_keeps_working(t
     callee = LoopbackCallee()
     await callee.start()
     env = {**os.environ, "SIPSTREAM_MEDIA_PORT_FROM": str(first), "SIPSTREAM_MEDIA_PORT_TO": str(last),
-           "SIPSTREAM_WEBRTC_PORT": "0", "SIPSTREAM_WS_PORT": "0", "SIPSTREAM_HLS_PORT": "0"}
+           "SIPSTREAM_WEBRTC_PORT": "0", "SIPSTREAM_WS_PORT": "0", "SIPSTREAM_HLS_PORT": "0",
+           "SIPSTREAM_RTSP_PORT": "0"}
     proc = subprocess.Popen(["prlimit", "--nofile=160:160", sys.executable, "-m", "sipstream", "serve",
                              "--http-port", str(http_port)], env=env, stdout=subprocess.DEVNULL,
                             stderr=open(tmp_path / "server.log", "wb"))

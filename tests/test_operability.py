@@ -176,7 +176,8 @@ async def test_json_logs_carry_the_call_id_and_stream_name(callee: LoopbackCalle
     http_port = free_tcp_port()
     first, last = media_range()
     env = {**os.environ, "SIPSTREAM_LOG_FORMAT": "json", "SIPSTREAM_WEBRTC_PORT": "0", "SIPSTREAM_WS_PORT": "0",
-           "SIPSTREAM_HLS_PORT": "0", "SIPSTREAM_MEDIA_PORT_FROM": str(first), "SIPSTREAM_MEDIA_PORT_TO": str(last)}
+           "SIPSTREAM_HLS_PORT": "0", "SIPSTREAM_RTSP_PORT": "0",
+           "SIPSTREAM_MEDIA_PORT_FROM": str(first), "SIPSTREAM_MEDIA_PORT_TO": str(last)}
     log_path = tmp_path / "server.log"
     with open(log_path, "wb") as log_file:
         proc = await asyncio.create_subprocess_exec(

@@ -113,7 +113,8 @@ def test_installed_demo_streams_the_loopback_call_without_cargo_on_path(venv: Pa
     first, last = media_range()
     env = clean_env(f"{venv / 'bin'}:{NO_CARGO_PATH}")
     env.update({"SIPSTREAM_MEDIA_PORT_FROM": str(first), "SIPSTREAM_MEDIA_PORT_TO": str(last),
-                "SIPSTREAM_WEBRTC_PORT": "0", "SIPSTREAM_WS_PORT": "0", "SIPSTREAM_HLS_PORT": "0"})
+                "SIPSTREAM_WEBRTC_PORT": "0", "SIPSTREAM_WS_PORT": "0", "SIPSTREAM_HLS_PORT": "0",
+                "SIPSTREAM_RTSP_PORT": "0"})
     base = f"http://127.0.0.1:{port}"
     with open(tmp_path / "demo.log", "wb") as log:
         proc = subprocess.Popen([str(venv / "bin" / "sipstream"), "demo", "--http-port", str(port)],

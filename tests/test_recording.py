@@ -283,6 +283,7 @@ def test_kill_9_mid_recording_leaves_a_file_that_plays(tmp_path: Path) -> None:
     records = tmp_path / "records"
     env = {**os.environ, "SIPSTREAM_MEDIA_PORT_FROM": "45200", "SIPSTREAM_MEDIA_PORT_TO": "45299",
            "SIPSTREAM_WEBRTC_PORT": "0", "SIPSTREAM_WS_PORT": "0", "SIPSTREAM_HLS_PORT": "0",
+           "SIPSTREAM_RTSP_PORT": "0",
            "SIPSTREAM_SIP_RECORD_STREAM": "true", "SIPSTREAM_RECORD_DIR": str(records)}
     log = open(tmp_path / "server.log", "wb")
     proc = subprocess.Popen([SIPSTREAM, "serve", "--http-port", str(port)], stdout=log, stderr=subprocess.STDOUT,

@@ -13,6 +13,7 @@ from .api.hooks import RestHooks
 from .api.limits import LimitedRunner
 from .api.rest import create_app
 from .egress.hls import HlsServer
+from .egress.rtsp import RtspServer
 from .egress.wcs import WcsServer
 from .egress.whep import WhepEndpoint
 from .gateway import Gateway
@@ -37,7 +38,7 @@ class Server:
         self.whep = WhepEndpoint(settings.ip, settings.max_viewers, settings.webrtc_port, settings.bind_ip,
                                  settings.webrtc_connect_timeout_s,
                                  settings.webrtc_tcp_port if settings.ice_tcp_transport else None,
-                                 settings.max_viewers_per_client)
+                                 settings.max_viewers_per_client, plain_udp=bool(settings.rtsp_port))
         self._runner: LimitedRunner | None = None
         self.hooks: RestHooks | None = None
         # the playback ports besides HTTP: each has start() and stop()
@@ -50,6 +51,10 @@ class Server:
         if settings.hls_port:
             self.hls = HlsServer(self.gateway, settings)
             self.listeners.append(self.hls)
+        self.rtsp: RtspServer | None = None
+        if settings.rtsp_port:
+            self.rtsp = RtspServer(self.gateway, self.whep, settings)
+            self.listeners.append(self.rtsp)
 
     @property
     def base_url(self) -> str:

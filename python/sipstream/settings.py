@@ -152,6 +152,19 @@ class Settings:
     ws_max_message_bytes: int = 65536  # a bigger client frame closes its session (1009)
     ws_ping_interval_s: float = 5.0  # server pings; a session that misses
     ws_max_missed_pings: int = 10  # this many pongs in a row is dropped, as WCS does
+    # --- RTSP (egress/rtsp.py): rtsp_port 0 is off ---
+    # WCS listens on 554, a privileged port: the default is 5554 so that the
+    # server needs no root or CAP_NET_BIND_SERVICE; set 554 when it may bind it.
+    rtsp_port: int = 5554
+    rtsp_auth: bool = False  # Digest (MD5) with rtsp_user / rtsp_password
+    rtsp_user: str = ""
+    rtsp_password: str = dataclasses.field(default="", repr=False)
+    rtsp_max_connections: int = 1000
+    rtsp_request_timeout_s: float = 10.0  # a request must arrive whole (and a new connection's first one)
+    rtsp_session_timeout_s: float = 60.0  # announced in Session: ;timeout=; no request for this long ends it
+    rtsp_max_request_bytes: int = 8192  # request line, headers and body
+    rtsp_tcp_max_backlog_bytes: int = 2 << 20  # unsent interleaved bytes before a slow client is cut off
+    # --- end of RTSP settings ---
     # --- HLS (egress/hls.py): hls_port 0 is off ---
     hls_port: int = 8082
     hls_dir: str = ""  # segments and playlists also written here; "": memory only
@@ -235,7 +248,7 @@ class Settings:
             if getattr(self, key) <= 0:
                 raise SettingsError(f"{key}: must be > 0, got {getattr(self, key)}")
         ports = {"http_port": self.http_port}
-        for key in ("ws_port", "wss_port", "hls_port"):
+        for key in ("ws_port", "wss_port", "hls_port", "rtsp_port"):
             port = getattr(self, key)
             if not 0 <= port < 65536:
                 raise SettingsError(f"{key}: {port} is out of range [0, 65535] (0: off)")
@@ -247,6 +260,14 @@ class Settings:
             ports[key] = port
         if bool(self.wss_cert) != bool(self.wss_key):
             raise SettingsError("wss_cert/wss_key: give both PEM files, or neither")
+        for key in ("rtsp_max_connections", "rtsp_request_timeout_s", "rtsp_session_timeout_s",
+                    "rtsp_max_request_bytes", "rtsp_tcp_max_backlog_bytes"):
+            if getattr(self, key) <= 0:
+                raise SettingsError(f"{key}: must be > 0, got {getattr(self, key)}")
+        if self.rtsp_auth and not (self.rtsp_user and self.rtsp_password):
+            raise SettingsError("rtsp_auth: needs rtsp_user and rtsp_password")
+        if any(c in self.rtsp_user for c in '"\\\r\n'):
+            raise SettingsError("rtsp_user: no quotes, backslashes or line breaks")
         for key in ("ws_max_sessions", "ws_max_message_bytes", "ws_ping_interval_s", "ws_max_missed_pings"):
             if getattr(self, key) <= 0:
                 raise SettingsError(f"{key}: must be > 0, got {getattr(self, key)}")

@@ -144,6 +144,9 @@ class _StateCollector(Collector):
             viewers.add_metric([protocol, "connecting"], len(mine) - connected)
         if self.hls is not None:  # an HLS viewer: an address that asked for the stream lately
             viewers.add_metric(["hls", "connected"], sum(self.hls.viewers().values()))
+        # RTSP viewers are added to the engine at PLAY: they are playing
+        viewers.add_metric(["rtsp", "connected"], sum(1 for p, _ in self.whep.plain.values() if p == "rtsp"))
+        viewers.add_metric(["rtsp", "connecting"], 0)
         yield viewers
         if self.hls is not None:
             yield GaugeMetricFamily("sipstream_hls_streams", "Streams muxed to HLS now",

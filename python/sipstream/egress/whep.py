@@ -52,8 +52,13 @@ class WhepEndpoint:
 
     def __init__(self, ip: str, max_viewers: int = 200, port: int = 0, bind_ip: str | None = None,
                  connect_timeout_s: float = 30.0, tcp_port: int | None = None,
-                 max_per_client: int = 0) -> None:
+                 max_per_client: int = 0, plain_udp: bool = False) -> None:
         self.ip = ip
+        # an RTP/RTCP port pair for plain-RTP (RTSP) viewers over UDP
+        self.plain_udp = plain_udp
+        # plain-RTP viewers of the same engine (egress/rtsp.py): viewer id ->
+        # (protocol, listener of its "closed" event)
+        self.plain: dict[int, tuple[str, Callable[[str, str], None]]] = {}
         self.max_per_client = max_per_client  # sessions per client address; 0: no limit
         self.tcp_port = tcp_port
         self.connect_timeout_s = connect_timeout_s
@@ -73,7 +78,7 @@ class WhepEndpoint:
         if self._engine is not None:
             return
         self._engine = WebrtcEngine(self.bind_ip, self.requested_port, self.ip, self.connect_timeout_s,
-                                    tcp_port=self.tcp_port)
+                                    tcp_port=self.tcp_port, plain_udp=self.plain_udp)
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._engine.fileno(), self._on_events)
         tcp = f", ICE-TCP {self.bind_ip}:{self._engine.tcp_port}" if self._engine.tcp_port is not None else ""
@@ -98,6 +103,15 @@ class WhepEndpoint:
                 stream = self._streams.get(ident)
                 if stream is not None:
                     stream.request_keyframe("viewer PLI/FIR or a new viewer")
+                continue
+            plain = self.plain.get(ident)
+            if plain is not None:
+                if kind == "closed":
+                    del self.plain[ident]
+                    try:
+                        plain[1](kind, reason)
+                    except Exception:  # one viewer's listener must not stop the others' events
+                        log.exception("plain viewer %d: event listener failed", ident)
                 continue
             session = self._by_viewer.get(ident)
             if session is None:
@@ -126,7 +140,7 @@ class WhepEndpoint:
         OverflowError at ``max_viewers`` or at the client's share of them.
         ``on_event(kind, reason)`` hears the viewer's "connected" and
         "closed" (not the close that ``stop`` asks for)."""
-        if len(self.sessions) >= self.max_viewers:
+        if self.viewer_count >= self.max_viewers:
             raise OverflowError(f"max_viewers ({self.max_viewers}) reached")
         if self.max_per_client and client and sum(
                 1 for s in self.sessions.values() if s.client == client) >= self.max_per_client:
@@ -146,6 +160,25 @@ class WhepEndpoint:
         log.info("WebRTC viewer %s plays %s (%s)", session.id, stream.name, protocol)
         return session.id, answer
 
+    @property
+    def viewer_count(self) -> int:
+        """WebRTC and plain-RTP viewers of the engine (``max_viewers`` bounds them)."""
+        return len(self.sessions) + len(self.plain)
+
+    def add_plain(self, stream: Stream, protocol: str, on_event: Callable[[str, str], None],
+                  **kwargs: Any) -> int:
+        """Add a plain-RTP viewer of ``stream`` (``WebrtcEngine.add_plain_viewer``'s
+        arguments); ``on_event("closed", reason)`` hears its end unless ``stop_plain``
+        ended it. ValueError on a bad set-up."""
+        viewer = self.engine.add_plain_viewer(stream.feed, **kwargs)
+        self.plain[viewer] = (protocol, on_event)
+        self._streams[stream.feed.id] = stream
+        return viewer
+
+    def stop_plain(self, viewer: int) -> None:
+        if self.plain.pop(viewer, None) is not None and self._engine is not None:
+            self._engine.remove_viewer(viewer)
+
     async def stop(self, session_id: str) -> bool:
         session = self.sessions.get(session_id)
         if session is None:
@@ -164,6 +197,7 @@ class WhepEndpoint:
             self._loop.remove_reader(engine.fileno())
         self.sessions.clear()
         self._by_viewer.clear()
+        self.plain.clear()
         await asyncio.to_thread(engine.close)
 
     # --------------------------------------------------------------- stats

@@ -1,0 +1,306 @@
+"""RTSP playback (egress/rtsp.py over the Rust engine's plain-RTP viewers),
+against real players: ffmpeg over TCP-interleaved and UDP (decoded at the
+source's size, the beep heard, flash and beep still together), GStreamer's
+rtspsrc (decoded frames counted), Digest auth and playback tokens; and
+hostile or broken clients: garbage, unknown streams and sessions, an
+unsupported transport, an oversized request, an idle client, and a TCP
+client that stops reading, which is cut off while another viewer keeps
+getting everything."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sipstream.api.auth import playback_token
+from sipstream.testing import LoopbackCallee
+
+from .conftest import free_tcp_port, loopback_call, wait_until
+from .peers import avcheck
+from .peers.media import SOURCE_FPS, SOURCE_HEIGHT, SOURCE_WIDTH
+
+SECRET = "s" * 40
+
+
+def require_players() -> None:
+    if not (shutil.which("ffmpeg") and shutil.which("gst-launch-1.0")):
+        pytest.skip("ffmpeg and gst-launch-1.0 (gstreamer1.0-plugins-good, -libav) are needed")
+
+
+async def _serve(server_with: Any, callee: LoopbackCallee, stream: str, **settings: Any) -> tuple[Any, str]:
+    port = free_tcp_port()
+    srv, rest = await server_with(rtsp_port=port, **settings)
+    await rest.start_call(loopback_call(callee, f"call-{stream}", stream))
+    live = srv.gateway.streams[stream]
+    await wait_until(lambda: live.feed.stats()["keyframes"] > 0, 15, "a keyframe from the callee")
+    return srv, f"rtsp://127.0.0.1:{port}/{stream}"
+
+
+async def _run(*args: str, timeout: float = 40) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.STDOUT)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except asyncio.TimeoutError:
+        proc.kill()
+        out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode(errors="replace")
+
+
+async def _ffmpeg_record(url: str, transport: str, path: Path, seconds: float) -> None:
+    code, out = await _run("ffmpeg", "-nostdin", "-v", "warning", "-y", "-rtsp_transport", transport,
+                           "-i", url, "-t", str(seconds), "-c:v", "copy", "-c:a", "pcm_s16le", str(path))
+    assert code == 0 and path.exists(), out[-2000:]
+
+
+class RtspClient:
+    """A raw RTSP client over one TCP connection, to say what players do not."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.cseq = 0
+
+    @classmethod
+    async def connect(cls, url: str, rcvbuf: int = 0) -> RtspClient:
+        host, port = url.split("/")[2].split(":")
+        sock = socket.socket()
+        if rcvbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        return cls(reader, writer)
+
+    async def request(self, method: str, url: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
+        self.cseq += 1
+        lines = [f"{method} {url} RTSP/1.0", f"CSeq: {self.cseq}"]
+        lines += [f"{k.replace('_', '-')}: {v}" for k, v in headers.items()]
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        return await self.response()
+
+    async def raw(self, data: bytes) -> tuple[int, dict[str, str], bytes]:
+        self.writer.write(data)
+        return await self.response()
+
+    async def response(self) -> tuple[int, dict[str, str], bytes]:
+        while True:
+            head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 10)
+            while head.startswith(b"$"):  # interleaved frames before the answer
+                length = int.from_bytes(head[2:4], "big")
+                rest = head[4:]
+                if len(rest) < length:
+                    rest += await self.reader.readexactly(length - len(rest))
+                head = rest[length:]
+                if b"\r\n\r\n" not in head:
+                    head += await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 10)
+            lines = head.decode().split("\r\n")
+            status = int(lines[0].split(" ")[1])
+            headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+            body = await self.reader.readexactly(int(headers.get("content-length", "0")))
+            return status, headers, body
+
+    async def closed(self, timeout: float) -> bool:
+        """The server closed the connection within ``timeout`` (reading what it sends)."""
+        async def drain() -> None:
+            while await self.reader.read(65536):
+                pass
+
+        try:
+            await asyncio.wait_for(drain(), timeout)
+            return True
+        except (asyncio.TimeoutError, ConnectionError):
+            return False
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def test_ffmpeg_plays_over_tcp_and_udp_decoded_and_in_sync(server_with: Any, tmp_path: Path) -> None:
+    require_players()
+    callee = LoopbackCallee(width=SOURCE_WIDTH, height=SOURCE_HEIGHT, fps=SOURCE_FPS, loop_seconds=2,
+                            sync_marks=True)
+    await callee.start()
+    try:
+        srv, url = await _serve(server_with, callee, "rtsp1")
+        files = {t: tmp_path / f"{t}.mkv" for t in ("tcp", "udp")}
+        started = asyncio.gather(*(_ffmpeg_record(url, t, files[t], 9) for t in files))
+        # both count as the stream's viewers, and as RTSP viewers in /metrics
+        stream = srv.gateway.streams["rtsp1"]
+        await wait_until(lambda: stream.viewers == 2, 10, "two RTSP viewers")
+        await wait_until(lambda: len(srv.whep.plain) == 2, 5, "two plain viewers")
+        await started
+        for transport, path in files.items():
+            info = await asyncio.to_thread(avcheck.probe, path)
+            video = next(s for s in info["streams"] if s["codec_type"] == "video")
+            assert (video["codec_name"], video["width"], video["height"]) == ("h264", SOURCE_WIDTH, SOURCE_HEIGHT)
+            assert any(s["codec_type"] == "audio" for s in info["streams"]), transport
+            assert await asyncio.to_thread(avcheck.decode_errors, path) == "", transport
+            sync = await asyncio.to_thread(avcheck.measure_av_sync, str(path), SOURCE_FPS, 1000.0, 2.0)
+            print("AVSYNC", transport, {k: sync[k] for k in ("pairs", "offsets_ms", "pair_times_s", "max_abs_ms")})
+            assert len(sync["beeps"]) >= 3, (transport, sync)  # the audio is the callee's, not silence
+            # video starts at a keyframe, maybe in the middle of a flash: the
+            # first pair may measure that cut, not the sync
+            offsets = sync["offsets_ms"][1:]
+            assert len(offsets) >= 2, (transport, sync)
+            assert max(abs(o) for o in offsets) <= 80, (transport, sync)
+        await wait_until(lambda: stream.viewers == 0, 5, "the viewers gone after TEARDOWN")
+    finally:
+        await callee.stop()
+
+
+async def test_gstreamer_rtspsrc_decodes_video_and_audio(server_with: Any, callee: LoopbackCallee,
+                                                         tmp_path: Path) -> None:
+    require_players()
+    _, url = await _serve(server_with, callee, "rtsp2")
+    frames = tmp_path / "frames.yuv"
+    tone = tmp_path / "tone.raw"
+    for protocols in ("tcp", "udp"):
+        pipeline = (f"rtspsrc location={url} protocols={protocols} latency=200 name=s "
+                    "s. ! application/x-rtp,media=video ! rtph264depay ! h264parse ! avdec_h264 ! videoconvert ! "
+                    f"video/x-raw,format=I420 ! filesink location={frames} "
+                    "s. ! application/x-rtp,media=audio ! rtppcmudepay ! mulawdec ! audioconvert ! "
+                    f"audio/x-raw,format=S16LE,channels=1 ! filesink location={tone}")
+        proc = subprocess.Popen(["gst-launch-1.0", "-e", *pipeline.split(" ")], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
+        try:
+            await asyncio.sleep(5)
+            proc.send_signal(2)  # SIGINT: with -e, an EOS and a clean end
+            out, _ = await asyncio.to_thread(proc.communicate, timeout=15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        count = frames.stat().st_size // (SOURCE_WIDTH * SOURCE_HEIGHT * 3 // 2) if frames.exists() else 0
+        assert count >= SOURCE_FPS * 2, (protocols, count, out.decode(errors="replace")[-2000:])
+        import numpy as np
+
+        pcm = np.frombuffer(tone.read_bytes(), dtype="<i2")
+        assert len(pcm) >= 8000 * 2, (protocols, len(pcm))
+        from .media_checks import dominant_hz
+
+        assert abs(dominant_hz(pcm[-8000:].astype(float), 8000) - 440) < 15, protocols
+
+
+def _digest(user: str, password: str, challenge: str, method: str, uri: str) -> str:
+    fields = dict(part.strip().split("=", 1) for part in challenge.removeprefix("Digest ").split(","))
+    realm, nonce = fields["realm"].strip('"'), fields["nonce"].strip('"')
+    ha1 = hashlib.md5(f"{user}:{realm}:{password}".encode()).hexdigest()
+    ha2 = hashlib.md5(f"{method}:{uri}".encode()).hexdigest()
+    response = hashlib.md5(f"{ha1}:{nonce}:{ha2}".encode()).hexdigest()
+    return (f'Digest username="{user}", realm="{realm}", nonce="{nonce}", uri="{uri}", '
+            f'response="{response}"')
+
+
+async def test_digest_auth_and_playback_tokens(server_with: Any, callee: LoopbackCallee,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    require_players()
+    _, url = await _serve(server_with, callee, "rtsp3", rtsp_auth=True, rtsp_user="viewer",
+                          rtsp_password="pa55-word", playback_token_secret=SECRET)
+    client = await RtspClient.connect(url)
+    try:
+        status, headers, _ = await client.request("OPTIONS", url)
+        assert status == 200 and "DESCRIBE" in headers["public"]  # OPTIONS needs no credentials
+        status, headers, _ = await client.request("DESCRIBE", url)
+        assert status == 401 and headers["www-authenticate"].startswith("Digest ")
+        wrong = _digest("viewer", "nope", headers["www-authenticate"], "DESCRIBE", url)
+        assert (await client.request("DESCRIBE", url, Authorization=wrong))[0] == 401
+        right = _digest("viewer", "pa55-word", headers["www-authenticate"], "DESCRIBE", url)
+        status, _, body = await client.request("DESCRIBE", url, Authorization=right)
+        assert status == 200 and b"m=video" in body
+        # a playback token for this stream is enough; another stream's is not
+        good = f"{url}?token={playback_token(SECRET, 'rtsp3', ttl_s=60)}"
+        assert (await client.request("DESCRIBE", good))[0] == 200
+        other = f"{url}?token={playback_token(SECRET, 'other', ttl_s=60)}"
+        assert (await client.request("DESCRIBE", other))[0] == 401
+    finally:
+        client.close()
+    # a real player with the credentials in its URL plays
+    with_user = url.replace("rtsp://", "rtsp://viewer:pa55-word@")
+    code, out = await _run("ffprobe", "-v", "error", "-rtsp_transport", "tcp", "-show_streams", with_user)
+    assert code == 0 and "codec_name=h264" in out, out[-1000:]
+    assert "pa55-word" not in caplog.text
+
+
+async def test_bad_requests_get_the_rfc_errors_and_never_a_crash(server_with: Any, callee: LoopbackCallee) -> None:
+    srv, url = await _serve(server_with, callee, "rtsp4", rtsp_request_timeout_s=1.0, rtsp_max_request_bytes=2048)
+    base = url.rsplit("/", 1)[0]
+    client = await RtspClient.connect(url)
+    try:
+        assert (await client.raw(b"OPTIONS * RTSP/1.0\r\n\r\n"))[0] == 400  # no CSeq
+        assert (await client.request("DESCRIBE", f"{base}/nosuchstream"))[0] == 404
+        assert (await client.request("DESCRIBE", "http://example.com/x"))[0] == 400
+        assert (await client.request("FLY", url))[0] == 501
+        status, headers, _ = await client.request("RECORD", url)
+        assert status == 405 and "PLAY" in headers["allow"]
+        assert (await client.request("PLAY", url))[0] == 454  # no session
+        assert (await client.request("PLAY", url, Session="deadbeef"))[0] == 454
+        assert (await client.request("TEARDOWN", url, Session="deadbeef"))[0] == 454
+        track = f"{url}/trackID=1"
+        assert (await client.request("SETUP", track, Transport="RTP/AVP;multicast"))[0] == 461
+        assert (await client.request("SETUP", track, Transport="RAW/RAW/UDP;unicast"))[0] == 461
+        assert (await client.request("SETUP", track, Transport="RTP/AVP;unicast"))[0] == 461  # no client_port
+        assert (await client.request("SETUP", f"{url}/trackID=7", Transport="RTP/AVP/TCP;interleaved=0-1"))[0] == 404
+        status, headers, _ = await client.request("SETUP", track, Transport="RTP/AVP/TCP;unicast;interleaved=0-1")
+        assert status == 200 and "interleaved=0-1" in headers["transport"]
+        session = headers["session"].split(";")[0]
+        assert headers["session"].endswith(";timeout=60")
+        # a second session on the connection, or a track twice over another transport
+        assert (await client.request("SETUP", f"{url}/trackID=0",
+                                     Transport="RTP/AVP;unicast;client_port=5000-5001", Session=session))[0] == 461
+        assert (await client.request("GET_PARAMETER", url, Session=session))[0] == 200
+        assert (await client.request("TEARDOWN", url, Session=session))[0] == 200
+        assert (await client.raw(b"DESCRIBE " + url.encode() + b" RTSP/2.0\r\nCSeq: 9\r\n\r\n"))[0] == 505
+    finally:
+        client.close()
+    # garbage, then an oversized request: answered, and the connection closed
+    client = await RtspClient.connect(url)
+    assert (await client.raw(b"\x00\x01garbage\xff\r\n\r\n"))[0] == 400
+    assert await client.closed(3)
+    client = await RtspClient.connect(url)
+    assert (await client.raw(b"OPTIONS * RTSP/1.0\r\nCSeq: 1\r\nX: " + b"a" * 4000 + b"\r\n\r\n"))[0] == 413
+    assert await client.closed(3)
+    # an idle client, and one that never finishes its request, are closed
+    idle = await RtspClient.connect(url)
+    slow = await RtspClient.connect(url)
+    slow.writer.write(b"OPTIONS * RTSP/1.0\r\n")
+    started = time.monotonic()
+    assert await idle.closed(5) and await slow.closed(5)
+    assert time.monotonic() - started < 4
+    # the server still serves
+    client = await RtspClient.connect(url)
+    assert (await client.request("OPTIONS", url))[0] == 200
+    client.close()
+
+
+async def test_a_tcp_client_that_stops_reading_is_cut_off_and_others_keep_playing(
+        server_with: Any, callee: LoopbackCallee, tmp_path: Path) -> None:
+    require_players()
+    srv, url = await _serve(server_with, callee, "rtsp5", rtsp_tcp_max_backlog_bytes=64 * 1024)
+    stream = srv.gateway.streams["rtsp5"]
+    good = tmp_path / "good.mkv"
+    player = asyncio.create_task(_ffmpeg_record(url, "tcp", good, 8))
+    stuck = await RtspClient.connect(url, rcvbuf=4096)
+    status, headers, _ = await stuck.request("DESCRIBE", url)
+    assert status == 200
+    status, headers, _ = await stuck.request("SETUP", f"{url}/trackID=1",
+                                             Transport="RTP/AVP/TCP;unicast;interleaved=0-1")
+    session = headers["session"].split(";")[0]
+    assert (await stuck.request("PLAY", url, Session=session))[0] == 200
+    await wait_until(lambda: len(srv.whep.plain) == 2, 10, "both viewers playing")
+    # ... and the stuck client reads nothing more: cut off, its session gone
+    await wait_until(lambda: len(srv.whep.plain) == 1, 20, "the stuck client cut off")
+    await player
+    info = await asyncio.to_thread(avcheck.probe, good)
+    frames = int(next(s for s in info["streams"] if s["codec_type"] == "video").get("nb_frames") or 0)
+    duration = float(info["format"]["duration"])
+    assert duration >= 7 and await asyncio.to_thread(avcheck.decode_errors, good) == ""
+    assert frames == 0 or frames >= SOURCE_FPS * 6
+    stuck.close()
+    await wait_until(lambda: stream.viewers == 0, 5, "no viewer left")
