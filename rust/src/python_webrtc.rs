@@ -11,7 +11,6 @@ use pyo3::types::{PyBytes, PyDict};
 
 use std::time::Duration;
 
-use crate::webrtc::engine::PLAIN_TCP_BACKLOG;
 use crate::webrtc::plain::{PlainTrackConfig, TrackDest};
 use crate::webrtc::{Engine, EngineEvent, StreamCodecs, StreamFeed, Timeouts};
 
@@ -193,9 +192,10 @@ impl PyWebrtcEngine {
     /// `rtcp` are the client's ports; interleaved (`tcp_fd` given: a dup of
     /// the RTSP connection, which the engine then owns and writes) they are
     /// channels (at most `max_backlog` bytes unsent, else the client is cut
-    /// off). Returns the viewer id. ValueError on a bad set-up. The
+    /// off; the default is `PLAIN_TCP_BACKLOG`, written out so that
+    /// Python's signature shows it). Returns the viewer id. ValueError on a bad set-up. The
     /// engine owns `tcp_fd` from the call on, even when it fails.
-    #[pyo3(signature = (feed, audio = None, video = None, client_ip = None, tcp_fd = None, max_backlog = PLAIN_TCP_BACKLOG))]
+    #[pyo3(signature = (feed, audio = None, video = None, client_ip = None, tcp_fd = None, max_backlog = 2_097_152))]
     fn add_plain_viewer(
         &self,
         feed: &PyStreamFeed,
