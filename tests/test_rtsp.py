@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from sipstream.api.auth import playback_token
 from sipstream.testing import LoopbackCallee
@@ -135,6 +136,8 @@ async def test_ffmpeg_plays_over_tcp_and_udp_decoded_and_in_sync(server_with: An
         stream = srv.gateway.streams["rtsp1"]
         await wait_until(lambda: stream.viewers == 2, 10, "two RTSP viewers")
         await wait_until(lambda: len(srv.whep.plain) == 2, 5, "two plain viewers")
+        async with aiohttp.ClientSession() as http, http.get(f"{srv.base_url}/metrics") as res:
+            assert 'sipstream_viewers{protocol="rtsp",state="connected"} 2.0' in await res.text()
         await started
         for transport, path in files.items():
             info = await asyncio.to_thread(avcheck.probe, path)
@@ -229,7 +232,8 @@ async def test_digest_auth_and_playback_tokens(server_with: Any, callee: Loopbac
 
 
 async def test_bad_requests_get_the_rfc_errors_and_never_a_crash(server_with: Any, callee: LoopbackCallee) -> None:
-    srv, url = await _serve(server_with, callee, "rtsp4", rtsp_request_timeout_s=1.0, rtsp_max_request_bytes=2048)
+    srv, url = await _serve(server_with, callee, "rtsp4", rtsp_request_timeout_s=1.0, rtsp_max_request_bytes=2048,
+                            rtsp_session_timeout_s=2.0)
     base = url.rsplit("/", 1)[0]
     client = await RtspClient.connect(url)
     try:
@@ -250,7 +254,7 @@ async def test_bad_requests_get_the_rfc_errors_and_never_a_crash(server_with: An
         status, headers, _ = await client.request("SETUP", track, Transport="RTP/AVP/TCP;unicast;interleaved=0-1")
         assert status == 200 and "interleaved=0-1" in headers["transport"]
         session = headers["session"].split(";")[0]
-        assert headers["session"].endswith(";timeout=60")
+        assert headers["session"].endswith(";timeout=2")
         # a second session on the connection, or a track twice over another transport
         assert (await client.request("SETUP", f"{url}/trackID=0",
                                      Transport="RTP/AVP;unicast;client_port=5000-5001", Session=session))[0] == 461
@@ -273,6 +277,28 @@ async def test_bad_requests_get_the_rfc_errors_and_never_a_crash(server_with: An
     started = time.monotonic()
     assert await idle.closed(5) and await slow.closed(5)
     assert time.monotonic() - started < 4
+    # a session playing over UDP: RTP reaches the client's port from the
+    # announced server port; with no keep-alive it ends after its timeout
+    rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rtp.bind(("127.0.0.1", 0))
+    rtp.settimeout(5)
+    client = await RtspClient.connect(url)
+    port = rtp.getsockname()[1]
+    status, headers, _ = await client.request("SETUP", f"{url}/trackID=0",
+                                              Transport=f"RTP/AVP;unicast;client_port={port}-{port + 1}")
+    assert status == 200 and "server_port=" in headers["transport"]
+    server_rtp = int(headers["transport"].split("server_port=")[1].split("-")[0])
+    session = headers["session"].split(";")[0]
+    status, headers, _ = await client.request("PLAY", url, Session=session)
+    assert status == 200 and "seq=" in headers["rtp-info"]
+    data, sender = await asyncio.to_thread(rtp.recvfrom, 2048)
+    assert sender == ("127.0.0.1", server_rtp) and data[1] & 0x7F == 0 and len(data) == 12 + 160  # PCMU
+    assert len(srv.whep.plain) == 1
+    started = time.monotonic()
+    assert await client.closed(6)
+    assert 1.5 < time.monotonic() - started < 5
+    await wait_until(lambda: not srv.whep.plain, 3, "the timed-out session's viewer gone")
+    rtp.close()
     # the server still serves
     client = await RtspClient.connect(url)
     assert (await client.request("OPTIONS", url))[0] == 200

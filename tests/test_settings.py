@@ -56,3 +56,21 @@ def test_ice_tcp_is_off_by_default_and_its_port_is_checked() -> None:
         Settings.load(environ={}, overrides={"webrtc_tcp_port": 70000})
     with pytest.raises(SettingsError, match="webrtc_tcp_port"):
         Settings.load(environ={}, overrides={"ice_tcp_transport": True, "webrtc_tcp_port": 9091})
+
+
+def test_rtsp_port_defaults_to_5554_and_its_settings_are_checked() -> None:
+    settings = Settings.load(environ={})
+    assert settings.rtsp_port == 5554 and settings.rtsp_auth is False
+    assert Settings.load(environ={"SIPSTREAM_RTSP_PORT": "0"}).rtsp_port == 0
+    with pytest.raises(SettingsError, match="rtsp_port"):
+        Settings.load(environ={}, overrides={"rtsp_port": 70000})
+    with pytest.raises(SettingsError, match="rtsp_port"):
+        Settings.load(environ={}, overrides={"rtsp_port": 9091})  # the HTTP port
+    with pytest.raises(SettingsError, match="rtsp_auth"):
+        Settings.load(environ={}, overrides={"rtsp_auth": "true", "rtsp_user": "u"})
+    with pytest.raises(SettingsError, match="rtsp_user"):
+        Settings.load(environ={}, overrides={"rtsp_auth": "true", "rtsp_user": 'a"b', "rtsp_password": "p"})
+    with pytest.raises(SettingsError, match="rtsp_session_timeout_s"):
+        Settings.load(environ={}, overrides={"rtsp_session_timeout_s": 0})
+    on = Settings.load(environ={}, overrides={"rtsp_auth": "true", "rtsp_user": "u", "rtsp_password": "secret-pw"})
+    assert "secret-pw" not in repr(on)
