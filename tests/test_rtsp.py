@@ -228,6 +228,11 @@ async def test_digest_auth_and_playback_tokens(server_with: Any, callee: Loopbac
     with_user = url.replace("rtsp://", "rtsp://viewer:pa55-word@")
     code, out = await _run("ffprobe", "-v", "error", "-rtsp_transport", "tcp", "-show_streams", with_user)
     assert code == 0 and "codec_name=h264" in out, out[-1000:]
+    # and one with only a token in its URL (its SETUP and PLAY URLs keep it)
+    tokened = f"{url}?token={playback_token(SECRET, 'rtsp3', ttl_s=60)}"
+    code, out = await _run("ffmpeg", "-nostdin", "-v", "error", "-rtsp_transport", "tcp", "-i", tokened,
+                           "-t", "2", "-f", "null", "-")
+    assert code == 0, out[-1000:]
     assert "pa55-word" not in caplog.text
 
 

@@ -233,8 +233,9 @@ class DigestAuth:
         sig = hmac.new(self._key, stamp.encode(), hashlib.sha256).hexdigest()[:24]
         return f'Digest realm="{REALM}", nonce="{stamp}.{sig}"' + (", stale=TRUE" if stale else "")
 
-    def check(self, authorization: str, method: str) -> str:
-        """"ok", "stale" (a nonce of ours, too old) or "bad"."""
+    def check(self, authorization: str, method: str, url: str) -> str:
+        """"ok", "stale" (a nonce of ours, too old) or "bad". The digest must
+        be for ``url`` (or its path: some players send that)."""
         scheme, _, rest = authorization.partition(" ")
         if scheme.lower() != "digest":
             return "bad"
@@ -245,6 +246,8 @@ class DigestAuth:
         if not stamp.isdigit() or not hmac.compare_digest(sig, good):
             return "bad"
         if params.get("username") != self.user or params.get("realm") != REALM:
+            return "bad"
+        if params.get("uri") not in (url, urlsplit(url).path, url.split("?", 1)[0]):
             return "bad"
         ha2 = hashlib.md5(f"{method}:{params.get('uri', '')}".encode()).hexdigest()
         if params.get("qop"):
@@ -419,7 +422,7 @@ class RtspConnection:
     def _session_header(self) -> dict[str, str]:
         if self.session is None:
             return {}
-        timeout = int(self.server.settings.rtsp_session_timeout_s)
+        timeout = max(1, int(self.server.settings.rtsp_session_timeout_s))
         return {"Session": f"{self.session.id};timeout={timeout}"}
 
     def _check_session(self, request: Request) -> Session:
@@ -445,7 +448,7 @@ class RtspConnection:
             return
         digest = self.server.digest
         if digest is not None:
-            verdict = digest.check(request.header("authorization"), request.method)
+            verdict = digest.check(request.header("authorization"), request.method, request.url)
             if verdict == "ok":
                 return
             raise RtspError(401, "authorization required",
@@ -519,7 +522,9 @@ class RtspConnection:
             raise RtspError(459, "PLAY the session's aggregate URL")
         base = request.url.split("?", 1)[0].rstrip("/")
         base = _TRACK_RE.sub("", base)
-        info = ",".join(f"url={base}/trackID={i};seq={t.seq}" for i, t in sorted(session.tracks.items()))
+        # the tracks' control URLs exactly as DESCRIBE gave them (players match them)
+        query = f"?token={target.token}" if target.token else ""
+        info = ",".join(f"url={base}/trackID={i}{query};seq={t.seq}" for i, t in sorted(session.tracks.items()))
         headers = {"Range": "npt=now-", "RTP-Info": info, **self._session_header()}
         if session.viewer is not None:
             return headers, "", ""
