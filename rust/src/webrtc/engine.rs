@@ -241,6 +241,9 @@ fn bind_rtp_pair(ip: std::net::IpAddr) -> io::Result<(std::net::UdpSocket, std::
             Ok(rtcp) => {
                 rtp.set_nonblocking(true)?;
                 rtcp.set_nonblocking(true)?;
+                // a tick's packets to every UDP client leave in one burst
+                // (best effort: the kernel caps it at wmem_max)
+                let _ = set_socket_buffer(rtp.as_raw_fd(), libc::SO_SNDBUF, SOCKET_BUFFER);
                 return Ok((rtp, rtcp));
             }
             Err(e) => last = e,
