@@ -77,6 +77,8 @@ async def _demo(settings: Settings) -> None:
     if settings.hls_port:
         scheme = "https" if settings.https_cert else "http"
         more += f"  HLS:     {scheme}://{settings.ip}:{settings.hls_port}/demo/demo.m3u8\n"
+    if settings.rtsp_port:
+        more += f"  RTSP:    rtsp://{settings.ip}:{settings.rtsp_port}/demo\n"
     print(
         f"\nsipstream demo is running.\n"
         f"  player:  {server.base_url}/player?stream=demo\n"
