@@ -153,7 +153,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     callee = LoopbackCallee(width=352, height=288, fps=25, loop_seconds=2.0)
     await callee.start()
     settings = Settings.load(environ={}, overrides={
-        "http_port": _free_port(), "hls_port": _free_port(), "ws_port": 0, "webrtc_port": 0,
+        "http_port": _free_port(), "hls_port": _free_port(), "ws_port": 0, "rtsp_port": 0, "webrtc_port": 0,
         "hls_segment_s": args.segment, "hls_part_s": args.part, "hls_segments": args.segments,
         "rest_rate_limit": 0})
     server = Server(settings)

@@ -80,7 +80,7 @@ async def _start_call(base_url: str, callee_port: int) -> None:
 async def main(mode: str, callee_port: int, media_port_from: int) -> None:
     settings = Settings.load(environ={}, overrides={
         "http_port": _free_tcp_port(), "ip": "127.0.0.1", "webrtc_port": 0, "max_viewers": 100_000,
-        "max_viewers_per_client": 0,
+        "max_viewers_per_client": 0, "rtsp_port": 0,
         "media_port_from": media_port_from, "media_port_to": media_port_from + MEDIA_PORTS - 1,
         "call_keep_finished_s": 1,
     })
