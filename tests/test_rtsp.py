@@ -264,6 +264,8 @@ async def test_bad_requests_get_the_rfc_errors_and_never_a_crash(server_with: An
         # a second session on the connection, or a track twice over another transport
         assert (await client.request("SETUP", f"{url}/trackID=0",
                                      Transport="RTP/AVP;unicast;client_port=5000-5001", Session=session))[0] == 461
+        # a second session on one connection: 459 (SETUP it with the session's header)
+        assert (await client.request("SETUP", f"{url}/trackID=0", Transport="RTP/AVP/TCP;interleaved=2-3"))[0] == 459
         assert (await client.request("GET_PARAMETER", url, Session=session))[0] == 200
         assert (await client.request("TEARDOWN", url, Session=session))[0] == 200
         assert (await client.raw(b"DESCRIBE " + url.encode() + b" RTSP/2.0\r\nCSeq: 9\r\n\r\n"))[0] == 505
@@ -299,6 +301,10 @@ async def test_bad_requests_get_the_rfc_errors_and_never_a_crash(server_with: An
     assert status == 200 and "seq=" in headers["rtp-info"]
     data, sender = await asyncio.to_thread(rtp.recvfrom, 2048)
     assert sender == ("127.0.0.1", server_rtp) and data[1] & 0x7F == 0 and len(data) == 12 + 160  # PCMU
+    # a playing session takes no new track
+    status, _, _ = await client.request("SETUP", f"{url}/trackID=1", Session=session,
+                                        Transport=f"RTP/AVP;unicast;client_port={port + 2}-{port + 3}")
+    assert status == 455
     assert len(srv.whep.plain) == 1
     started = time.monotonic()
     assert await client.closed(6)
