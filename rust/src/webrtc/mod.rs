@@ -5,6 +5,7 @@
 pub mod engine;
 pub mod feed;
 pub mod plain;
+pub mod sr;
 pub mod srtp;
 pub mod tcp;
 pub mod viewer;

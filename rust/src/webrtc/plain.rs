@@ -11,16 +11,15 @@
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::feed::{FeedPacket, StreamFeed};
+use super::sr::{ntp_time, rtp_time_at, sender_report};
 use crate::session::MediaKind;
 
 /// How often each track's sender report goes out (the first one follows the
 /// track's first packet, so players can line audio up with video at once).
 const SR_INTERVAL: Duration = Duration::from_secs(2);
-/// Seconds between 1900 (NTP) and 1970 (Unix).
-const NTP_EPOCH: u64 = 2_208_988_800;
 /// An emptied backlog bigger than this is freed.
 const KEEP_CAPACITY: usize = 64 * 1024;
 
@@ -278,22 +277,18 @@ impl PlainViewer {
             return;
         }
         let mut sent = false;
-        let wall = wall.duration_since(UNIX_EPOCH).unwrap_or_default();
-        let ntp_secs = (wall.as_secs() + NTP_EPOCH) as u32;
-        let ntp_frac = ((u64::from(wall.subsec_nanos()) << 32) / 1_000_000_000) as u32;
+        let ntp = ntp_time(wall);
         for track in [self.audio.as_ref(), self.video.as_ref()]
             .into_iter()
             .flatten()
         {
-            let Some((timestamp, arrival)) = track.last else {
+            let Some(last) = track.last else {
                 continue;
             };
-            let since = now.saturating_duration_since(arrival).as_secs_f64();
-            let rtp_time = timestamp.wrapping_add((since * f64::from(track.config.clock)) as u32);
             let report = sender_report(
                 track.config.ssrc,
-                (ntp_secs, ntp_frac),
-                rtp_time,
+                ntp,
+                rtp_time_at(last, now, track.config.clock),
                 track.packets,
                 track.octets,
                 &self.cname,
@@ -356,38 +351,6 @@ fn emit(
             interleaved.extend_from_slice(&packet[..usize::from(len)]);
         }
     }
-}
-
-/// An RTCP compound packet: a sender report with no report block, and an
-/// SDES with the CNAME (RFC 3550 §6.4.1, §6.5).
-pub fn sender_report(
-    ssrc: u32,
-    (ntp_secs, ntp_frac): (u32, u32),
-    rtp_time: u32,
-    packets: u32,
-    octets: u32,
-    cname: &str,
-) -> Vec<u8> {
-    let mut rtcp = Vec::with_capacity(64);
-    // SR: V=2, RC=0, PT=200, length 6 words
-    rtcp.extend([0x80, 200, 0, 6]);
-    rtcp.extend(ssrc.to_be_bytes());
-    rtcp.extend(ntp_secs.to_be_bytes());
-    rtcp.extend(ntp_frac.to_be_bytes());
-    rtcp.extend(rtp_time.to_be_bytes());
-    rtcp.extend(packets.to_be_bytes());
-    rtcp.extend(octets.to_be_bytes());
-    // SDES: one chunk, CNAME, null-terminated, padded to 32 bits
-    let cname = &cname.as_bytes()[..cname.len().min(255)];
-    let chunk = 4 + 2 + cname.len() + 1;
-    let padded = chunk.div_ceil(4) * 4;
-    rtcp.extend([0x81, 202]);
-    rtcp.extend(((padded / 4) as u16).to_be_bytes());
-    rtcp.extend(ssrc.to_be_bytes());
-    rtcp.extend([1, cname.len() as u8]);
-    rtcp.extend(cname);
-    rtcp.extend(std::iter::repeat_n(0, padded - chunk + 1));
-    rtcp
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use str0m::change::SdpOffer;
 use str0m::config::DtlsCert;
@@ -21,6 +21,7 @@ use str0m::rtp::{Extension, RawPacket};
 use str0m::{Candidate, Event as RtcEvent, IceConnectionState, Output, Rtc};
 
 use super::feed::{FeedPacket, StreamFeed};
+use super::sr::{ntp_time, rtp_time_at, sender_report};
 use super::srtp::{self, KeySlot, SrtpSender, RTP_HEADER};
 use crate::session::MediaKind;
 
@@ -39,8 +40,6 @@ const STATS_INTERVAL: Duration = Duration::from_secs(1);
 const SR_KEPT: usize = 8;
 /// How often each track's sender report goes out.
 const SR_INTERVAL: Duration = Duration::from_secs(1);
-/// Seconds between 1900 (NTP) and 1970 (Unix).
-const NTP_EPOCH: u64 = 2_208_988_800;
 
 /// The crypto provider (its DTLS factory captures SRTP keys) and the DTLS
 /// certificate shared by every viewer (one certificate per process, as a
@@ -589,40 +588,23 @@ impl Viewer {
         let (Some(srtp), Some((proto, to))) = (self.srtp.as_mut(), self.send_to) else {
             return;
         };
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let ntp_secs = wall.as_secs() + NTP_EPOCH;
-        let ntp_frac = ((u64::from(wall.subsec_nanos()) << 32) / 1_000_000_000) as u32;
-        let compact = ((ntp_secs as u32 & 0xffff) << 16) | (ntp_frac >> 16);
+        let ntp = ntp_time(SystemTime::now());
+        let compact = ((ntp.0 & 0xffff) << 16) | (ntp.1 >> 16);
         for track in [self.audio.as_ref(), self.video.as_ref()]
             .into_iter()
             .flatten()
         {
-            let Some((timestamp, arrival)) = track.last else {
+            let Some(last) = track.last else {
                 continue;
             };
-            let since = now.saturating_duration_since(arrival).as_secs_f64();
-            let rtp_time = timestamp.wrapping_add((since * f64::from(track.clock)) as u32);
-            let mut rtcp = Vec::with_capacity(64);
-            // SR: V=2, RC=0, PT=200, length 6 words
-            rtcp.extend([0x80, 200, 0, 6]);
-            rtcp.extend(track.ssrc.to_be_bytes());
-            rtcp.extend((ntp_secs as u32).to_be_bytes());
-            rtcp.extend(ntp_frac.to_be_bytes());
-            rtcp.extend(rtp_time.to_be_bytes());
-            rtcp.extend(track.packets.to_be_bytes());
-            rtcp.extend(track.octets.to_be_bytes());
-            // SDES: one chunk, CNAME, null-terminated, padded to 32 bits
-            let cname = &track.cname.as_bytes()[..track.cname.len().min(255)];
-            let chunk = 4 + 2 + cname.len() + 1;
-            let padded = chunk.div_ceil(4) * 4;
-            rtcp.extend([0x81, 202]);
-            rtcp.extend(((padded / 4) as u16).to_be_bytes());
-            rtcp.extend(track.ssrc.to_be_bytes());
-            rtcp.extend([1, cname.len() as u8]);
-            rtcp.extend(cname);
-            rtcp.extend(std::iter::repeat_n(0, padded - chunk + 1));
+            let rtcp = sender_report(
+                track.ssrc,
+                ntp,
+                rtp_time_at(last, now, track.clock),
+                track.packets,
+                track.octets,
+                &track.cname,
+            );
             if let Ok(data) = srtp.protect_rtcp(&rtcp) {
                 out.push(Datagram { proto, to, data });
             }
