@@ -237,6 +237,23 @@ async def test_digest_auth_and_playback_tokens(server_with: Any, callee: Loopbac
     assert "pa55-word" not in caplog.text
 
 
+async def test_the_api_token_alone_locks_rtsp_as_it_locks_the_http_port(server_with: Any,
+                                                                          callee: LoopbackCallee) -> None:
+    port = free_tcp_port()
+    _, rest = await server_with(rtsp_port=port, rest_auth_token="api-token-6")
+    rest.http.headers["Authorization"] = "Bearer api-token-6"
+    await rest.start_call(loopback_call(callee, "call-rtsp6", "rtsp6"))
+    url = f"rtsp://127.0.0.1:{port}/rtsp6"
+    client = await RtspClient.connect(url)
+    try:
+        assert (await client.request("DESCRIBE", url))[0] == 401
+        assert (await client.request("DESCRIBE", f"{url}?token=wrong"))[0] == 403
+        status, _, body = await client.request("DESCRIBE", f"{url}?token=api-token-6")
+        assert status == 200 and b"m=video" in body
+    finally:
+        client.close()
+
+
 async def test_bad_requests_get_the_rfc_errors_and_never_a_crash(server_with: Any, callee: LoopbackCallee) -> None:
     srv, url = await _serve(server_with, callee, "rtsp4", rtsp_request_timeout_s=1.0, rtsp_max_request_bytes=2048,
                             rtsp_session_timeout_s=2.0)

@@ -446,6 +446,9 @@ class RtspConnection:
         if target.token and s.playback_token_secret and target.stream and auth.playback_allowed(
                 target.token, target.stream, s.playback_token_secret):
             return
+        # the API token opens every stream, as on the HTTP port
+        if target.token and s.rest_auth_token and auth.api_token_ok(f"Bearer {target.token}", s.rest_auth_token):
+            return
         digest = self.server.digest
         if digest is not None:
             verdict = digest.check(request.header("authorization"), request.method, request.url)
@@ -453,9 +456,9 @@ class RtspConnection:
                 return
             raise RtspError(401, "authorization required",
                             {"WWW-Authenticate": digest.challenge(stale=verdict == "stale")})
-        if s.playback_token_secret:
+        if s.playback_token_secret or s.rest_auth_token:
             raise RtspError(401 if not target.token else 403,
-                            "a playback token is required (?token=)" if not target.token else "bad token")
+                            "a token is required (?token=)" if not target.token else "bad token")
 
     async def _setup(self, request: Request, target: Target) -> tuple[dict[str, str], str, str]:
         stream = self._stream(target)
