@@ -28,7 +28,6 @@ Who may connect, as WCS decides it: when the ``appKey`` maps to an app URL
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import re
@@ -158,7 +157,7 @@ class WcsSession:
     close_code: int = WSCloseCode.OK
     close_reason: bytes = b""
     pinger_task: asyncio.Task[None] | None = None  # from `connection` on
-    _out: asyncio.Queue[str | None] = field(default_factory=lambda: asyncio.Queue(MAX_QUEUED_FRAMES))
+    _out: asyncio.Queue[str] = field(default_factory=lambda: asyncio.Queue(MAX_QUEUED_FRAMES))
 
     # ------------------------------------------------------------ sending
     def send(self, message: str, *data: Any) -> None:
@@ -181,7 +180,7 @@ class WcsSession:
     async def writer(self) -> None:
         while True:
             text = await self._out.get()
-            if text is None or self.ws.closed:
+            if self.ws.closed:
                 return
             try:
                 await self.ws.send_str(text)
@@ -311,8 +310,6 @@ class WcsServer:
                 session.pinger_task.cancel()
             session.closing = True
             await session.stop_all()
-            with contextlib.suppress(asyncio.QueueFull):
-                session._out.put_nowait(None)
             writer.cancel()
             await ws.close(code=session.close_code, message=session.close_reason)
             log.info("WCS session %s closed", session_id)
