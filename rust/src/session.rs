@@ -963,11 +963,16 @@ impl MediaSession {
         let arrival = ntp_middle(self.ntp_at(now));
         let rtt = arrival
             .wrapping_sub(block.last_sr)
-            .wrapping_sub(block.delay_since_last_sr);
-        // a negative (wrapped) or absurd value is a bad echo: ignore it
-        if rtt >= 65_536 * 60 {
-            return;
-        }
+            .wrapping_sub(block.delay_since_last_sr) as i32;
+        // Far ends count DLSR in whole milliseconds (libre, so baresip) and
+        // we stamp arrivals per reactor wake-up, so a sub-millisecond round
+        // trip (loopback, a LAN) can come out a little below zero: that is 0.
+        // Further below zero, or over a minute, is a bad echo: ignored.
+        let rtt = match rtt {
+            RTT_ROUNDING..0 => 0,
+            0..RTT_MAX => rtt,
+            _ => return,
+        };
         if let Some(track) = self.tracks[kind.index()].as_mut() {
             track.stats.rtt_ms = Some(f64::from(rtt) * 1000.0 / 65_536.0);
         }
@@ -1108,6 +1113,12 @@ impl MediaSession {
         self.tracks[kind.index()].as_ref().and_then(|t| t.rtcp_to)
     }
 }
+
+/// How far below zero (in 1/65536 s) an RTT may come out from the far
+/// end's and our clock rounding and still count as 0: 10 ms.
+const RTT_ROUNDING: i32 = -655;
+/// An RTT of a minute or more is a bad echo.
+const RTT_MAX: i32 = 65_536 * 60;
 
 fn nack_wait(rtt_ms: Option<f64>) -> Duration {
     match rtt_ms {

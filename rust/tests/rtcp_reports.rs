@@ -240,6 +240,21 @@ fn after_sending_rtp_our_reports_are_srs_and_their_echo_gives_the_rtt() {
     // an echo of an SR we never sent (LSR 0) changes nothing
     s.handle_receive(sent + ms(500), rtcp, far(), &echo(local_ssrc, 0, 0));
     assert!((s.stats().audio.unwrap().rtt_ms.unwrap() - 70.0).abs() < 1.0);
+    // nor does one that would make the round trip far negative, or a minute
+    let lsr = ((info.ntp >> 16) & 0xffff_ffff) as u32;
+    s.handle_receive(sent + ms(600), rtcp, far(), &echo(local_ssrc, lsr, 65_536));
+    s.handle_receive(sent + ms(61_000), rtcp, far(), &echo(local_ssrc, lsr, 0));
+    assert!((s.stats().audio.unwrap().rtt_ms.unwrap() - 70.0).abs() < 1.0);
+    // A loopback far end that counts DLSR in whole milliseconds (libre):
+    // held 2.3 ms, it says 3 ms, so the sum comes out just below zero.
+    // That is a round trip of 0, not a bad echo.
+    s.handle_receive(
+        sent + ms(3) - Duration::from_micros(700),
+        rtcp,
+        far(),
+        &echo(local_ssrc, lsr, 65_536 * 3 / 1000),
+    );
+    assert_eq!(s.stats().audio.unwrap().rtt_ms, Some(0.0));
 }
 
 #[test]
