@@ -813,6 +813,7 @@ impl Run {
     /// reports and str0m's timers (DTLS, ICE, stats).
     fn tick(&mut self, now: Instant) {
         self.stats.ticks += 1;
+        let wall = std::time::SystemTime::now();
         let mut ended: Vec<u64> = Vec::new();
         let mut latencies: Vec<(Instant, u64)> = Vec::new();
         for (feed_id, fv) in self.feeds.iter_mut() {
@@ -833,7 +834,12 @@ impl Run {
                         sent_to += 1;
                     }
                 } else if let Some(v) = self.plain.get_mut(id) {
-                    let feedback = v.forward(&taken.packets, taken.overflowed, &mut self.plain_out);
+                    let feedback = v.forward(
+                        &taken.packets,
+                        taken.overflowed,
+                        (now, wall),
+                        &mut self.plain_out,
+                    );
                     fv.keyframe_wanted |= feedback.keyframe;
                     sent_to += 1;
                 }
@@ -862,7 +868,6 @@ impl Run {
             self.feeds.remove(&feed_id);
         }
         // sender reports of plain viewers, and their TCP connections flushed
-        let wall = std::time::SystemTime::now();
         let mut cut: Vec<(u64, String)> = Vec::new();
         for (id, v) in self.plain.iter_mut() {
             v.sender_reports(now, wall, &mut self.plain_out);

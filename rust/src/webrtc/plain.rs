@@ -53,6 +53,20 @@ struct Track {
     octets: u32,
 }
 
+impl Track {
+    /// This track's sender report: `rtp_time` at `ntp`.
+    fn report(&self, ntp: (u32, u32), rtp_time: u32, cname: &str) -> Vec<u8> {
+        sender_report(
+            self.config.ssrc,
+            ntp,
+            rtp_time,
+            self.packets,
+            self.octets,
+            cname,
+        )
+    }
+}
+
 /// A UDP datagram for the engine's RTSP socket pair.
 #[derive(Debug, PartialEq, Eq)]
 pub struct PlainDatagram {
@@ -222,11 +236,15 @@ impl PlainViewer {
 
     /// The stream's packets of this tick, with this viewer's headers. Video
     /// starts (and restarts after an overflow) at a keyframe; audio flows
-    /// from the start.
+    /// from the start. A track's first packet follows a sender report of
+    /// that track: players (ffmpeg) time the packets they get before a
+    /// track's first report on their own, then jump to the reported clock,
+    /// which can send timestamps backwards.
     pub fn forward(
         &mut self,
         packets: &[FeedPacket],
         overflowed: bool,
+        (now, wall): (Instant, SystemTime),
         out: &mut Vec<PlainDatagram>,
     ) -> PlainFeedback {
         let mut feedback = PlainFeedback::default();
@@ -248,6 +266,15 @@ impl PlainViewer {
             };
             let Some(track) = track else { continue };
             let c = track.config;
+            if track.last.is_none() {
+                let first = (p.timestamp, p.arrival);
+                let report = track.report(
+                    ntp_time(wall),
+                    rtp_time_at(first, now, c.clock),
+                    &self.cname,
+                );
+                emit(c.dest, true, report, &mut self.interleaved, out);
+            }
             let mut packet = Vec::with_capacity(16 + p.payload.len());
             packet.push(0x80);
             packet.push((u8::from(p.marker) << 7) | (c.pt & 0x7f));
@@ -285,14 +312,7 @@ impl PlainViewer {
             let Some(last) = track.last else {
                 continue;
             };
-            let report = sender_report(
-                track.config.ssrc,
-                ntp,
-                rtp_time_at(last, now, track.config.clock),
-                track.packets,
-                track.octets,
-                &self.cname,
-            );
+            let report = track.report(ntp, rtp_time_at(last, now, track.config.clock), &self.cname);
             emit(track.config.dest, true, report, &mut self.interleaved, out);
             sent = true;
         }
@@ -409,21 +429,29 @@ mod tests {
             packet(MediaKind::Video, true, 1800, now),
             packet(MediaKind::Audio, false, 320, now),
         ];
-        viewer.forward(&packets, false, &mut out);
+        viewer.forward(&packets, false, (now, SystemTime::now()), &mut out);
         assert_eq!(viewer.skipped, 1);
-        assert_eq!(out.len(), 3);
-        assert_eq!(out[0].to, a);
+        // each track's first packet comes after a sender report of its own
+        // RTP time, to the track's RTCP port
+        assert_eq!(out.len(), 5);
+        assert!(out[0].rtcp && out[0].to == b && out[0].data[1] == 200);
+        assert_eq!(&out[0].data[4..8], &0x1111u32.to_be_bytes());
+        assert_eq!(&out[0].data[16..20], &160u32.to_be_bytes());
+        assert_eq!(out[1].to, a);
         assert_eq!(
-            &out[0].data[..12],
+            &out[1].data[..12],
             &[0x80, 0x80, 0xff, 0xff, 0, 0, 0, 160, 0, 0, 0x11, 0x11]
         );
-        assert_eq!(&out[0].data[12..], &[1, 2, 3]);
+        assert_eq!(&out[1].data[12..], &[1, 2, 3]);
+        assert!(out[2].rtcp && out[2].to == w && out[2].data[1] == 200);
+        assert_eq!(&out[2].data[16..20], &1800u32.to_be_bytes());
         assert_eq!(
-            (out[1].to, &out[1].data[1..4]),
+            (out[3].to, &out[3].data[1..4]),
             (v, &[0x80 | 96, 0, 10][..])
         );
         // the audio sequence wrapped
-        assert_eq!(&out[2].data[2..4], &[0, 0]);
+        assert!(!out[4].rtcp);
+        assert_eq!(&out[4].data[2..4], &[0, 0]);
         // sender reports to each track's RTCP port
         out.clear();
         viewer.sender_reports(now, SystemTime::now(), &mut out);
@@ -456,15 +484,38 @@ mod tests {
             now,
         );
         let mut out = Vec::new();
-        viewer.forward(&[packet(MediaKind::Audio, false, 0, now)], false, &mut out);
+        let clock = (now, SystemTime::now());
+        viewer.forward(
+            &[packet(MediaKind::Audio, false, 0, now)],
+            false,
+            clock,
+            &mut out,
+        );
         assert!(out.is_empty());
-        assert_eq!(&viewer.interleaved[..4], &[b'$', 0, 0, 15]);
-        assert_eq!(viewer.interleaved.len(), 4 + 15);
+        // the track's first sender report on its RTCP channel, then the packet
+        let report = 4 + usize::from(u16::from_be_bytes([
+            viewer.interleaved[2],
+            viewer.interleaved[3],
+        ]));
+        assert_eq!(&viewer.interleaved[..2], &[b'$', 1]);
+        assert_eq!(&viewer.interleaved[report..report + 4], &[b'$', 0, 0, 15]);
+        assert_eq!(viewer.interleaved.len(), report + 4 + 15);
         viewer.interleaved.clear();
-        viewer.forward(&[packet(MediaKind::Video, true, 0, now)], false, &mut out);
-        assert_eq!(&viewer.interleaved[..2], &[b'$', 2]);
+        viewer.forward(
+            &[packet(MediaKind::Video, true, 0, now)],
+            false,
+            clock,
+            &mut out,
+        );
+        assert_eq!(&viewer.interleaved[..2], &[b'$', 3]);
+        assert_eq!(&viewer.interleaved[report..report + 2], &[b'$', 2]);
         viewer.interleaved.clear();
-        let fb = viewer.forward(&[packet(MediaKind::Video, false, 0, now)], true, &mut out);
+        let fb = viewer.forward(
+            &[packet(MediaKind::Video, false, 0, now)],
+            true,
+            clock,
+            &mut out,
+        );
         assert!(fb.keyframe && viewer.waiting_keyframe() && viewer.interleaved.is_empty());
         viewer.sender_reports(now, SystemTime::now(), &mut out);
         assert_eq!(&viewer.interleaved[..2], &[b'$', 1]);
