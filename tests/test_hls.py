@@ -15,7 +15,6 @@ import datetime
 import io
 import re
 import struct
-import subprocess
 import time
 import urllib.parse
 from dataclasses import dataclass, field
@@ -34,9 +33,9 @@ from sipstream.testing import LoopbackCallee
 from .conftest import Rest, free_tcp_port, loopback_call, wait_until
 from .media_checks import MIN_FPS, dominant_hz
 from .peers import avcheck
-from .peers.chromium import launch_chromium, new_page
 from .peers.fixtures import require_chromium
 from .peers.media import SOURCE_HEIGHT, SOURCE_WIDTH
+from .peers.players import chromium_plays_hls, ffmpeg_copy
 from .test_peers_rtmp_smoke import require_ffmpeg
 
 pytestmark = pytest.mark.peers
@@ -208,15 +207,6 @@ def _check_far_end_media(path: Path, seconds: float, video: bool = True) -> None
     assert abs(dominant_hz(tail, rate) - TONE_HZ) < 5
 
 
-async def _ffmpeg_reads(url: str, out: Path, seconds: float) -> None:
-    """ffmpeg follows the live playlist for ``seconds`` of media and copies it to ``out``."""
-    proc = await asyncio.create_subprocess_exec(
-        "ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-y", "-i", url, "-t", str(seconds), "-c", "copy",
-        str(out), stdin=subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-    _, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, err.decode()
-
-
 # --------------------------------------------------------- the segmenter
 # Sans-IO: samples in, parts out, on a virtual clock (no peers needed).
 SPS = bytes.fromhex("6742c01e95a0b04b20")  # 352x288 Constrained Baseline
@@ -295,7 +285,7 @@ async def test_ffmpeg_plays_the_live_playlist_with_the_far_ends_picture_and_tone
     server, _, hls = await _hls_server(server_with, callee, "hls1")
     started = time.monotonic()
     # more media than the playlist holds at first: ffmpeg must follow it live
-    await _ffmpeg_reads(hls.url("hls1"), tmp_path / "hls1.mp4", 8.0)
+    await ffmpeg_copy(hls.url("hls1"), tmp_path / "hls1.mp4", 8.0)
     print(f"HLS: ffmpeg read 8 s of the live playlist in {time.monotonic() - started:.1f} s")
     await asyncio.to_thread(_check_far_end_media, tmp_path / "hls1.mp4", 8.0)
     assert server.hls is not None and server.hls.requests[("playlist", 200)] >= 2  # it reloaded
@@ -309,31 +299,15 @@ async def test_audio_only_call_plays_with_ffmpeg(server_with: Any, callee: Loopb
     assert all(p.independent for s in playlist.segments for p in s.parts), playlist.text
     status, init, headers = await hls.get(hls.url("hls2", playlist.attrs("EXT-X-MAP")["URI"]))
     assert status == 200 and headers["Content-Type"] == "audio/mp4"
-    await _ffmpeg_reads(hls.url("hls2"), tmp_path / "hls2.mp4", 5.0)
+    await ffmpeg_copy(hls.url("hls2"), tmp_path / "hls2.mp4", 5.0)
     await asyncio.to_thread(_check_far_end_media, tmp_path / "hls2.mp4", 5.0, False)
 
 
 async def test_chromium_plays_the_stream_natively(server_with: Any, callee: LoopbackCallee) -> None:
     require_chromium()
     server, _, hls = await _hls_server(server_with, callee, "hls3")
-    async with launch_chromium() as ctx:
-        page = await new_page(ctx)
-        # a page of another origin: the HLS answers carry Access-Control-Allow-Origin: *
-        await page.goto(server.base_url + "/health")
-        await page.set_content(f'<video id="v" muted autoplay playsinline src="{hls.url("hls3")}"></video>')
-        state = "() => { const v = document.getElementById('v'); " \
-                "return {t: v.currentTime, w: v.videoWidth, h: v.videoHeight, error: v.error && v.error.message}; }"
-        first: dict[str, Any] = {}
-        deadline = time.monotonic() + 25
-        while time.monotonic() < deadline:
-            first = await page.evaluate(state)
-            assert first["error"] is None, (first, page.console_log)
-            if first["t"] > 0:
-                break
-            await asyncio.sleep(0.25)
-        assert first["t"] > 0, (first, page.console_log)
-        await asyncio.sleep(4)
-        later = await page.evaluate(state)
+    # a page of another origin: the HLS answers carry Access-Control-Allow-Origin: *
+    first, later = await chromium_plays_hls(hls.url("hls3"), server.base_url + "/health")
     assert later["error"] is None, later
     assert (later["w"], later["h"]) == (SOURCE_WIDTH, SOURCE_HEIGHT), later
     assert later["t"] - first["t"] >= 3.0, (first, later)  # it keeps playing, in real time

@@ -14,7 +14,6 @@ import hashlib
 import random
 import shutil
 import socket
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,10 @@ from sipstream.api.auth import playback_token
 from sipstream.testing import LoopbackCallee
 
 from .conftest import free_tcp_port, loopback_call, wait_until
+from .media_checks import dominant_hz
 from .peers import avcheck
 from .peers.media import SOURCE_FPS, SOURCE_HEIGHT, SOURCE_WIDTH
+from .peers.players import ffmpeg_copy, gstreamer_rtsp_decode, run
 
 SECRET = "s" * 40
 
@@ -45,21 +46,8 @@ async def _serve(server_with: Any, callee: LoopbackCallee, stream: str, **settin
     return srv, f"rtsp://127.0.0.1:{port}/{stream}"
 
 
-async def _run(*args: str, timeout: float = 40) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.STDOUT)
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    except asyncio.TimeoutError:
-        proc.kill()
-        out, _ = await proc.communicate()
-    return proc.returncode or 0, out.decode(errors="replace")
-
-
 async def _ffmpeg_record(url: str, transport: str, path: Path, seconds: float) -> None:
-    code, out = await _run("ffmpeg", "-nostdin", "-v", "warning", "-y", "-rtsp_transport", transport,
-                           "-i", url, "-t", str(seconds), "-c:v", "copy", "-c:a", "pcm_s16le", str(path))
-    assert code == 0 and path.exists(), out[-2000:]
+    await ffmpeg_copy(url, path, seconds, "-rtsp_transport", transport, audio="pcm_s16le")
 
 
 class RtspClient:
@@ -170,32 +158,10 @@ async def test_gstreamer_rtspsrc_decodes_video_and_audio(server_with: Any, calle
                                                          tmp_path: Path) -> None:
     require_players()
     _, url = await _serve(server_with, callee, "rtsp2")
-    frames = tmp_path / "frames.yuv"
-    tone = tmp_path / "tone.raw"
     for protocols in ("tcp", "udp"):
-        pipeline = (f"rtspsrc location={url} protocols={protocols} latency=200 name=s "
-                    "s. ! application/x-rtp,media=video ! rtph264depay ! h264parse ! avdec_h264 ! videoconvert ! "
-                    f"video/x-raw,format=I420 ! filesink location={frames} "
-                    "s. ! application/x-rtp,media=audio ! rtppcmudepay ! mulawdec ! audioconvert ! "
-                    f"audio/x-raw,format=S16LE,channels=1 ! filesink location={tone}")
-        proc = subprocess.Popen(["gst-launch-1.0", "-e", *pipeline.split(" ")], stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT)
-        try:
-            await asyncio.sleep(5)
-            proc.send_signal(2)  # SIGINT: with -e, an EOS and a clean end
-            out, _ = await asyncio.to_thread(proc.communicate, timeout=15)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        count = frames.stat().st_size // (SOURCE_WIDTH * SOURCE_HEIGHT * 3 // 2) if frames.exists() else 0
-        assert count >= SOURCE_FPS * 2, (protocols, count, out.decode(errors="replace")[-2000:])
-        import numpy as np
-
-        pcm = np.frombuffer(tone.read_bytes(), dtype="<i2")
+        count, pcm, log = await gstreamer_rtsp_decode(url, protocols, tmp_path, SOURCE_WIDTH, SOURCE_HEIGHT)
+        assert count >= SOURCE_FPS * 2, (protocols, count, log[-2000:])
         assert len(pcm) >= 8000 * 2, (protocols, len(pcm))
-        from .media_checks import dominant_hz
-
         assert abs(dominant_hz(pcm[-8000:].astype(float), 8000) - 440) < 15, protocols
 
 
@@ -234,11 +200,11 @@ async def test_digest_auth_and_playback_tokens(server_with: Any, callee: Loopbac
         client.close()
     # a real player with the credentials in its URL plays
     with_user = url.replace("rtsp://", "rtsp://viewer:pa55-word@")
-    code, out = await _run("ffprobe", "-v", "error", "-rtsp_transport", "tcp", "-show_streams", with_user)
+    code, out = await run("ffprobe", "-v", "error", "-rtsp_transport", "tcp", "-show_streams", with_user)
     assert code == 0 and "codec_name=h264" in out, out[-1000:]
     # and one with only a token in its URL (its SETUP and PLAY URLs keep it)
     tokened = f"{url}?token={playback_token(SECRET, 'rtsp3', ttl_s=60)}"
-    code, out = await _run("ffmpeg", "-nostdin", "-v", "error", "-rtsp_transport", "tcp", "-i", tokened,
+    code, out = await run("ffmpeg", "-nostdin", "-v", "error", "-rtsp_transport", "tcp", "-i", tokened,
                            "-t", "2", "-f", "null", "-")
     assert code == 0, out[-1000:]
     assert "pa55-word" not in caplog.text
@@ -384,7 +350,7 @@ async def test_a_tcp_client_that_stops_reading_is_cut_off_and_others_keep_playin
     assert float(info["format"]["duration"]) >= 7
     # every picture of its 8 s decoded, with no error (a lost packet would show)
     assert await asyncio.to_thread(avcheck.decode_errors, good) == ""
-    code, out = await _run("ffprobe", "-v", "error", "-count_frames", "-select_streams", "v",
+    code, out = await run("ffprobe", "-v", "error", "-count_frames", "-select_streams", "v",
                            "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", str(good))
     assert code == 0 and int(out.strip()) >= SOURCE_FPS * 7, out
     stuck.close()
