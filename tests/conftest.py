@@ -131,6 +131,7 @@ def make_settings(**overrides: Any) -> Settings:
         "call_keep_finished_s": 2, "sip_transaction_timeout_s": 4, "sip_t1_ms": 100,
         "webrtc_port": 0,
         "ws_port": 0, "hls_port": 0, "rtsp_port": 0,  # off unless a test asks (never the default 8080/8082/5554)
+        "rtsp_udp_port": 0,  # and RTSP's UDP pair, when asked for, any free one
         "rest_rate_limit": 0,  # tests poll and post faster than a client should; test_operability tests it
     }
     values.update(overrides)

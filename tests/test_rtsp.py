@@ -14,11 +14,13 @@ import hashlib
 import random
 import shutil
 import socket
+import struct
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import numpy as np
 import pytest
 from sipstream.api.auth import playback_token
 from sipstream.testing import LoopbackCallee
@@ -28,6 +30,7 @@ from .media_checks import dominant_hz
 from .peers import avcheck
 from .peers.media import SOURCE_FPS, SOURCE_HEIGHT, SOURCE_WIDTH
 from .peers.players import ffmpeg_copy, gstreamer_rtsp_decode, run
+from .peers.util import free_udp_port_pair
 
 SECRET = "s" * 40
 
@@ -163,6 +166,28 @@ async def test_gstreamer_rtspsrc_decodes_video_and_audio(server_with: Any, calle
         assert count >= SOURCE_FPS * 2, (protocols, count, log[-2000:])
         assert len(pcm) >= 8000 * 2, (protocols, len(pcm))
         assert abs(dominant_hz(pcm[-8000:].astype(float), 8000) - 440) < 15, protocols
+
+
+async def test_an_opus_call_plays_with_its_opus_forwarded(server_with: Any, callee: LoopbackCallee,
+                                                           tmp_path: Path) -> None:
+    require_players()
+    _, url = await _serve(server_with, callee, "rtsp7", codecs="opus,h264")
+    client = await RtspClient.connect(url)
+    try:
+        status, _, sdp = await client.request("DESCRIBE", url)
+    finally:
+        client.close()
+    assert status == 200 and b"a=rtpmap:111 opus/48000/2" in sdp, sdp
+    path = tmp_path / "opus.mkv"
+    await ffmpeg_copy(url, path, 5, "-rtsp_transport", "udp", audio="pcm_s16le")
+    info = await asyncio.to_thread(avcheck.probe, path)
+    assert info["audio"]["sample_rate"] in (48000, "48000"), info["audio"]
+    assert info["video"]["codec_name"] == "h264", info["streams"]
+    assert await asyncio.to_thread(avcheck.decode_errors, path) == ""
+    _, samples, rate = await asyncio.to_thread(avcheck.audio_samples, str(path))
+    tail = samples[-rate:]
+    assert float(np.sqrt(np.mean(tail**2))) > 0.05, "the audio is silence"
+    assert abs(dominant_hz(tail, rate) - 440) < 5
 
 
 def _digest(user: str, password: str, challenge: str, method: str, uri: str) -> str:
@@ -326,6 +351,67 @@ async def test_bad_requests_get_the_rfc_errors_and_never_a_crash(server_with: An
     client = await RtspClient.connect(url)
     assert (await client.request("OPTIONS", url))[0] == 200
     client.close()
+
+
+def _udp_pair() -> tuple[socket.socket, socket.socket]:
+    """Two UDP sockets on loopback, on an even port and the next."""
+    for _ in range(50):
+        rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        rtp.bind(("127.0.0.1", 0))
+        port = rtp.getsockname()[1]
+        if port % 2 == 0:
+            rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                rtcp.bind(("127.0.0.1", port + 1))
+                return rtp, rtcp
+            except OSError:
+                rtcp.close()
+        rtp.close()
+    raise AssertionError("no free UDP port pair")
+
+
+def _receiver_report(ssrc: int, fraction_lost: int, lost: int, jitter: int) -> bytes:
+    """An RTCP RR (RFC 3550 §6.4.2) from SSRC 0x5151 with one block on ``ssrc``."""
+    block = struct.pack("!IB3sIIII", ssrc, fraction_lost, lost.to_bytes(3, "big"), 100, jitter, 0, 0)
+    return struct.pack("!BBHI", 0x81, 201, 7, 0x5151) + block
+
+
+async def test_a_udp_clients_rtcp_reports_keep_its_session_alive_and_give_its_loss(
+        server_with: Any, callee: LoopbackCallee) -> None:
+    # the UDP pair where the settings say
+    pair = free_udp_port_pair(2)
+    srv, url = await _serve(server_with, callee, "rtsp6", rtsp_session_timeout_s=2.0, rtsp_udp_port=pair)
+    rtp, rtcp = _udp_pair()
+    port = rtp.getsockname()[1]
+    client = await RtspClient.connect(url)
+    try:
+        status, headers, _ = await client.request("SETUP", f"{url}/trackID=0",
+                                                  Transport=f"RTP/AVP;unicast;client_port={port}-{port + 1}")
+        assert status == 200 and f"server_port={pair}-{pair + 1}" in headers["transport"], headers
+        ssrc = int(headers["transport"].split("ssrc=")[1].split(";")[0], 16)
+        session = headers["session"].split(";")[0]
+        assert (await client.request("PLAY", url, Session=session))[0] == 200
+        (viewer,) = srv.whep.plain
+        # RTCP only, for three session timeouts: the session lives on
+        for _ in range(12):
+            rtcp.sendto(_receiver_report(ssrc, 64, 5, 80), ("127.0.0.1", pair + 1))
+            await asyncio.sleep(0.5)
+        assert srv.whep.plain_stats(viewer) is not None, "the session ended despite the client's RTCP"
+        stats = srv.whep.plain_stats(viewer)
+        assert stats is not None and stats["reports"] >= 8, stats
+        # the client's loss and jitter (8 kHz: 80 units are 10 ms)
+        assert (stats["lost"], stats["loss"], stats["jitter_ms"]) == (5, 0.25, 10.0), stats
+        rtp.settimeout(2)
+        assert len(await asyncio.to_thread(rtp.recv, 2048)) == 12 + 160  # still playing
+        # silence: it ends after a timeout or two (plus the engine's 1 s snapshot)
+        started = time.monotonic()
+        assert await client.closed(8)
+        assert time.monotonic() - started < 6.5
+        await wait_until(lambda: not srv.whep.plain, 3, "the viewer gone with its session")
+    finally:
+        client.close()
+        rtp.close()
+        rtcp.close()
 
 
 async def test_a_tcp_client_that_stops_reading_is_cut_off_and_others_keep_playing(

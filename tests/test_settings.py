@@ -72,5 +72,15 @@ def test_rtsp_port_defaults_to_5554_and_its_settings_are_checked() -> None:
         Settings.load(environ={}, overrides={"rtsp_auth": "true", "rtsp_user": 'a"b', "rtsp_password": "p"})
     with pytest.raises(SettingsError, match="rtsp_session_timeout_s"):
         Settings.load(environ={}, overrides={"rtsp_session_timeout_s": 0})
+    # RTSP's UDP pair: an even RTP port (RTCP on the next), clear of WebRTC's port and the media range
+    assert settings.rtsp_udp_port == 5556
+    assert Settings.load(environ={"SIPSTREAM_RTSP_UDP_PORT": "0"}).rtsp_udp_port == 0
+    for bad in (5555, 65534 + 2, -2):
+        with pytest.raises(SettingsError, match="rtsp_udp_port"):
+            Settings.load(environ={}, overrides={"rtsp_udp_port": bad})
+    with pytest.raises(SettingsError, match="webrtc_port"):
+        Settings.load(environ={}, overrides={"rtsp_udp_port": 30_000, "webrtc_port": 30_001})
+    with pytest.raises(SettingsError, match="media port range"):
+        Settings.load(environ={}, overrides={"rtsp_udp_port": 31_500})
     on = Settings.load(environ={}, overrides={"rtsp_auth": "true", "rtsp_user": "u", "rtsp_password": "secret-pw"})
     assert "secret-pw" not in repr(on)

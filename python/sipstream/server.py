@@ -38,7 +38,8 @@ class Server:
         self.whep = WhepEndpoint(settings.ip, settings.max_viewers, settings.webrtc_port, settings.bind_ip,
                                  settings.webrtc_connect_timeout_s,
                                  settings.webrtc_tcp_port if settings.ice_tcp_transport else None,
-                                 settings.max_viewers_per_client, plain_udp=bool(settings.rtsp_port))
+                                 settings.max_viewers_per_client,
+                                 plain_udp_port=settings.rtsp_udp_port if settings.rtsp_port else None)
         self._runner: LimitedRunner | None = None
         self.hooks: RestHooks | None = None
         # the playback ports besides HTTP: each has start() and stop()

@@ -164,6 +164,9 @@ class Settings:
     rtsp_session_timeout_s: float = 60.0  # announced in Session: ;timeout=; no request for this long ends it
     rtsp_max_request_bytes: int = 8192  # request line, headers and body
     rtsp_tcp_max_backlog_bytes: int = 2 << 20  # unsent interleaved bytes before a slow client is cut off
+    # RTP over UDP goes from this even port and RTCP from the next (the
+    # players' RTCP reports come back to it); 0: any free pair at start
+    rtsp_udp_port: int = 5556
     # --- end of RTSP settings ---
     # --- HLS (egress/hls.py): hls_port 0 is off ---
     hls_port: int = 8082
@@ -264,6 +267,15 @@ class Settings:
                     "rtsp_max_request_bytes", "rtsp_tcp_max_backlog_bytes"):
             if getattr(self, key) <= 0:
                 raise SettingsError(f"{key}: must be > 0, got {getattr(self, key)}")
+        if not (0 <= self.rtsp_udp_port < 65535 and self.rtsp_udp_port % 2 == 0):
+            raise SettingsError(f"rtsp_udp_port: {self.rtsp_udp_port} is not an even port below 65535 "
+                                "(RTCP takes the next one; 0: any free pair)")
+        if self.rtsp_udp_port and self.rtsp_udp_port <= self.webrtc_port <= self.rtsp_udp_port + 1:
+            raise SettingsError(f"rtsp_udp_port: {self.rtsp_udp_port}-{self.rtsp_udp_port + 1} holds webrtc_port")
+        if self.rtsp_udp_port and (self.rtsp_udp_port <= self.media_port_to
+                                   and self.media_port_from <= self.rtsp_udp_port + 1):
+            raise SettingsError(f"rtsp_udp_port: {self.rtsp_udp_port}-{self.rtsp_udp_port + 1} is in the media "
+                                "port range")
         if self.rtsp_auth and not (self.rtsp_user and self.rtsp_password):
             raise SettingsError("rtsp_auth: needs rtsp_user and rtsp_password")
         if any(c in self.rtsp_user for c in '"\\\r\n'):

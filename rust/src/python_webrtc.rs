@@ -107,9 +107,10 @@ impl PyWebrtcEngine {
     /// not connected within `connect_timeout_s`, or silent (no ICE consent)
     /// for `consent_timeout_s`, is closed. With `tcp_port` (0: ephemeral),
     /// a passive ICE-TCP candidate on that TCP port is offered too. With
-    /// `plain_udp`, an RTP/RTCP port pair for plain-RTP (RTSP) viewers over UDP.
+    /// `plain_udp_port`, an RTP/RTCP port pair for plain-RTP (RTSP) viewers
+    /// over UDP: that even port and the next (0: any free pair).
     #[new]
-    #[pyo3(signature = (bind_ip, port, advertised_ip, connect_timeout_s = 30.0, consent_timeout_s = 20.0, tcp_port = None, plain_udp = false))]
+    #[pyo3(signature = (bind_ip, port, advertised_ip, connect_timeout_s = 30.0, consent_timeout_s = 20.0, tcp_port = None, plain_udp_port = None))]
     fn new(
         bind_ip: &str,
         port: u16,
@@ -117,7 +118,7 @@ impl PyWebrtcEngine {
         connect_timeout_s: f64,
         consent_timeout_s: f64,
         tcp_port: Option<u16>,
-        plain_udp: bool,
+        plain_udp_port: Option<u16>,
     ) -> PyResult<Self> {
         let bind = SocketAddr::new(ip(bind_ip, "bind address")?, port);
         let seconds = |s: f64, what: &str| {
@@ -133,9 +134,15 @@ impl PyWebrtcEngine {
             ip(advertised_ip, "advertised address")?,
             timeouts,
             tcp_port,
-            plain_udp,
+            plain_udp_port,
         )
-        .map_err(|e| PyOSError::new_err(format!("cannot open the WebRTC port {bind}: {e}")))?;
+        .map_err(|e| {
+            let ports = match plain_udp_port {
+                Some(p) => format!("the WebRTC port {bind} or the RTSP UDP port pair {p}"),
+                None => format!("the WebRTC port {bind}"),
+            };
+            PyOSError::new_err(format!("cannot open {ports}: {e}"))
+        })?;
         Ok(PyWebrtcEngine {
             inner: Some(engine),
         })
@@ -303,6 +310,7 @@ impl PyWebrtcEngine {
         d.set_item("loss", info.counters.loss)?;
         d.set_item("jitter_ms", info.counters.jitter_ms)?;
         d.set_item("rtt_ms", info.counters.rtt_ms)?;
+        d.set_item("reports", info.counters.reports)?;
         Ok(Some(d))
     }
 

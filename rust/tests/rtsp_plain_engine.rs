@@ -2,13 +2,17 @@
 //! sockets): one over UDP gets the stream's audio and video on its own
 //! ports with its own SSRCs and sequence numbers, and sender reports on its
 //! RTCP port; one interleaved on a TCP connection that never reads is cut
-//! off, and the UDP viewer keeps getting everything.
+//! off, and the UDP viewer keeps getting everything. The UDP viewer's RTCP
+//! receiver reports reach it through the engine's RTCP port: its loss and
+//! jitter, and a count its RTSP session lives on; strangers' are dropped.
 
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use sipstream_core::media::Frame;
+use sipstream_core::rtp::rtcp::write_receiver_report;
+use sipstream_core::rtp::ReportBlock;
 use sipstream_core::webrtc::plain::{PlainTrackConfig, TrackDest};
 use sipstream_core::webrtc::{Engine, EngineEvent, StreamFeed, Timeouts};
 
@@ -48,10 +52,11 @@ fn udp_and_interleaved_viewers_and_a_stuck_one_is_cut_off() {
         "127.0.0.1".parse().unwrap(),
         Timeouts::default(),
         None,
-        true,
+        Some(0),
     )
     .unwrap();
-    assert!(engine.plain_ports().is_some());
+    let (server_rtp, server_rtcp) = engine.plain_ports().unwrap();
+    assert_eq!((server_rtp % 2, server_rtcp), (0, server_rtp + 1));
     let feed = StreamFeed::new();
     let (a_rtp, a_rtcp, v_rtp, v_rtcp) = (udp(), udp(), udp(), udp());
     let port = |s: &UdpSocket| s.local_addr().unwrap();
@@ -139,6 +144,39 @@ fn udp_and_interleaved_viewers_and_a_stuck_one_is_cut_off() {
     let n = v_rtcp.recv(&mut buf).unwrap();
     assert!(n >= 28 && buf[1] == 200);
     assert_eq!(&buf[4..8], &0xbbbbu32.to_be_bytes());
+    // the client's receiver report on the video, to the engine's RTCP port;
+    // the same from a stranger's address counts for nobody
+    let report = |lost: i32| {
+        let mut rr = Vec::new();
+        let block = ReportBlock {
+            ssrc: 0xbbbb,
+            fraction_lost: 64,
+            cumulative_lost: lost,
+            extended_highest_seq: 100,
+            jitter: 900,
+            last_sr: 0,
+            delay_since_last_sr: 0,
+        };
+        write_receiver_report(&mut rr, 0x5151, &[block]);
+        rr
+    };
+    let to = ("127.0.0.1", server_rtcp);
+    udp().send_to(&report(99), to).unwrap();
+    v_rtcp.send_to(&report(7), to).unwrap();
+    v_rtcp.send_to(b"not rtcp", to).unwrap();
+    a_rtp
+        .send_to(b"a NAT opener", ("127.0.0.1", server_rtp))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut counters = engine.viewer(udp_viewer).unwrap().counters;
+    while counters.reports == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        counters = engine.viewer(udp_viewer).unwrap().counters;
+    }
+    assert_eq!(counters.reports, 1);
+    assert_eq!((counters.lost, counters.loss), (7, Some(0.25)));
+    assert_eq!(counters.jitter_ms, Some(10.0));
+    assert!(engine.stats().unroutable >= 1);
     engine.remove_viewer(udp_viewer);
     let deadline = Instant::now() + Duration::from_secs(2);
     while feed.viewers() > 0 && Instant::now() < deadline {

@@ -217,6 +217,7 @@ class Session:
     tracks: dict[int, Track] = field(default_factory=dict)
     viewer: int | None = None  # the engine's, once playing
     tcp: bool = False
+    reports: int = 0  # the UDP client's RTCP reports the engine had counted at the last look
 
 
 class DigestAuth:
@@ -284,6 +285,8 @@ class RtspConnection:
                 try:
                     first = await asyncio.wait_for(self.reader.readexactly(1), idle)
                 except asyncio.TimeoutError:
+                    if playing and self._client_reported():
+                        continue  # RTCP reports over UDP keep a session alive (RFC 7826 §10.5)
                     log.info("RTSP %s: %s", self.client, "session timed out" if playing else "idle, closed")
                     return
                 if first == b"$" and self.session is not None and self.session.tcp:
@@ -306,6 +309,15 @@ class RtspConnection:
             pass
         finally:
             await self.close()
+
+    def _client_reported(self) -> bool:
+        """The playing UDP client sent RTCP reports since the last look."""
+        session = self.session
+        if session is None or session.viewer is None or session.tcp:
+            return False
+        info = self.server.whep.plain_stats(session.viewer) or {}
+        reports, session.reports = session.reports, int(info.get("reports", 0))
+        return session.reports > reports
 
     async def _read_request(self, first: bytes) -> Request:
         limit = self.server.settings.rtsp_max_request_bytes

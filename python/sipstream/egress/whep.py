@@ -52,10 +52,10 @@ class WhepEndpoint:
 
     def __init__(self, ip: str, max_viewers: int = 200, port: int = 0, bind_ip: str | None = None,
                  connect_timeout_s: float = 30.0, tcp_port: int | None = None,
-                 max_per_client: int = 0, plain_udp: bool = False) -> None:
+                 max_per_client: int = 0, plain_udp_port: int | None = None) -> None:
         self.ip = ip
         # an RTP/RTCP port pair for plain-RTP (RTSP) viewers over UDP
-        self.plain_udp = plain_udp
+        self.plain_udp_port = plain_udp_port
         # plain-RTP viewers of the same engine (egress/rtsp.py): viewer id ->
         # (protocol, listener of its "closed" event)
         self.plain: dict[int, tuple[str, Callable[[str, str], None]]] = {}
@@ -78,7 +78,7 @@ class WhepEndpoint:
         if self._engine is not None:
             return
         self._engine = WebrtcEngine(self.bind_ip, self.requested_port, self.ip, self.connect_timeout_s,
-                                    tcp_port=self.tcp_port, plain_udp=self.plain_udp)
+                                    tcp_port=self.tcp_port, plain_udp_port=self.plain_udp_port)
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._engine.fileno(), self._on_events)
         tcp = f", ICE-TCP {self.bind_ip}:{self._engine.tcp_port}" if self._engine.tcp_port is not None else ""
@@ -174,6 +174,12 @@ class WhepEndpoint:
         self.plain[viewer] = (protocol, on_event)
         self._streams[stream.feed.id] = stream
         return viewer
+
+    def plain_stats(self, viewer: int) -> dict[str, Any] | None:
+        """A plain viewer's counters (packets, bytes, and from a UDP client's
+        RTCP: ``reports``, ``lost``, ``loss``, ``jitter_ms``), or None when
+        it is gone."""
+        return self._engine.viewer(viewer) if self._engine is not None and viewer in self.plain else None
 
     def stop_plain(self, viewer: int) -> None:
         if self.plain.pop(viewer, None) is not None and self._engine is not None:

@@ -79,6 +79,11 @@ const WAKE: u64 = 0;
 const SOCKET: u64 = 1;
 /// The ICE-TCP listener, and its connections from this token on.
 const TCP_LISTENER: u64 = 2;
+const PLAIN_RTP: u64 = 3;
+const PLAIN_RTCP: u64 = 4;
+/// Datagrams read from a plain-RTP socket per readiness event (the rest
+/// wait for the next loop: the epoll registration is level-triggered).
+const PLAIN_RECEIVE_MAX: usize = 64;
 const TCP_CONNECTIONS: u64 = 1 << 32;
 /// Readiness events taken per `epoll_wait`.
 const EPOLL_EVENTS: usize = 64;
@@ -229,10 +234,20 @@ pub const PLAIN_TCP_BACKLOG: usize = 2 << 20;
 
 /// Bind an even RTP port and the next one for RTCP on `ip` (RFC 3550
 /// §11's convention, which some players assume).
-fn bind_rtp_pair(ip: std::net::IpAddr) -> io::Result<(std::net::UdpSocket, std::net::UdpSocket)> {
+fn bind_rtp_pair(
+    ip: std::net::IpAddr,
+    port: u16,
+) -> io::Result<(std::net::UdpSocket, std::net::UdpSocket)> {
+    if port % 2 == 1 || port == u16::MAX {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the RTP port of a pair is even",
+        ));
+    }
     let mut last = io::Error::new(io::ErrorKind::AddrInUse, "no free RTP port pair");
-    for _ in 0..64 {
-        let rtp = std::net::UdpSocket::bind(SocketAddr::new(ip, 0))?;
+    // a given pair is tried once; an ephemeral one until a free pair is found
+    for _ in 0..if port == 0 { 64 } else { 1 } {
+        let rtp = std::net::UdpSocket::bind(SocketAddr::new(ip, port))?;
         let port = rtp.local_addr()?.port();
         if port % 2 == 1 || port == u16::MAX {
             continue;
@@ -263,22 +278,24 @@ impl Engine {
         timeouts: Timeouts,
         tcp_port: Option<u16>,
     ) -> io::Result<Engine> {
-        Engine::start_with_plain(bind, advertised, timeouts, tcp_port, false)
+        Engine::start_with_plain(bind, advertised, timeouts, tcp_port, None)
     }
 
     /// [`Engine::start`], and with `plain_udp` an RTP/RTCP socket pair on
-    /// the bind address for plain-RTP (RTSP) viewers over UDP.
+    /// the bind address for plain-RTP (RTSP) viewers over UDP: that even
+    /// RTP port and the next for RTCP, or any free pair for 0. The engine
+    /// reads the pair too: the clients' RTCP reports (their loss and
+    /// jitter, and a keep-alive of their RTSP session).
     pub fn start_with_plain(
         bind: SocketAddr,
         advertised: std::net::IpAddr,
         timeouts: Timeouts,
         tcp_port: Option<u16>,
-        plain_udp: bool,
+        plain_udp: Option<u16>,
     ) -> io::Result<Engine> {
-        let plain = if plain_udp {
-            Some(bind_rtp_pair(bind.ip())?)
-        } else {
-            None
+        let plain = match plain_udp {
+            Some(port) => Some(bind_rtp_pair(bind.ip(), port)?),
+            None => None,
         };
         let plain_ports = match &plain {
             Some((a, b)) => Some((a.local_addr()?.port(), b.local_addr()?.port())),
@@ -311,6 +328,10 @@ impl Engine {
         let epoll = unsafe { OwnedFd::from_raw_fd(epoll) };
         epoll_add(epoll.as_raw_fd(), shared.wake.as_raw_fd(), WAKE)?;
         epoll_add(epoll.as_raw_fd(), socket.as_raw_fd(), SOCKET)?;
+        if let Some((rtp, rtcp)) = &plain {
+            epoll_add(epoll.as_raw_fd(), rtp.as_raw_fd(), PLAIN_RTP)?;
+            epoll_add(epoll.as_raw_fd(), rtcp.as_raw_fd(), PLAIN_RTCP)?;
+        }
         let tcp = match tcp_port {
             Some(port) => {
                 let mut mux = TcpMux::bind(SocketAddr::new(bind.ip(), port), TcpLimits::default())?;
@@ -534,6 +555,8 @@ struct Run {
     plain: HashMap<u64, PlainViewer>,
     plain_sockets: Option<(std::net::UdpSocket, std::net::UdpSocket)>,
     plain_out: Vec<PlainDatagram>,
+    /// A UDP plain viewer's RTCP addresses → the viewer.
+    plain_by_addr: HashMap<SocketAddr, u64>,
     by_addr: HashMap<Route, u64>,
     by_ufrag: HashMap<String, u64>,
     feeds: HashMap<u64, FeedViewers>,
@@ -565,6 +588,7 @@ impl Run {
             plain: HashMap::new(),
             plain_sockets: None,
             plain_out: Vec::new(),
+            plain_by_addr: HashMap::new(),
             by_addr: HashMap::new(),
             by_ufrag: HashMap::new(),
             feeds: HashMap::new(),
@@ -602,6 +626,8 @@ impl Run {
                         self.run_commands();
                     }
                     SOCKET => self.receive(),
+                    PLAIN_RTP => self.receive_plain(false),
+                    PLAIN_RTCP => self.receive_plain(true),
                     _ => self.receive_tcp(token, flags),
                 }
             }
@@ -669,6 +695,9 @@ impl Run {
                     fv.viewers.push(id);
                     // a new viewer needs a picture
                     fv.keyframe_wanted |= viewer.waiting_keyframe();
+                    for addr in viewer.udp_rtcp_sources() {
+                        self.plain_by_addr.insert(addr, id);
+                    }
                     self.plain.insert(id, viewer);
                 }
                 Command::Text(id, text) => {
@@ -963,6 +992,10 @@ impl Run {
                 info.counters.packets = v.packets;
                 info.counters.bytes = v.bytes;
                 info.counters.skipped = v.skipped;
+                info.counters.reports = v.reports.reports;
+                info.counters.lost = v.reports.lost;
+                info.counters.loss = v.reports.loss;
+                info.counters.jitter_ms = v.reports.jitter_ms;
             }
         }
         drop(infos);
@@ -975,6 +1008,11 @@ impl Run {
     fn close_viewer(&mut self, id: u64, reason: &str) {
         if let Some(viewer) = self.plain.remove(&id) {
             let feed = viewer.feed.id();
+            for addr in viewer.udp_rtcp_sources() {
+                if self.plain_by_addr.get(&addr) == Some(&id) {
+                    self.plain_by_addr.remove(&addr);
+                }
+            }
             // its last bytes (a response queued before) go out if they can
             let mut viewer = viewer;
             let _ = viewer.flush_tcp();
@@ -1057,6 +1095,35 @@ impl Run {
 }
 
 impl Run {
+    /// What UDP clients send to the plain-RTP pair: RTCP reports go to the
+    /// viewer whose RTCP address sent them; the rest (NAT openers on the
+    /// RTP port, strangers) is read and dropped.
+    fn receive_plain(&mut self, rtcp: bool) {
+        let Some((rtp_socket, rtcp_socket)) = self.plain_sockets.as_ref() else {
+            return;
+        };
+        let socket = if rtcp { rtcp_socket } else { rtp_socket };
+        let mut buf = [0u8; 2048];
+        for _ in 0..PLAIN_RECEIVE_MAX {
+            let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                return;
+            };
+            self.stats.datagrams_in += 1;
+            let viewer = if rtcp {
+                self.plain_by_addr
+                    .get(&from)
+                    .and_then(|id| self.plain.get_mut(id))
+            } else {
+                None
+            };
+            match viewer {
+                Some(v) => v.receive_rtcp(&buf[..n]),
+                None if rtcp => self.stats.unroutable += 1,
+                None => {}
+            }
+        }
+    }
+
     /// Plain viewers' UDP datagrams, RTP and RTCP each from its socket.
     fn send_plain(&mut self) {
         let out = mem::take(&mut self.plain_out);

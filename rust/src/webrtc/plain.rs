@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::feed::{FeedPacket, StreamFeed};
 use super::sr::{ntp_time, rtp_time_at, sender_report};
+use crate::rtp::{parse_rtcp_compound, RtcpPacket};
 use crate::session::MediaKind;
 
 /// How often each track's sender report goes out (the first one follows the
@@ -176,6 +177,19 @@ pub struct PlainFeedback {
     pub keyframe: bool,
 }
 
+/// What a UDP client's RTCP said.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ClientReports {
+    /// Compound RTCP packets it sent (its RTSP session's keep-alive).
+    pub reports: u64,
+    /// From its last report block on the main track (video, or audio
+    /// without video): packets lost, the fraction lost since its previous
+    /// report, interarrival jitter.
+    pub lost: u64,
+    pub loss: Option<f32>,
+    pub jitter_ms: Option<f64>,
+}
+
 /// One RTSP client's plain-RTP output.
 pub struct PlainViewer {
     pub id: u64,
@@ -194,6 +208,7 @@ pub struct PlainViewer {
     pub bytes: u64,
     /// Video packets not sent while waiting for a keyframe.
     pub skipped: u64,
+    pub reports: ClientReports,
 }
 
 impl PlainViewer {
@@ -227,6 +242,48 @@ impl PlainViewer {
             packets: 0,
             bytes: 0,
             skipped: 0,
+            reports: ClientReports::default(),
+        }
+    }
+
+    /// The client's RTCP addresses, for the tracks it receives over UDP.
+    pub fn udp_rtcp_sources(&self) -> Vec<SocketAddr> {
+        let mut addrs: Vec<SocketAddr> = [self.audio.as_ref(), self.video.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter_map(|t| match t.config.dest {
+                TrackDest::Udp { rtcp, .. } => Some(rtcp),
+                TrackDest::Interleaved { .. } => None,
+            })
+            .collect();
+        addrs.dedup();
+        addrs
+    }
+
+    /// A datagram from one of the client's RTCP addresses: a valid compound
+    /// packet counts as a report, and a report block on the main track
+    /// updates its loss and jitter. Anything else is dropped.
+    pub fn receive_rtcp(&mut self, data: &[u8]) {
+        let Ok(packets) = parse_rtcp_compound(data) else {
+            return;
+        };
+        self.reports.reports += 1;
+        let Some(main) = self.video.as_ref().or(self.audio.as_ref()) else {
+            return;
+        };
+        let (ssrc, clock) = (main.config.ssrc, main.config.clock);
+        for packet in &packets {
+            let blocks = match packet {
+                RtcpPacket::ReceiverReport { reports, .. }
+                | RtcpPacket::SenderReport { reports, .. } => reports,
+                _ => continue,
+            };
+            for block in blocks.iter().filter(|b| b.ssrc == ssrc) {
+                self.reports.lost = u64::try_from(block.cumulative_lost).unwrap_or(0);
+                self.reports.loss = Some(f32::from(block.fraction_lost) / 256.0);
+                self.reports.jitter_ms =
+                    Some(f64::from(block.jitter) * 1000.0 / f64::from(clock.max(1)));
+            }
         }
     }
 
@@ -550,6 +607,68 @@ mod tests {
             }
         }
         assert!(result.unwrap_err().contains("slow client"));
+    }
+
+    #[test]
+    fn client_reports_count_and_give_the_main_tracks_loss_and_jitter() {
+        let now = Instant::now();
+        let a: SocketAddr = "127.0.0.1:5001".parse().unwrap();
+        let v: SocketAddr = "127.0.0.1:5003".parse().unwrap();
+        let udp = |rtcp| TrackDest::Udp { rtp: rtcp, rtcp };
+        let mut viewer = PlainViewer::new(
+            1,
+            StreamFeed::new(),
+            Some(track(0, 0x1111, 0, udp(a))),
+            Some(track(96, 0x2222, 0, udp(v))),
+            None,
+            now,
+        );
+        assert_eq!(viewer.udp_rtcp_sources(), vec![a, v]);
+        let rr = |ssrc: u32| {
+            let mut data = Vec::new();
+            let block = crate::rtp::ReportBlock {
+                ssrc,
+                fraction_lost: 128,
+                cumulative_lost: 3,
+                extended_highest_seq: 0,
+                jitter: 4500,
+                last_sr: 0,
+                delay_since_last_sr: 0,
+            };
+            crate::rtp::rtcp::write_receiver_report(&mut data, 9, &[block]);
+            data
+        };
+        // a report on the audio only counts; on the video (the main track) it
+        // gives loss and jitter (90 kHz); garbage is not a report
+        viewer.receive_rtcp(&rr(0x1111));
+        assert_eq!(
+            viewer.reports,
+            ClientReports {
+                reports: 1,
+                ..Default::default()
+            }
+        );
+        viewer.receive_rtcp(&rr(0x2222));
+        viewer.receive_rtcp(b"\x00garbage");
+        assert_eq!(
+            viewer.reports,
+            ClientReports {
+                reports: 2,
+                lost: 3,
+                loss: Some(0.5),
+                jitter_ms: Some(50.0)
+            }
+        );
+        // interleaved tracks have no UDP source
+        let tcp = PlainViewer::new(
+            2,
+            StreamFeed::new(),
+            Some(track(0, 1, 0, TrackDest::Interleaved { rtp: 0, rtcp: 1 })),
+            None,
+            None,
+            now,
+        );
+        assert!(tcp.udp_rtcp_sources().is_empty());
     }
 
     #[test]

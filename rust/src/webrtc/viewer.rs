@@ -141,6 +141,9 @@ pub struct ViewerCounters {
     pub loss: Option<f32>,
     pub jitter_ms: Option<f64>,
     pub rtt_ms: Option<f64>,
+    /// RTCP packets a plain-RTP viewer over UDP sent us (its RTSP
+    /// session's keep-alive); 0 for the others.
+    pub reports: u64,
 }
 
 /// What the viewer's output asked of the engine.
