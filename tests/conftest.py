@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -17,6 +16,7 @@ from sipstream.server import Server
 from sipstream.testing import LoopbackCallee
 
 from .peers.media import SOURCE_FPS, SOURCE_HEIGHT, SOURCE_WIDTH
+from .peers.util import free_port
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -35,9 +35,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def free_tcp_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free TCP port for a test server to listen on, outside the ranges
+    the kernel hands out for port 0 (see ``peers.util.free_port``)."""
+    return free_port(udp=False, tcp=True)
 
 
 # Media port ranges for test servers: 200 ports each, below the kernel's

@@ -15,6 +15,8 @@ import pytest
 from sipstream._core import SipMessage
 from sipstream.sip.transport import Endpoint, SipTransport, new_branch
 
+from .peers.util import free_port
+
 # Linux's value; the socket module names it only on some Pythons.
 IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
 
@@ -272,9 +274,7 @@ class _Answer200(asyncio.DatagramProtocol):
 async def test_icmp_port_unreachable_does_not_end_the_transaction() -> None:
     transport = await _open()
     loop = asyncio.get_running_loop()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]  # nobody listens there until later
+    port = free_port(udp=True, tcp=False)  # nobody listens there until later
     # Linux reports ICMP errors on an unconnected UDP socket only with
     # IP_RECVERR; set it so the refusal surfaces, as it does on other systems.
     assert transport._udp is not None

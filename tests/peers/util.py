@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -39,18 +40,35 @@ def _port_free(port: int, udp: bool = True, tcp: bool = True) -> bool:
             s.close()
 
 
-def free_port(udp: bool = True, tcp: bool = True) -> int:
-    """A port on 127.0.0.1 that is currently free for UDP and/or TCP.
+# Ports handed to peers and test servers come from this pool: below the media
+# ranges test servers get (10000-32600, tests/conftest.py) and below the
+# kernel's ephemeral range (32768-60999), so that no bind to port 0 and no
+# outgoing connection takes one between the moment it is chosen here and
+# the moment its user binds it. The pool is walked in turn from a random
+# start; a port comes back only after a whole cycle.
+POOL_FIRST, POOL_END = 6000, 10000
+_RESERVED = {8080, 8082, 8443, 9091}  # sipstream's default ports
+_cursor = POOL_FIRST + random.randrange(POOL_END - POOL_FIRST)
 
-    Ports already handed out by this process are not returned again, so
-    several peers in one test never collide with each other.
-    """
-    for _ in range(200):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
-        s.bind((LOOPBACK, 0))
-        port = s.getsockname()[1]
-        s.close()
-        if port in _handed_out or port < 20000:
+
+def _next_block(count: int, align: int) -> range:
+    global _cursor
+    start = -(-_cursor // align) * align
+    if start + count > POOL_END:
+        start = POOL_FIRST  # a new cycle: what was handed out a cycle ago is long closed
+        _handed_out.clear()
+    _cursor = start + count
+    return range(start, start + count)
+
+
+def free_port(udp: bool = True, tcp: bool = True) -> int:
+    """A port on 127.0.0.1 that is currently free for UDP and/or TCP, from
+    the pool above. Ports already handed out by this process are not
+    returned again within a cycle, so several peers in one test never
+    collide with each other."""
+    for _ in range(POOL_END - POOL_FIRST):
+        (port,) = _next_block(1, 1)
+        if port in _handed_out or port in _RESERVED:
             continue
         if _port_free(port, udp=udp, tcp=tcp):
             _handed_out.add(port)
@@ -61,19 +79,13 @@ def free_port(udp: bool = True, tcp: bool = True) -> int:
 def free_udp_port_pair(count: int = 4) -> int:
     """An even UDP port ``p`` such that p .. p+count-1 are all free
     (for RTP/RTCP of audio + video: p, p+1, p+2, p+3)."""
-    for _ in range(200):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind((LOOPBACK, 0))
-        port = s.getsockname()[1] & ~1
-        s.close()
-        if port < 20000 or port + count > 65535:
+    for _ in range((POOL_END - POOL_FIRST) // count):
+        block = _next_block(count, 2)
+        if any(p in _handed_out or p in _RESERVED for p in block):
             continue
-        rng = range(port, port + count)
-        if any(p in _handed_out for p in rng):
-            continue
-        if all(_port_free(p, udp=True, tcp=False) for p in rng):
-            _handed_out.update(rng)
-            return port
+        if all(_port_free(p, udp=True, tcp=False) for p in block):
+            _handed_out.update(block)
+            return block[0]
     raise RuntimeError("no free UDP port range found")
 
 
