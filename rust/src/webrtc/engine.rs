@@ -79,12 +79,13 @@ const WAKE: u64 = 0;
 const SOCKET: u64 = 1;
 /// The ICE-TCP listener, and its connections from this token on.
 const TCP_LISTENER: u64 = 2;
+const TCP_CONNECTIONS: u64 = 1 << 32;
+/// The plain-RTP (RTSP over UDP) socket pair.
 const PLAIN_RTP: u64 = 3;
 const PLAIN_RTCP: u64 = 4;
 /// Datagrams read from a plain-RTP socket per readiness event (the rest
 /// wait for the next loop: the epoll registration is level-triggered).
 const PLAIN_RECEIVE_MAX: usize = 64;
-const TCP_CONNECTIONS: u64 = 1 << 32;
 /// Readiness events taken per `epoll_wait`.
 const EPOLL_EVENTS: usize = 64;
 
