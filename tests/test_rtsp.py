@@ -153,12 +153,26 @@ async def test_ffmpeg_plays_over_tcp_and_udp_decoded_and_in_sync(server_with: An
         await callee.stop()
 
 
+async def _watch_reports(srv: Any, into: list[dict[str, Any]]) -> None:
+    """Collect the counters of every RTSP viewer whose client sent RTCP, until cancelled."""
+    while True:
+        into.extend(s for v in list(srv.whep.plain) if (s := srv.whep.plain_stats(v)) and s["reports"])
+        await asyncio.sleep(0.2)
+
+
 async def test_gstreamer_rtspsrc_decodes_video_and_audio(server_with: Any, callee: LoopbackCallee,
                                                          tmp_path: Path) -> None:
     require_players()
-    _, url = await _serve(server_with, callee, "rtsp2")
+    srv, url = await _serve(server_with, callee, "rtsp2")
     for protocols in ("tcp", "udp"):
-        count, pcm, log = await gstreamer_rtsp_decode(url, protocols, tmp_path, SOURCE_WIDTH, SOURCE_HEIGHT)
+        reports: list[dict[str, Any]] = []
+        # what rtspsrc's RTCP reports said (interleaved, or to the UDP pair)
+        watcher = asyncio.create_task(_watch_reports(srv, reports))
+        try:
+            count, pcm, log = await gstreamer_rtsp_decode(url, protocols, tmp_path, SOURCE_WIDTH, SOURCE_HEIGHT)
+        finally:
+            watcher.cancel()
+        assert reports and reports[-1]["lost"] == 0 and reports[-1]["jitter_ms"] is not None, (protocols, reports)
         assert count >= SOURCE_FPS * 2, (protocols, count, log[-2000:])
         assert len(pcm) >= 8000 * 2, (protocols, len(pcm))
         assert abs(dominant_hz(pcm[-8000:].astype(float), 8000) - 440) < 15, protocols

@@ -267,6 +267,12 @@ impl PyWebrtcEngine {
         Ok(())
     }
 
+    /// An RTCP packet a TCP plain viewer sent interleaved (its loss and jitter).
+    fn plain_rtcp(&self, viewer: u64, data: &[u8]) -> PyResult<()> {
+        self.engine()?.plain_rtcp(viewer, data.to_vec());
+        Ok(())
+    }
+
     /// End a viewer; a ("closed", id, reason) event follows.
     fn remove_viewer(&self, viewer: u64) -> PyResult<()> {
         self.engine()?.remove_viewer(viewer);

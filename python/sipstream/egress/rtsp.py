@@ -290,10 +290,15 @@ class RtspConnection:
                     log.info("RTSP %s: %s", self.client, "session timed out" if playing else "idle, closed")
                     return
                 if first == b"$" and self.session is not None and self.session.tcp:
-                    # an interleaved frame (the client's RTCP): keeps the session alive
+                    # an interleaved frame (the client's RTCP): keeps the session alive,
+                    # and its reports give the viewer's loss and jitter
                     header = await asyncio.wait_for(self.reader.readexactly(3), s.rtsp_request_timeout_s)
-                    await asyncio.wait_for(self.reader.readexactly(int.from_bytes(header[1:3], "big")),
-                                           s.rtsp_request_timeout_s)
+                    frame = await asyncio.wait_for(self.reader.readexactly(int.from_bytes(header[1:3], "big")),
+                                                   s.rtsp_request_timeout_s)
+                    session = self.session
+                    if session.viewer is not None and any(header[0] == t.transport.ports[1]
+                                                          for t in session.tracks.values()):
+                        self.server.whep.engine.plain_rtcp(session.viewer, frame)
                     continue
                 try:
                     request = await asyncio.wait_for(self._read_request(first), s.rtsp_request_timeout_s)

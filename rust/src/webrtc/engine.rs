@@ -187,6 +187,9 @@ enum Command {
     AddPlain(Box<PlainViewer>),
     /// Bytes for a plain viewer's RTSP connection (a response after PLAY).
     Text(u64, Vec<u8>),
+    /// An interleaved RTCP packet a TCP plain viewer sent (read by the
+    /// control plane, which owns the connection's reading side).
+    Rtcp(u64, Vec<u8>),
     Remove(u64),
     ResetLatency,
 }
@@ -418,6 +421,12 @@ impl Engine {
     /// between two interleaved frames.
     pub fn send_text(&self, id: u64, text: Vec<u8>) {
         self.command(Command::Text(id, text));
+    }
+
+    /// An RTCP packet a TCP plain viewer sent interleaved: its reports give
+    /// the viewer's loss and jitter, as a UDP viewer's do.
+    pub fn plain_rtcp(&self, id: u64, data: Vec<u8>) {
+        self.command(Command::Rtcp(id, data));
     }
 
     /// The bound address.
@@ -707,6 +716,11 @@ impl Run {
                         if let Err(reason) = v.flush_tcp() {
                             self.close_viewer(id, &reason);
                         }
+                    }
+                }
+                Command::Rtcp(id, data) => {
+                    if let Some(v) = self.plain.get_mut(&id) {
+                        v.receive_rtcp(&data);
                     }
                 }
                 Command::Remove(id) => self.close_viewer(id, "ended by request"),

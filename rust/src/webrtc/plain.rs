@@ -177,10 +177,10 @@ pub struct PlainFeedback {
     pub keyframe: bool,
 }
 
-/// What a UDP client's RTCP said.
+/// What a client's RTCP said (over UDP, or interleaved in its connection).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct ClientReports {
-    /// Compound RTCP packets it sent (its RTSP session's keep-alive).
+    /// Compound RTCP packets it sent (over UDP, its RTSP session's keep-alive).
     pub reports: u64,
     /// From its last report block on the main track (video, or audio
     /// without video): packets lost, the fraction lost since its previous
@@ -260,8 +260,9 @@ impl PlainViewer {
         addrs
     }
 
-    /// A datagram from one of the client's RTCP addresses: a valid compound
-    /// packet counts as a report, and a report block on the main track
+    /// An RTCP packet from the client (a datagram from one of its RTCP
+    /// addresses, or an interleaved frame): a valid compound packet counts
+    /// as a report, and a report block on the main track
     /// updates its loss and jitter. Anything else is dropped.
     pub fn receive_rtcp(&mut self, data: &[u8]) {
         let Ok(packets) = parse_rtcp_compound(data) else {

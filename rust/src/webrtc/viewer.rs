@@ -141,8 +141,8 @@ pub struct ViewerCounters {
     pub loss: Option<f32>,
     pub jitter_ms: Option<f64>,
     pub rtt_ms: Option<f64>,
-    /// RTCP packets a plain-RTP viewer over UDP sent us (its RTSP
-    /// session's keep-alive); 0 for the others.
+    /// RTCP packets a plain-RTP viewer sent us (over UDP, its RTSP
+    /// session's keep-alive); 0 for WebRTC viewers.
     pub reports: u64,
 }
 
