@@ -232,10 +232,6 @@ pub struct Engine {
     plain_ports: Option<(u16, u16)>,
 }
 
-/// Bytes a plain viewer's TCP connection may hold unsent before the client
-/// is cut off (about 8 s of a 2 Mbit/s stream).
-pub const PLAIN_TCP_BACKLOG: usize = 2 << 20;
-
 /// Bind an even RTP port and the next one for RTCP on `ip` (RFC 3550
 /// §11's convention, which some players assume).
 fn bind_rtp_pair(
@@ -671,6 +667,19 @@ impl Run {
         self.shared.emit(&mut events);
     }
 
+    /// Count viewer `id` among `feed`'s, which this engine starts taking
+    /// packets from with its first viewer.
+    fn join_feed(&mut self, feed: Arc<StreamFeed>, id: u64) -> &mut FeedViewers {
+        let fv = self.feeds.entry(feed.id()).or_insert_with(|| FeedViewers {
+            feed,
+            viewers: Vec::new(),
+            keyframe_wanted: false,
+            history: VecDeque::new(),
+        });
+        fv.viewers.push(id);
+        fv
+    }
+
     fn run_commands(&mut self) {
         let commands = mem::take(&mut *lock(&self.shared.commands));
         for c in commands {
@@ -679,30 +688,13 @@ impl Run {
                     let viewer = *viewer;
                     let id = viewer.id;
                     self.by_ufrag.insert(viewer.local_ufrag.clone(), id);
-                    let feed = viewer.feed.clone();
-                    self.feeds
-                        .entry(feed.id())
-                        .or_insert_with(|| FeedViewers {
-                            feed,
-                            viewers: Vec::new(),
-                            keyframe_wanted: false,
-                            history: VecDeque::new(),
-                        })
-                        .viewers
-                        .push(id);
+                    self.join_feed(viewer.feed.clone(), id);
                     self.viewers.insert(id, viewer);
                 }
                 Command::AddPlain(viewer) => {
                     let viewer = *viewer;
                     let id = viewer.id;
-                    let feed = viewer.feed.clone();
-                    let fv = self.feeds.entry(feed.id()).or_insert_with(|| FeedViewers {
-                        feed,
-                        viewers: Vec::new(),
-                        keyframe_wanted: false,
-                        history: VecDeque::new(),
-                    });
-                    fv.viewers.push(id);
+                    let fv = self.join_feed(viewer.feed.clone(), id);
                     // a new viewer needs a picture
                     fv.keyframe_wanted |= viewer.waiting_keyframe();
                     for addr in viewer.udp_rtcp_sources() {
@@ -1021,7 +1013,7 @@ impl Run {
     }
 
     fn close_viewer(&mut self, id: u64, reason: &str) {
-        if let Some(viewer) = self.plain.remove(&id) {
+        if let Some(mut viewer) = self.plain.remove(&id) {
             let feed = viewer.feed.id();
             for addr in viewer.udp_rtcp_sources() {
                 if self.plain_by_addr.get(&addr) == Some(&id) {
@@ -1029,7 +1021,6 @@ impl Run {
                 }
             }
             // its last bytes (a response queued before) go out if they can
-            let mut viewer = viewer;
             let _ = viewer.flush_tcp();
             drop(viewer);
             if let Some(fv) = self.feeds.get_mut(&feed) {

@@ -5,7 +5,7 @@
 //!
 //! Sans-IO: [`PlainViewer::forward`] and [`PlainViewer::sender_reports`]
 //! produce datagrams and interleaved bytes; the engine sends them. The TCP
-//! output goes through a bounded [`Backlog`]: a client that stops reading is
+//! output goes through a bounded [`Backlog`] (ICE-TCP's): a client that stops reading is
 //! cut off, never buffered without bound.
 
 use std::net::SocketAddr;
@@ -15,14 +15,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::feed::{FeedPacket, StreamFeed};
 use super::sr::{ntp_time, rtp_time_at, sender_report};
+use super::tcp::Backlog;
 use crate::rtp::{parse_rtcp_compound, RtcpPacket};
 use crate::session::MediaKind;
 
 /// How often each track's sender report goes out (the first one follows the
 /// track's first packet, so players can line audio up with video at once).
 const SR_INTERVAL: Duration = Duration::from_secs(2);
-/// An emptied backlog bigger than this is freed.
-const KEEP_CAPACITY: usize = 64 * 1024;
 
 /// Where one track's packets go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,48 +74,6 @@ pub struct PlainDatagram {
     pub rtcp: bool,
     pub to: SocketAddr,
     pub data: Vec<u8>,
-}
-
-/// Bytes waiting for a TCP client, bounded.
-#[derive(Debug, Default)]
-pub struct Backlog {
-    buf: Vec<u8>,
-    /// Bytes of `buf` already written.
-    start: usize,
-}
-
-impl Backlog {
-    pub fn push(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
-    }
-
-    /// Bytes not written yet.
-    pub fn pending(&self) -> &[u8] {
-        &self.buf[self.start..]
-    }
-
-    pub fn len(&self) -> usize {
-        self.buf.len() - self.start
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// `n` more bytes were written.
-    pub fn consume(&mut self, n: usize) {
-        self.start = (self.start + n).min(self.buf.len());
-        if self.start == self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
-            if self.buf.capacity() > KEEP_CAPACITY {
-                self.buf = Vec::new();
-            }
-        } else if self.start > self.buf.len() / 2 {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
-    }
 }
 
 /// The RTSP client's TCP connection (a dup of Python's socket), written

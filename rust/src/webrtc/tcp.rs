@@ -240,15 +240,58 @@ impl Deframer {
     }
 }
 
+/// Bytes a TCP connection has not taken yet (ICE-TCP connections here, and
+/// RTSP clients' interleaved output in `plain.rs`): written from the
+/// front, compacted once half is written, freed when emptied if big.
+#[derive(Debug, Default)]
+pub struct Backlog {
+    buf: Vec<u8>,
+    /// Bytes of `buf` already written.
+    start: usize,
+}
+
+impl Backlog {
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes not written yet.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    pub fn len(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `n` more bytes were written.
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.buf.len());
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+            if self.buf.capacity() > KEEP_CAPACITY {
+                self.buf = Vec::new();
+            }
+        } else if self.start > self.buf.len() / 2 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+    }
+}
+
 /// One accepted connection.
 struct Connection {
     stream: TcpStream,
     remote: SocketAddr,
     token: u64,
     deframer: Deframer,
-    /// Bytes the socket did not take yet: `out[out_head..]`.
-    out: Vec<u8>,
-    out_head: usize,
+    /// Bytes the socket did not take yet.
+    out: Backlog,
     /// EPOLLOUT is in the connection's interest set.
     watching_out: bool,
     accepted: Instant,
@@ -258,16 +301,16 @@ struct Connection {
 
 impl Connection {
     fn pending(&self) -> usize {
-        self.out.len() - self.out_head
+        self.out.len()
     }
 
     /// Write queued bytes until the queue is empty or the socket is full.
     fn flush(&mut self, stats: &mut TcpStats) -> Result<(), CloseReason> {
-        while self.out_head < self.out.len() {
-            match (&self.stream).write(&self.out[self.out_head..]) {
+        while !self.out.is_empty() {
+            match (&self.stream).write(self.out.pending()) {
                 Ok(0) => return Err(CloseReason::Failed(io::ErrorKind::WriteZero)),
                 Ok(n) => {
-                    self.out_head += n;
+                    self.out.consume(n);
                     stats.bytes_out += n as u64;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -275,22 +318,12 @@ impl Connection {
                 Err(e) => return Err(CloseReason::Failed(e.kind())),
             }
         }
-        self.out.clear();
-        self.out_head = 0;
-        if self.out.capacity() > KEEP_CAPACITY {
-            self.out = Vec::new();
-        }
         Ok(())
     }
 
     /// Queue bytes behind what is already waiting.
     fn queue(&mut self, bytes: &[u8]) {
-        // compact only once half the buffer is sent: amortized O(1) per byte
-        if self.out_head > 0 && self.out_head >= self.out.len() / 2 {
-            self.out.drain(..self.out_head);
-            self.out_head = 0;
-        }
-        self.out.extend_from_slice(bytes);
+        self.out.push(bytes);
     }
 }
 
@@ -589,8 +622,7 @@ impl TcpMux {
                     remote,
                     token,
                     deframer: Deframer::new(self.limits.max_frame),
-                    out: Vec::new(),
-                    out_head: 0,
+                    out: Backlog::default(),
                     watching_out: false,
                     accepted: now,
                     last_frame: None,
