@@ -176,9 +176,9 @@ class WhepEndpoint:
         return viewer
 
     def plain_stats(self, viewer: int) -> dict[str, Any] | None:
-        """A plain viewer's counters (packets, bytes, and from a UDP client's
-        RTCP: ``reports``, ``lost``, ``loss``, ``jitter_ms``), or None when
-        it is gone."""
+        """A plain viewer's counters (packets, bytes, and from its client's
+        RTCP, over UDP or interleaved: ``reports``, ``lost``, ``loss``,
+        ``jitter_ms``), or None when it is gone."""
         return self._engine.viewer(viewer) if self._engine is not None and viewer in self.plain else None
 
     def stop_plain(self, viewer: int) -> None:
